@@ -1,0 +1,165 @@
+//! Wiring: opens the store, the seed key and the services over them, binds the RADIUS sockets
+//! and serves until told to stop, then drains in-flight requests and flushes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::radius::clients::ClientTable;
+use crate::radius::stats::Stats;
+use crate::radius::Server;
+use crate::store::commit::GroupCommit;
+use crate::store::seal::{SealError, SeedCipher};
+use crate::store::sled_store::SledStore;
+use crate::store::{Store, StoreError};
+use crate::token::TokenService;
+
+/// Kernel receive buffer asked for on each socket, to ride out bursts.
+const RECEIVE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("cannot listen on {address}: {reason}")]
+    Bind { address: SocketAddr, reason: String },
+    #[error("cannot start the commit thread: {0}")]
+    Thread(String),
+}
+
+/// The store and the token service over it, as the command line and the server open them.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub tokens: Arc<TokenService>,
+}
+
+/// Opens the store at `[storage] path` (failing at once if another process holds it) and the
+/// seed key (created on first use).
+pub fn open_services(settings: &Settings) -> Result<Services, ServeError> {
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&settings.storage.path)?);
+    let cipher = SeedCipher::load_or_create(&settings.storage.key_file)?;
+    let tokens = Arc::new(TokenService::new(
+        Arc::clone(&store),
+        cipher,
+        settings.otp.clone(),
+    ));
+    Ok(Services { store, tokens })
+}
+
+/// Binds one UDP socket per address; IPv6 sockets are v6-only so `[::]` and `0.0.0.0` can
+/// both be listed.
+pub fn bind_udp(address: SocketAddr) -> Result<UdpSocket, ServeError> {
+    let fail = |e: std::io::Error| ServeError::Bind {
+        address,
+        reason: e.to_string(),
+    };
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .map_err(fail)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true).map_err(fail)?;
+    }
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER_BYTES);
+    socket.bind(&address.into()).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    UdpSocket::from_std(socket.into()).map_err(fail)
+}
+
+/// Runs the RADIUS server until `shutdown` resolves; then stops reading, answers what is in
+/// flight, makes the store durable and returns.
+pub async fn serve(
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let settings = Arc::new(settings);
+    let services = open_services(&settings)?;
+    let (users, tokens) = services.store.counts();
+    tracing::info!(
+        path = %settings.storage.path.display(),
+        users,
+        tokens,
+        "store opened"
+    );
+    if settings.uses_default_secret() {
+        tracing::warn!(
+            "a RADIUS client uses the default secret `testing123`: for trying out only; \
+             configure [[radius.clients]] with a strong secret before production"
+        );
+    }
+    if !settings.radius.require_message_authenticator {
+        tracing::warn!(
+            "require_message_authenticator is off: Access-Requests without Message-Authenticator \
+             are accepted (Blast-RADIUS, CVE-2024-3596)"
+        );
+    }
+    let commit = GroupCommit::start(Arc::clone(&services.store))
+        .map_err(|e| ServeError::Thread(e.to_string()))?;
+    let authenticator = Arc::new(Authenticator::new(
+        Arc::clone(&settings),
+        Arc::clone(&services.tokens),
+        commit,
+    ));
+    let mut sockets = Vec::with_capacity(settings.radius.listen.len());
+    for address in &settings.radius.listen {
+        let socket = bind_udp(*address)?;
+        let local = socket.local_addr().map_err(|e| ServeError::Bind {
+            address: *address,
+            reason: e.to_string(),
+        })?;
+        tracing::info!(address = %local, "radius listening");
+        sockets.push(socket);
+    }
+    let stats = Arc::new(Stats::default());
+    let server = Arc::new(Server::new(
+        authenticator,
+        ClientTable::new(&settings.radius.clients),
+        &settings.radius,
+        Arc::clone(&stats),
+    ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let serving = tokio::spawn(Arc::clone(&server).serve(sockets, stop_rx));
+    shutdown.await;
+    tracing::info!("shutting down: no new requests; finishing those in flight");
+    let _ = stop_tx.send(true);
+    if let Err(e) = serving.await {
+        tracing::error!(error = %e, "server task ended abnormally");
+    }
+    services.store.sync()?;
+    let counters: Vec<String> = stats
+        .snapshot()
+        .into_iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    tracing::info!(counters = %counters.join(" "), "stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers, fall back to Ctrl-C only.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

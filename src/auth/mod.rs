@@ -1,0 +1,308 @@
+//! The authentication pipeline (DESIGN.md, "Data flow"): throttle, account, first factor,
+//! token gate, OTP, durable commit, decision. It implements [`RequestHandler`], so the RADIUS
+//! layer hands it checked requests and turns its [`Reply`] into a packet.
+//!
+//! Reply-Message texts: an unknown user, a wrong password and a wrong OTP all get the same
+//! generic text, so an attacker cannot tell which part failed. Only once the password was right
+//! does the user see a state-specific text adapted from the guide's "Possible Login Errors".
+
+pub mod messages;
+pub mod password;
+pub mod throttle;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use zeroize::Zeroizing;
+
+use crate::config::{AssuranceLevel, Settings};
+use crate::radius::packet::ReplyCode;
+use crate::radius::{Reply, Request, RequestHandler};
+use crate::store::commit::GroupCommit;
+use crate::store::{TokenState, User};
+use crate::token::{OtpOutcome, TokenService};
+
+use password::PasswordHash;
+use throttle::Throttle;
+
+/// Why a request was decided as it was; the `reason` field of the decision log event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Throttled,
+    NoUserName,
+    NoPassword,
+    UnsupportedChap,
+    UnknownUser,
+    UnusableHash,
+    PasswordTooShort,
+    WrongPassword,
+    NoToken,
+    TokenNotUsable(TokenState),
+    LevelTooLow,
+    UnknownApplication,
+    WrongOtp,
+    LockedNow,
+    InternalError,
+}
+
+impl Outcome {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "ok",
+            Outcome::Throttled => "throttled",
+            Outcome::NoUserName => "no_user_name",
+            Outcome::NoPassword => "no_user_password",
+            Outcome::UnsupportedChap => "chap_not_supported",
+            Outcome::UnknownUser => "unknown_user",
+            Outcome::UnusableHash => "unusable_password_hash",
+            Outcome::PasswordTooShort => "password_shorter_than_otp",
+            Outcome::WrongPassword => "wrong_password",
+            Outcome::NoToken => "no_token",
+            Outcome::TokenNotUsable(state) => match state {
+                TokenState::Inventory => "token_inventory",
+                TokenState::PendingActivation => "token_pending_activation",
+                TokenState::Active => "token_active",
+                TokenState::Locked => "token_locked",
+                TokenState::Suspended => "token_suspended",
+                TokenState::Expired => "token_expired",
+                TokenState::Revoked => "token_revoked",
+            },
+            Outcome::LevelTooLow => "assurance_level_too_low",
+            Outcome::UnknownApplication => "unknown_application",
+            Outcome::WrongOtp => "wrong_otp",
+            Outcome::LockedNow => "wrong_otp_locked",
+            Outcome::InternalError => "internal_error",
+        }
+    }
+
+    /// The Reply-Message a user sees for this outcome.
+    pub fn reply_message(self) -> Option<&'static str> {
+        match self {
+            Outcome::Accepted => None,
+            Outcome::TokenNotUsable(TokenState::Locked) | Outcome::LockedNow => {
+                Some(messages::TOKEN_LOCKED)
+            }
+            Outcome::TokenNotUsable(TokenState::Expired) => Some(messages::TOKEN_EXPIRED),
+            Outcome::TokenNotUsable(TokenState::PendingActivation | TokenState::Inventory) => {
+                Some(messages::TOKEN_PENDING)
+            }
+            Outcome::TokenNotUsable(_) => Some(messages::TOKEN_UNUSABLE),
+            Outcome::LevelTooLow => Some(messages::LEVEL_TOO_LOW),
+            Outcome::InternalError => Some(messages::TRY_LATER),
+            _ => Some(messages::GENERIC_FAILURE),
+        }
+    }
+}
+
+/// The pipeline and everything it needs.
+pub struct Authenticator {
+    settings: Arc<Settings>,
+    tokens: Arc<TokenService>,
+    commit: GroupCommit,
+    throttle: Throttle,
+}
+
+impl Authenticator {
+    pub fn new(settings: Arc<Settings>, tokens: Arc<TokenService>, commit: GroupCommit) -> Self {
+        let throttle = Throttle::new(&settings.throttle);
+        Authenticator {
+            settings,
+            tokens,
+            commit,
+            throttle,
+        }
+    }
+
+    /// Decides one request; returns the outcome and the user name it concerned.
+    pub async fn decide(&self, request: &Request) -> Outcome {
+        let Some(username) = request.user_name.as_deref() else {
+            return Outcome::NoUserName;
+        };
+        let client = &request.client;
+        if self
+            .throttle
+            .is_throttled(username, &client.name, Instant::now())
+        {
+            return Outcome::Throttled;
+        }
+        let Some(password_and_otp) = request.password.as_ref() else {
+            return if request.has_chap_password {
+                Outcome::UnsupportedChap
+            } else {
+                Outcome::NoPassword
+            };
+        };
+        let store = self.tokens.store();
+
+        // 1. Account.
+        let user = match store.user(username) {
+            Ok(Some(user)) => user,
+            Ok(None) => {
+                self.spend_dummy_verify().await;
+                self.throttle
+                    .record_failure(username, &client.name, Instant::now());
+                return Outcome::UnknownUser;
+            }
+            Err(e) => {
+                tracing::error!(user = username, error = %e, "store read failed");
+                return Outcome::InternalError;
+            }
+        };
+        let token = match store.token_of_user(username) {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::error!(user = username, error = %e, "store read failed");
+                return Outcome::InternalError;
+            }
+        };
+        let Some(token) = token else {
+            // Without a token the OTP cannot be split off; answer as for a wrong password.
+            self.spend_dummy_verify().await;
+            return Outcome::NoToken;
+        };
+
+        // 2. First factor: everything before the last `digits` characters.
+        let digits = usize::from(token.digits);
+        let Some(split) = password_and_otp.len().checked_sub(digits) else {
+            self.spend_dummy_verify().await;
+            self.throttle
+                .record_failure(username, &client.name, Instant::now());
+            return Outcome::PasswordTooShort;
+        };
+        let password = Zeroizing::new(password_and_otp[..split].to_vec());
+        let otp = String::from_utf8_lossy(&password_and_otp[split..]).into_owned();
+        let hash = match PasswordHash::parse(&user.password_hash) {
+            Ok(hash) => hash,
+            Err(e) => {
+                tracing::error!(user = username, error = %e, "stored password hash is unusable");
+                return Outcome::UnusableHash;
+            }
+        };
+        let verified = {
+            let hash = hash.clone();
+            let password = password.clone();
+            tokio::task::spawn_blocking(move || hash.verify(&password))
+                .await
+                .unwrap_or(false)
+        };
+        if !verified {
+            self.throttle
+                .record_failure(username, &client.name, Instant::now());
+            return Outcome::WrongPassword;
+        }
+        self.throttle.record_success(username);
+
+        // 3. Token gate: state, then the application's required level.
+        let now = unix_now();
+        let state = TokenService::effective_state(&token, now);
+        if state != TokenState::Active {
+            return Outcome::TokenNotUsable(state);
+        }
+        let Some(application) = self.settings.application(&client.application) else {
+            return Outcome::UnknownApplication;
+        };
+        let level =
+            AssuranceLevel::from_number(user.assurance_level).unwrap_or(AssuranceLevel::Two);
+        if level < application.required_level {
+            return Outcome::LevelTooLow;
+        }
+
+        // 4. OTP, 5. durable commit before the reply leaves.
+        let outcome = match self.tokens.check_otp(&token.serial, &otp, now) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::error!(user = username, serial = %token.serial, error = %e, "OTP check failed");
+                return Outcome::InternalError;
+            }
+        };
+        if outcome.wrote() {
+            if let Err(e) = self.commit.durable().await {
+                tracing::error!(error = %e, "could not make the decision durable; refusing");
+                return Outcome::InternalError;
+            }
+        }
+        match outcome {
+            OtpOutcome::Accepted => {
+                self.maybe_rehash(user, password, hash);
+                Outcome::Accepted
+            }
+            OtpOutcome::Rejected { .. } => Outcome::WrongOtp,
+            OtpOutcome::LockedNow => Outcome::LockedNow,
+            OtpOutcome::NotUsable(state) => Outcome::TokenNotUsable(state),
+        }
+    }
+
+    /// Costs an unknown user the same argon2id work as a known one (no enumeration by timing).
+    async fn spend_dummy_verify(&self) {
+        let params = self.settings.password.argon2;
+        let _ = tokio::task::spawn_blocking(move || password::dummy_verify(&params)).await;
+    }
+
+    /// Re-hashes an imported hash to argon2id after a successful login, off the reply path.
+    fn maybe_rehash(&self, user: User, password: Zeroizing<Vec<u8>>, hash: PasswordHash) {
+        let params = self.settings.password.argon2;
+        if !self.settings.password.rehash_on_login || !hash.needs_rehash(&params) {
+            return;
+        }
+        let store = Arc::clone(self.tokens.store());
+        tokio::task::spawn_blocking(move || {
+            let new_hash = match PasswordHash::new_argon2id(&password, &params) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(user = %user.username, error = %e, "re-hash failed");
+                    return;
+                }
+            };
+            let updated = User {
+                password_hash: new_hash.as_stored().to_string(),
+                ..user
+            };
+            match store.update_user(&updated).and_then(|_| store.sync()) {
+                Ok(()) => tracing::info!(
+                    user = %updated.username,
+                    from = hash.scheme(),
+                    "password hash upgraded to argon2id"
+                ),
+                Err(e) => {
+                    tracing::warn!(user = %updated.username, error = %e, "re-hash not stored")
+                }
+            }
+        });
+    }
+}
+
+impl RequestHandler for Authenticator {
+    async fn handle(&self, request: Request) -> Reply {
+        let started = Instant::now();
+        let outcome = self.decide(&request).await;
+        let code = if outcome == Outcome::Accepted {
+            ReplyCode::Accept
+        } else {
+            ReplyCode::Reject
+        };
+        tracing::info!(
+            target: "otpgate::decision",
+            user = request.user_name.as_deref().unwrap_or("-"),
+            client = %request.client.name,
+            nas = %request.peer,
+            id = request.identifier,
+            result = if code == ReplyCode::Accept { "accept" } else { "reject" },
+            reason = outcome.reason(),
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "decision"
+        );
+        Reply {
+            code,
+            message: outcome.reply_message().map(str::to_string),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

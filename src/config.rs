@@ -1,0 +1,821 @@
+//! Settings: the TOML file (or the embedded defaults) plus `OTPGATE__SECTION__KEY` environment
+//! overrides, read with the `config` crate into a raw, unknown-key-refusing form, then checked
+//! and built into [`Settings`], the only form the rest of the appliance sees.
+//!
+//! `otpgate check-config` runs exactly [`Settings::load`]; every problem it reports names the
+//! file, the key and what is wrong with it.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::auth::password::Argon2Params;
+
+/// The conventional localhost secret (FreeRADIUS ships the same); for trying out only.
+pub const DEFAULT_CLIENT_SECRET: &str = "testing123";
+/// Shortest shared secret accepted (RFC 2865 section 3 asks for at least 16 octets; shorter
+/// ones are allowed for lab use with a warning, below this they are refused).
+const MIN_SECRET_LEN: usize = 8;
+const RECOMMENDED_SECRET_LEN: usize = 16;
+
+/// Why settings could not be loaded. Every variant names where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {file}: {reason}")]
+    Unreadable { file: PathBuf, reason: String },
+    #[error("{source_name}: {message}")]
+    Parse {
+        source_name: String,
+        message: String,
+    },
+    #[error("{source_name}: key `{key}`: {problem}")]
+    Invalid {
+        source_name: String,
+        key: String,
+        problem: String,
+    },
+}
+
+/// Checked settings of one otpgate instance.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub storage: StorageSettings,
+    pub radius: RadiusSettings,
+    pub applications: Vec<Application>,
+    pub otp: OtpSettings,
+    pub password: PasswordSettings,
+    pub throttle: ThrottleSettings,
+    pub log: LogSettings,
+    /// Where these settings came from: the file path, or "embedded defaults".
+    pub source_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// Directory of the sled database.
+    pub path: PathBuf,
+    /// AES-256 key that seals token seeds; created with mode 0600 on first start.
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct RadiusSettings {
+    pub listen: Vec<SocketAddr>,
+    pub require_message_authenticator: bool,
+    pub clients: Vec<ClientSettings>,
+    /// Requests evaluated at once; past this, new requests are dropped and counted.
+    pub max_in_flight: usize,
+    /// How long a reply stays in the RFC 5080 duplicate cache.
+    pub dedup_window: Duration,
+}
+
+/// One NAS allowed to send requests (RFC 2865 section 3: identified by source address).
+#[derive(Clone)]
+pub struct ClientSettings {
+    pub name: String,
+    pub address: IpNet,
+    pub secret: String,
+    pub application: String,
+}
+
+impl std::fmt::Debug for ClientSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSettings")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("secret", &"<redacted>")
+            .field("application", &self.application)
+            .finish()
+    }
+}
+
+/// Identity assurance level a token's owner was proofed to (guide, "Proofing Upgrade").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AssuranceLevel {
+    Two = 2,
+    Three = 3,
+}
+
+impl AssuranceLevel {
+    pub fn from_number(n: u8) -> Option<AssuranceLevel> {
+        match n {
+            2 => Some(AssuranceLevel::Two),
+            3 => Some(AssuranceLevel::Three),
+            _ => None,
+        }
+    }
+}
+
+/// How the OTP reaches otpgate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtpMode {
+    /// User-Password carries the password immediately followed by the OTP.
+    Append,
+}
+
+/// A protected application: what its clients' users must present.
+#[derive(Debug, Clone)]
+pub struct Application {
+    pub name: String,
+    pub required_level: AssuranceLevel,
+    pub otp_mode: OtpMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct OtpSettings {
+    /// Consecutive OTP failures (after a right password) that lock the token.
+    pub max_failures: u32,
+    /// TOTP steps accepted either side of the expected step (RFC 6238 section 5.2).
+    pub totp_window: u64,
+    /// HOTP counters tried past the expected one (RFC 4226 section 7.4).
+    pub hotp_look_ahead: u64,
+    /// How far registration/resync searches for two consecutive codes (counters or steps).
+    pub resync_window: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PasswordSettings {
+    pub argon2: Argon2Params,
+    /// Re-hash imported (non-argon2id) hashes to argon2id after a successful login.
+    pub rehash_on_login: bool,
+}
+
+/// Wrong-password throttling that never touches the token (mass-lockout defence).
+#[derive(Debug, Clone)]
+pub struct ThrottleSettings {
+    /// Wrong passwords per user within `window` before that user's requests are refused unchecked.
+    pub user_failures: u32,
+    /// Wrong passwords per client within `window` before that client's requests are refused.
+    pub client_failures: u32,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing_subscriber::EnvFilter` directive, e.g. "info" or "otpgate=debug".
+    pub level: String,
+}
+
+impl Settings {
+    /// Reads `file` (or the embedded defaults when `None`), applies `OTPGATE__SECTION__KEY`
+    /// environment overrides and checks the result.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_with_env(file, None)
+    }
+
+    /// As [`Settings::load`], with the environment given as a map instead of read from the
+    /// process (tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Settings, ConfigError> {
+        let source_name = match file {
+            Some(path) => path.display().to_string(),
+            None => "embedded defaults".to_string(),
+        };
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+                file: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        }
+        let environment = config::Environment::with_prefix("OTPGATE")
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("radius.listen")
+            .try_parsing(true)
+            .source(env);
+        builder = builder.add_source(environment);
+        let raw: RawSettings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Parse {
+                source_name: source_name.clone(),
+                message: e.to_string(),
+            })?;
+        raw.check(source_name)
+    }
+
+    /// The application a client belongs to (checked at load time to exist).
+    pub fn application(&self, name: &str) -> Option<&Application> {
+        self.applications.iter().find(|a| a.name == name)
+    }
+
+    /// True when a client still uses the trying-out secret.
+    pub fn uses_default_secret(&self) -> bool {
+        self.radius
+            .clients
+            .iter()
+            .any(|c| c.secret == DEFAULT_CLIENT_SECRET)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw form: exactly what the file says, unknown keys refused.
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawSettings {
+    storage: RawStorage,
+    radius: RawRadius,
+    applications: Option<Vec<RawApplication>>,
+    otp: RawOtp,
+    password: RawPassword,
+    throttle: RawThrottle,
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorage {
+    path: String,
+    key_file: Option<String>,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        RawStorage {
+            path: "./otpgate-data".into(),
+            key_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRadius {
+    listen: Vec<String>,
+    require_message_authenticator: bool,
+    clients: Option<Vec<RawClient>>,
+    max_in_flight: usize,
+    dedup_window_secs: u64,
+}
+
+impl Default for RawRadius {
+    fn default() -> Self {
+        RawRadius {
+            listen: vec!["127.0.0.1:1812".into()],
+            require_message_authenticator: true,
+            clients: None,
+            max_in_flight: 1024,
+            dedup_window_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    name: String,
+    address: String,
+    secret: String,
+    #[serde(default = "default_application_name")]
+    application: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApplication {
+    name: String,
+    #[serde(default = "default_required_level")]
+    required_level: u8,
+    #[serde(default = "default_otp_mode")]
+    otp_mode: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawOtp {
+    max_failures: u32,
+    totp_window: u64,
+    hotp_look_ahead: u64,
+    resync_window: u64,
+}
+
+impl Default for RawOtp {
+    fn default() -> Self {
+        RawOtp {
+            max_failures: 5,
+            totp_window: 1,
+            hotp_look_ahead: 10,
+            resync_window: 100,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPassword {
+    argon2_memory_kib: u32,
+    argon2_iterations: u32,
+    argon2_parallelism: u32,
+    rehash_on_login: bool,
+}
+
+impl Default for RawPassword {
+    fn default() -> Self {
+        let argon2 = Argon2Params::default();
+        RawPassword {
+            argon2_memory_kib: argon2.memory_kib,
+            argon2_iterations: argon2.iterations,
+            argon2_parallelism: argon2.parallelism,
+            rehash_on_login: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawThrottle {
+    user_failures: u32,
+    client_failures: u32,
+    window_secs: u64,
+}
+
+impl Default for RawThrottle {
+    fn default() -> Self {
+        RawThrottle {
+            user_failures: 10,
+            client_failures: 1000,
+            window_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: String,
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+fn default_application_name() -> String {
+    "default".into()
+}
+
+fn default_required_level() -> u8 {
+    2
+}
+
+fn default_otp_mode() -> String {
+    "append".into()
+}
+
+impl RawSettings {
+    fn check(self, source_name: String) -> Result<Settings, ConfigError> {
+        let invalid = |key: &str, problem: String| ConfigError::Invalid {
+            source_name: source_name.clone(),
+            key: key.to_string(),
+            problem,
+        };
+
+        // [storage]
+        if self.storage.path.trim().is_empty() {
+            return Err(invalid("storage.path", "must not be empty".into()));
+        }
+        let path = PathBuf::from(&self.storage.path);
+        let key_file = match self.storage.key_file {
+            Some(k) if k.trim().is_empty() => {
+                return Err(invalid("storage.key_file", "must not be empty".into()))
+            }
+            Some(k) => PathBuf::from(k),
+            None => path.join("seed.key"),
+        };
+
+        // [[applications]]
+        let raw_apps = self.applications.unwrap_or_else(|| {
+            vec![RawApplication {
+                name: default_application_name(),
+                required_level: default_required_level(),
+                otp_mode: default_otp_mode(),
+            }]
+        });
+        let mut applications = Vec::with_capacity(raw_apps.len());
+        let mut app_names = HashSet::new();
+        for (i, app) in raw_apps.into_iter().enumerate() {
+            let key = |field: &str| format!("applications[{i}].{field}");
+            if app.name.trim().is_empty() {
+                return Err(invalid(&key("name"), "must not be empty".into()));
+            }
+            if !app_names.insert(app.name.clone()) {
+                return Err(invalid(
+                    &key("name"),
+                    format!("duplicate application `{}`", app.name),
+                ));
+            }
+            let required_level =
+                AssuranceLevel::from_number(app.required_level).ok_or_else(|| {
+                    invalid(
+                        &key("required_level"),
+                        format!("must be 2 or 3, got {}", app.required_level),
+                    )
+                })?;
+            let otp_mode = match app.otp_mode.as_str() {
+                "append" => OtpMode::Append,
+                "challenge" | "auto" => {
+                    return Err(invalid(
+                        &key("otp_mode"),
+                        format!(
+                            "`{}` is not available in this release; use `append` \
+                             (password immediately followed by the code)",
+                            app.otp_mode
+                        ),
+                    ))
+                }
+                other => {
+                    return Err(invalid(
+                        &key("otp_mode"),
+                        format!("unknown mode `{other}`; expected `append`"),
+                    ))
+                }
+            };
+            applications.push(Application {
+                name: app.name,
+                required_level,
+                otp_mode,
+            });
+        }
+
+        // [radius]
+        if self.radius.listen.is_empty() {
+            return Err(invalid(
+                "radius.listen",
+                "needs at least one address".into(),
+            ));
+        }
+        let mut listen = Vec::with_capacity(self.radius.listen.len());
+        for (i, addr) in self.radius.listen.iter().enumerate() {
+            let parsed: SocketAddr = addr.trim().parse().map_err(|_| {
+                invalid(
+                    &format!("radius.listen[{i}]"),
+                    format!("`{addr}` is not an address:port (e.g. 127.0.0.1:1812 or [::1]:1812)"),
+                )
+            })?;
+            if listen.contains(&parsed) {
+                return Err(invalid(
+                    &format!("radius.listen[{i}]"),
+                    format!("`{addr}` is listed twice"),
+                ));
+            }
+            listen.push(parsed);
+        }
+        if self.radius.max_in_flight == 0 {
+            return Err(invalid("radius.max_in_flight", "must be at least 1".into()));
+        }
+        if self.radius.dedup_window_secs == 0 || self.radius.dedup_window_secs > 300 {
+            return Err(invalid(
+                "radius.dedup_window_secs",
+                "must be between 1 and 300 seconds (RFC 5080 suggests about 30)".into(),
+            ));
+        }
+        let raw_clients = self.radius.clients.unwrap_or_else(|| {
+            vec![RawClient {
+                name: "localhost".into(),
+                address: "127.0.0.1/32".into(),
+                secret: DEFAULT_CLIENT_SECRET.into(),
+                application: default_application_name(),
+            }]
+        });
+        let mut clients: Vec<ClientSettings> = Vec::with_capacity(raw_clients.len());
+        for (i, client) in raw_clients.into_iter().enumerate() {
+            let key = |field: &str| format!("radius.clients[{i}].{field}");
+            if client.name.trim().is_empty() {
+                return Err(invalid(&key("name"), "must not be empty".into()));
+            }
+            let address = parse_cidr(&client.address).ok_or_else(|| {
+                invalid(
+                    &key("address"),
+                    format!(
+                        "`{}` is not a CIDR (e.g. 192.0.2.10/32, 10.0.0.0/8, ::1/128)",
+                        client.address
+                    ),
+                )
+            })?;
+            if client.secret.len() < MIN_SECRET_LEN {
+                return Err(invalid(
+                    &key("secret"),
+                    format!(
+                        "is too short ({} characters); use at least {MIN_SECRET_LEN}, \
+                         {RECOMMENDED_SECRET_LEN} or more recommended",
+                        client.secret.len()
+                    ),
+                ));
+            }
+            if !app_names.contains(&client.application) {
+                return Err(invalid(
+                    &key("application"),
+                    format!("names no [[applications]] entry `{}`", client.application),
+                ));
+            }
+            if let Some(other) = clients.iter().find(|c| c.name == client.name) {
+                return Err(invalid(
+                    &key("name"),
+                    format!("duplicate client name `{}`", other.name),
+                ));
+            }
+            if let Some(other) = clients.iter().find(|c| c.address == address) {
+                return Err(invalid(
+                    &key("address"),
+                    format!(
+                        "duplicate client: {address} is already client `{}`",
+                        other.name
+                    ),
+                ));
+            }
+            clients.push(ClientSettings {
+                name: client.name,
+                address,
+                secret: client.secret,
+                application: client.application,
+            });
+        }
+
+        // [otp]
+        if self.otp.max_failures == 0 || self.otp.max_failures > 100 {
+            return Err(invalid(
+                "otp.max_failures",
+                format!("must be between 1 and 100, got {}", self.otp.max_failures),
+            ));
+        }
+        if self.otp.totp_window > 10 {
+            return Err(invalid(
+                "otp.totp_window",
+                format!(
+                    "{} steps either side is too wide (at most 10)",
+                    self.otp.totp_window
+                ),
+            ));
+        }
+        if self.otp.hotp_look_ahead == 0 || self.otp.hotp_look_ahead > 1000 {
+            return Err(invalid(
+                "otp.hotp_look_ahead",
+                format!(
+                    "must be between 1 and 1000, got {}",
+                    self.otp.hotp_look_ahead
+                ),
+            ));
+        }
+        if self.otp.resync_window == 0 || self.otp.resync_window > 10_000 {
+            return Err(invalid(
+                "otp.resync_window",
+                format!(
+                    "must be between 1 and 10000, got {}",
+                    self.otp.resync_window
+                ),
+            ));
+        }
+
+        // [password]
+        let argon2 = Argon2Params {
+            memory_kib: self.password.argon2_memory_kib,
+            iterations: self.password.argon2_iterations,
+            parallelism: self.password.argon2_parallelism,
+        };
+        argon2
+            .validate()
+            .map_err(|problem| invalid("password.argon2_*", problem))?;
+
+        // [throttle]
+        if self.throttle.user_failures == 0 {
+            return Err(invalid(
+                "throttle.user_failures",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.throttle.client_failures == 0 {
+            return Err(invalid(
+                "throttle.client_failures",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.throttle.window_secs == 0 {
+            return Err(invalid("throttle.window_secs", "must be at least 1".into()));
+        }
+
+        // [log]
+        let format = match self.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("unknown format `{other}`; expected `text` or `json`"),
+                ))
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "`{}` is not a level or filter (e.g. info, debug, otpgate=debug)",
+                    self.log.level
+                ),
+            ));
+        }
+
+        Ok(Settings {
+            storage: StorageSettings { path, key_file },
+            radius: RadiusSettings {
+                listen,
+                require_message_authenticator: self.radius.require_message_authenticator,
+                clients,
+                max_in_flight: self.radius.max_in_flight,
+                dedup_window: Duration::from_secs(self.radius.dedup_window_secs),
+            },
+            applications,
+            otp: OtpSettings {
+                max_failures: self.otp.max_failures,
+                totp_window: self.otp.totp_window,
+                hotp_look_ahead: self.otp.hotp_look_ahead,
+                resync_window: self.otp.resync_window,
+            },
+            password: PasswordSettings {
+                argon2,
+                rehash_on_login: self.password.rehash_on_login,
+            },
+            throttle: ThrottleSettings {
+                user_failures: self.throttle.user_failures,
+                client_failures: self.throttle.client_failures,
+                window: Duration::from_secs(self.throttle.window_secs),
+            },
+            log: LogSettings {
+                format,
+                level: self.log.level,
+            },
+            source_name,
+        })
+    }
+}
+
+/// Accepts `a.b.c.d/len`, `v6/len`, or a bare address (taken as a single host).
+fn parse_cidr(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        // A client entry with host bits set is almost always a typo; refuse it.
+        return (net.trunc() == net).then_some(net);
+    }
+    text.parse::<std::net::IpAddr>().ok().map(IpNet::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load_text(text: &str) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| ConfigError::Unreadable {
+            file: PathBuf::new(),
+            reason: e.to_string(),
+        })?;
+        let file = dir.path().join("otpgate.toml");
+        std::fs::write(&file, text).map_err(|e| ConfigError::Unreadable {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+        Settings::load_with_env(Some(&file), Some(HashMap::new()))
+    }
+
+    fn problem(text: &str) -> String {
+        match load_text(text) {
+            Ok(_) => String::from("<loaded>"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn embedded_defaults_serve_localhost_with_testing_secret() {
+        let s = Settings::load_with_env(None, Some(HashMap::new())).expect("defaults load");
+        assert_eq!(
+            s.radius.listen,
+            vec!["127.0.0.1:1812".parse().expect("addr")]
+        );
+        assert_eq!(s.radius.clients.len(), 1);
+        assert!(s.uses_default_secret());
+        assert!(s.radius.require_message_authenticator);
+        assert_eq!(s.otp.max_failures, 5);
+        assert_eq!(s.storage.key_file, PathBuf::from("./otpgate-data/seed.key"));
+    }
+
+    #[test]
+    fn every_shipped_example_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("conf/ exists") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Settings::load_with_env(Some(&path), Some(HashMap::new()))
+                    .unwrap_or_else(|e| panic!("{} does not load: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no example in conf/");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let p = problem("[radius]\nlisten_on = [\"127.0.0.1:1812\"]\n");
+        assert!(p.contains("listen_on"), "{p}");
+    }
+
+    #[test]
+    fn bad_cidr_is_named() {
+        let p = problem(
+            "[[radius.clients]]\nname = \"vpn\"\naddress = \"10.0.0.300/32\"\n\
+             secret = \"a-long-secret-value\"\n",
+        );
+        assert!(p.contains("radius.clients[0].address"), "{p}");
+    }
+
+    #[test]
+    fn host_bits_in_cidr_refused() {
+        let p = problem(
+            "[[radius.clients]]\nname = \"vpn\"\naddress = \"10.0.0.1/8\"\n\
+             secret = \"a-long-secret-value\"\n",
+        );
+        assert!(p.contains("address"), "{p}");
+    }
+
+    #[test]
+    fn short_secret_refused() {
+        let p = problem(
+            "[[radius.clients]]\nname = \"vpn\"\naddress = \"10.0.0.1/32\"\nsecret = \"short\"\n",
+        );
+        assert!(
+            p.contains("radius.clients[0].secret") && p.contains("too short"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn duplicate_client_refused() {
+        let p = problem(
+            "[[radius.clients]]\nname = \"a\"\naddress = \"10.0.0.1\"\nsecret = \"secret-one-1\"\n\
+             [[radius.clients]]\nname = \"b\"\naddress = \"10.0.0.1/32\"\nsecret = \"secret-two-2\"\n",
+        );
+        assert!(p.contains("duplicate client"), "{p}");
+    }
+
+    #[test]
+    fn client_application_must_exist() {
+        let p = problem(
+            "[[radius.clients]]\nname = \"a\"\naddress = \"10.0.0.1\"\nsecret = \"secret-one-1\"\n\
+             application = \"payroll\"\n",
+        );
+        assert!(p.contains("payroll"), "{p}");
+    }
+
+    #[test]
+    fn required_level_checked() {
+        let p = problem("[[applications]]\nname = \"default\"\nrequired_level = 4\n");
+        assert!(p.contains("required_level"), "{p}");
+    }
+
+    #[test]
+    fn bad_listen_named() {
+        let p = problem("[radius]\nlisten = [\"localhost\"]\n");
+        assert!(p.contains("radius.listen[0]"), "{p}");
+    }
+
+    #[test]
+    fn unreadable_file_named() {
+        let e = Settings::load_with_env(Some(Path::new("/nonexistent/otpgate.toml")), None)
+            .expect_err("missing file");
+        assert!(e.to_string().contains("/nonexistent/otpgate.toml"));
+    }
+
+    #[test]
+    fn environment_overrides_keys() {
+        let mut env = HashMap::new();
+        env.insert("OTPGATE__OTP__MAX_FAILURES".to_string(), "3".to_string());
+        env.insert(
+            "OTPGATE__RADIUS__LISTEN".to_string(),
+            "127.0.0.1:11812,[::1]:11812".to_string(),
+        );
+        let s = Settings::load_with_env(None, Some(env)).expect("loads");
+        assert_eq!(s.otp.max_failures, 3);
+        assert_eq!(s.radius.listen.len(), 2);
+    }
+}

@@ -1,0 +1,15 @@
+//! otpgate: a RADIUS two-factor authentication appliance for hardware OATH tokens.
+//!
+//! Layers point downward only: [`radius`] knows bytes and peers, [`auth`] decides requests,
+//! [`token`] is the one writer of token state, [`store`] keeps records, [`otp`] is pure
+//! arithmetic. [`appliance`] wires them for `otpgate serve`; the command line in `main.rs`
+//! and [`users`] are thin layers over the same services.
+
+pub mod appliance;
+pub mod auth;
+pub mod config;
+pub mod otp;
+pub mod radius;
+pub mod store;
+pub mod token;
+pub mod users;

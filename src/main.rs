@@ -1,0 +1,402 @@
+//! The `otpgate` command: parses arguments, loads settings, sets up logging and calls the
+//! library. Every subcommand accepts `-c/--config FILE`, before or after its name.
+
+use std::io::{BufRead, IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use otpgate::appliance::{self, open_services};
+use otpgate::auth::unix_now;
+use otpgate::config::{LogFormat, Settings};
+use otpgate::otp::import::parse_file;
+use otpgate::store::{Token, User};
+use otpgate::users::{self, Profile};
+
+#[derive(Parser)]
+#[command(
+    name = "otpgate",
+    version,
+    about = "RADIUS two-factor authentication for hardware OATH tokens"
+)]
+struct Cli {
+    /// Configuration file (TOML). Without it, embedded defaults that serve 127.0.0.1:1812.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the RADIUS server until SIGTERM/SIGINT.
+    Serve,
+    /// Validate the configuration and exit (non-zero on any problem).
+    CheckConfig,
+    /// Provision and inspect users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Import, register and inspect hardware tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from the first line of standard input.
+    Add {
+        username: String,
+        /// Read the password from standard input (required: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        first: Option<String>,
+        #[arg(long)]
+        last: Option<String>,
+        /// Identity assurance level the user was proofed to (2 or 3).
+        #[arg(long, default_value_t = 2)]
+        level: u8,
+    },
+    /// Import users from CSV `username,password_hash,email,first,last`.
+    Import { file: PathBuf },
+    /// Show a user, their token and its state (never a secret).
+    Show {
+        username: String,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Import seeds: CSV `serial,secret,kind,digits,step[,owner]` or PSKC (RFC 6030) XML.
+    Import {
+        file: PathBuf,
+        /// Pre-shared key (hex) for PSKC files whose secrets are encrypted.
+        #[arg(long, value_name = "HEX")]
+        pskc_key: Option<String>,
+    },
+    /// Bind a token to a user with two consecutive codes (guide: "Register Your Token").
+    Register {
+        serial: String,
+        username: String,
+        #[arg(long)]
+        otp1: String,
+        #[arg(long)]
+        otp2: String,
+    },
+    /// Re-synchronise (and unlock) a token with two consecutive codes (guide: "Reactivate").
+    Resync {
+        serial: String,
+        #[arg(long)]
+        otp1: String,
+        #[arg(long)]
+        otp2: String,
+    },
+    /// Show a token's state, owner, last authentication and failure count (never the seed).
+    Show {
+        serial: String,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Args)]
+struct Output {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("otpgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(settings),
+        Command::CheckConfig => {
+            println!(
+                "{}: OK ({} listen address(es), {} client(s), {} application(s))",
+                settings.source_name,
+                settings.radius.listen.len(),
+                settings.radius.clients.len(),
+                settings.applications.len()
+            );
+            Ok(())
+        }
+        Command::User(command) => {
+            init_cli_logging();
+            user_command(&settings, command)
+        }
+        Command::Token(command) => {
+            init_cli_logging();
+            token_command(&settings, command)
+        }
+    }
+}
+
+fn serve(settings: Settings) -> Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&settings.log.level).context("log.level")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match settings.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    tracing::info!(config = %settings.source_name, version = env!("CARGO_PKG_VERSION"), "starting");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(appliance::serve(settings, appliance::termination_signal()))?;
+    Ok(())
+}
+
+fn init_cli_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
+    let services = open_services(settings)?;
+    let store = services.store.as_ref();
+    match command {
+        UserCommand::Add {
+            username,
+            password_stdin: _,
+            email,
+            first,
+            last,
+            level,
+        } => {
+            let password = read_password_line()?;
+            let profile = Profile {
+                email,
+                first_name: first,
+                last_name: last,
+            };
+            users::add_user(
+                store,
+                &username,
+                password.as_bytes(),
+                profile,
+                level,
+                &settings.password.argon2,
+                unix_now(),
+            )?;
+            store.sync()?;
+            println!("user {username} added");
+        }
+        UserCommand::Import { file } => {
+            let reader = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let count = users::import_users(store, reader, unix_now())
+                .with_context(|| format!("{}: nothing imported", file.display()))?;
+            store.sync()?;
+            println!("{count} user(s) imported from {}", file.display());
+        }
+        UserCommand::Show { username, output } => {
+            let Some(user) = store.user(&username)? else {
+                bail!("user `{username}` does not exist");
+            };
+            let token = store.token_of_user(&username)?;
+            print_user(&user, token.as_ref(), output.json)?;
+        }
+    }
+    Ok(())
+}
+
+fn token_command(settings: &Settings, command: TokenCommand) -> Result<()> {
+    let services = open_services(settings)?;
+    let now = unix_now();
+    match command {
+        TokenCommand::Import { file, pskc_key } => {
+            let key = pskc_key
+                .map(|hex| {
+                    data_encoding::HEXLOWER_PERMISSIVE
+                        .decode(hex.trim().as_bytes())
+                        .map(Zeroizing::new)
+                        .context("--pskc-key must be hex")
+                })
+                .transpose()?;
+            let content =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let tokens = parse_file(&content, key.as_ref().map(|k| k.as_slice()))
+                .with_context(|| format!("{}: nothing imported", file.display()))?;
+            let count = services
+                .tokens
+                .import(tokens, now)
+                .with_context(|| format!("{}: nothing imported", file.display()))?;
+            services.store.sync()?;
+            println!("{count} token(s) imported from {}", file.display());
+        }
+        TokenCommand::Register {
+            serial,
+            username,
+            otp1,
+            otp2,
+        } => {
+            let token =
+                services
+                    .tokens
+                    .register(&serial, &username, otp1.trim(), otp2.trim(), now)?;
+            services.store.sync()?;
+            println!(
+                "token {} registered to {username}: {}",
+                token.serial, token.state
+            );
+        }
+        TokenCommand::Resync { serial, otp1, otp2 } => {
+            let token = services
+                .tokens
+                .resync(&serial, otp1.trim(), otp2.trim(), now)?;
+            services.store.sync()?;
+            println!("token {} resynchronised: {}", token.serial, token.state);
+        }
+        TokenCommand::Show { serial, output } => {
+            let Some(token) = services.store.token(&serial)? else {
+                bail!("token `{serial}` does not exist");
+            };
+            print_token(&token, output.json)?;
+        }
+    }
+    Ok(())
+}
+
+/// The first line of standard input, without its line ending.
+fn read_password_line() -> Result<Zeroizing<String>> {
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .take(4096)
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let trimmed = Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_string());
+    Ok(trimmed)
+}
+
+fn time_text(unix: Option<u64>) -> String {
+    match unix {
+        Some(secs) => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+        }
+        None => "never".into(),
+    }
+}
+
+fn token_json(token: &Token) -> serde_json::Value {
+    serde_json::json!({
+        "serial": token.serial,
+        "state": token.state.as_str(),
+        "owner": token.owner,
+        "kind": match token.kind {
+            otpgate::otp::TokenKind::Totp { .. } => "totp",
+            otpgate::otp::TokenKind::Hotp => "hotp",
+        },
+        "period": match token.kind {
+            otpgate::otp::TokenKind::Totp { period } => Some(period),
+            otpgate::otp::TokenKind::Hotp => None,
+        },
+        "algorithm": token.algorithm.as_str(),
+        "digits": token.digits,
+        "failures": token.failures,
+        "last_auth": token.last_auth.map(|t| time_text(Some(t))),
+        "created_at": time_text(Some(token.created_at)),
+        "state_changed_at": time_text(Some(token.state_changed_at)),
+        "expires_at": token.expires_at.map(|t| time_text(Some(t))),
+    })
+}
+
+fn print_token(token: &Token, json: bool) -> Result<()> {
+    let value = token_json(token);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("serial:        {}", token.serial);
+    println!("state:         {}", token.state);
+    println!("owner:         {}", token.owner.as_deref().unwrap_or("-"));
+    println!(
+        "type:          {} {} digits, {}",
+        value["kind"].as_str().unwrap_or("-"),
+        token.digits,
+        token.algorithm.as_str()
+    );
+    if let otpgate::otp::TokenKind::Totp { period } = token.kind {
+        println!("period:        {period} s");
+    }
+    println!("failures:      {}", token.failures);
+    println!("last auth:     {}", time_text(token.last_auth));
+    println!("state since:   {}", time_text(Some(token.state_changed_at)));
+    println!(
+        "expires:       {}",
+        token.expires_at.map_or("-".into(), |t| time_text(Some(t)))
+    );
+    Ok(())
+}
+
+fn print_user(user: &User, token: Option<&Token>, json: bool) -> Result<()> {
+    let scheme = otpgate::auth::password::PasswordHash::parse(&user.password_hash)
+        .map(|h| h.scheme())
+        .unwrap_or("unusable");
+    if json {
+        let value = serde_json::json!({
+            "username": user.username,
+            "email": user.email,
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "assurance_level": user.assurance_level,
+            "password_scheme": scheme,
+            "created_at": time_text(Some(user.created_at)),
+            "token": token.map(token_json),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("username:      {}", user.username);
+    let name = [user.first_name.as_deref(), user.last_name.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    println!(
+        "name:          {}",
+        if name.is_empty() { "-" } else { &name }
+    );
+    println!("email:         {}", user.email.as_deref().unwrap_or("-"));
+    println!("level:         {}", user.assurance_level);
+    println!("password:      {scheme}");
+    match token {
+        Some(token) => {
+            println!("token:         {} ({})", token.serial, token.state);
+            println!("failures:      {}", token.failures);
+            println!("last auth:     {}", time_text(token.last_auth));
+        }
+        None => println!("token:         none"),
+    }
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! RADIUS packet handling on top of the `radius` crate: checking an Access-Request as it
+//! arrives, recovering its User-Password, and building replies that carry a
+//! Message-Authenticator as their first attribute.
+//!
+//! What is checked here, and why a packet is silently dropped rather than answered:
+//! - RFC 2865 section 3: a packet shorter than its Length field, or with a Length outside
+//!   20..=4096, is discarded; octets past the Length are padding and ignored.
+//! - RFC 2865 section 5: attributes must tile the packet exactly (the crate's decoder).
+//! - RFC 3579 section 3.2 / RFC 2869 section 5.14: a Message-Authenticator that does not verify
+//!   means a wrong secret or a forged packet; discard. Since Blast-RADIUS (CVE-2024-3596) an
+//!   Access-Request without one is discarded too while `require_message_authenticator` is on.
+//! - RFC 2865 section 5.2: User-Password is 16..=128 octets, a multiple of 16.
+
+use hmac::{Hmac, Mac};
+use md5::{Digest, Md5};
+use radius::core::avp::AVP;
+use radius::core::code::Code;
+use radius::core::packet::Packet;
+use zeroize::Zeroizing;
+
+pub const HEADER_LEN: usize = 20;
+/// RFC 2865 section 3: the largest packet a RADIUS peer may send.
+pub const MAX_PACKET_LEN: usize = 4096;
+
+pub const ATTR_USER_NAME: u8 = 1;
+pub const ATTR_USER_PASSWORD: u8 = 2;
+pub const ATTR_CHAP_PASSWORD: u8 = 3;
+pub const ATTR_REPLY_MESSAGE: u8 = 18;
+pub const ATTR_PROXY_STATE: u8 = 33;
+pub const ATTR_EAP_MESSAGE: u8 = 79;
+pub const ATTR_MESSAGE_AUTHENTICATOR: u8 = 80;
+
+const MA_LEN: usize = 16;
+
+type HmacMd5 = Hmac<Md5>;
+
+/// Why an incoming packet is dropped without a reply. Each variant has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Length field, attribute framing or an attribute's own length is wrong.
+    Malformed,
+    /// Not an Access-Request (accounting, Status-Server, CoA... are not served on this port).
+    UnsupportedCode,
+    /// Access-Request without Message-Authenticator while it is required.
+    MissingMessageAuthenticator,
+    /// Message-Authenticator present but wrong: wrong shared secret or a forged packet.
+    BadMessageAuthenticator,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnsupportedCode => "unsupported_code",
+            DropReason::MissingMessageAuthenticator => "missing_message_authenticator",
+            DropReason::BadMessageAuthenticator => "bad_message_authenticator",
+        }
+    }
+}
+
+/// The parts of an RFC 2865 header needed before the client (and its secret) is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub code: u8,
+    pub identifier: u8,
+    pub length: usize,
+    pub authenticator: [u8; 16],
+}
+
+/// Reads and checks the fixed header (RFC 2865 section 3).
+pub fn read_header(buf: &[u8]) -> Result<Header, DropReason> {
+    let fixed = buf.get(..HEADER_LEN).ok_or(DropReason::Malformed)?;
+    let mut authenticator = [0u8; 16];
+    authenticator.copy_from_slice(fixed.get(4..20).ok_or(DropReason::Malformed)?);
+    let length = usize::from(u16::from_be_bytes([fixed[2], fixed[3]]));
+    if !(HEADER_LEN..=MAX_PACKET_LEN).contains(&length) || length > buf.len() {
+        return Err(DropReason::Malformed);
+    }
+    Ok(Header {
+        code: fixed[0],
+        identifier: fixed[1],
+        length,
+        authenticator,
+    })
+}
+
+/// A checked Access-Request.
+pub struct AccessRequest {
+    pub header: Header,
+    packet: Packet,
+}
+
+impl AccessRequest {
+    /// Checks `buf` as an Access-Request signed with `secret`. `buf` may be longer than the
+    /// packet (padding); the header must already have passed [`read_header`].
+    pub fn decode(
+        buf: &[u8],
+        header: Header,
+        secret: &[u8],
+        require_message_authenticator: bool,
+    ) -> Result<AccessRequest, DropReason> {
+        if header.code != Code::AccessRequest as u8 {
+            return Err(DropReason::UnsupportedCode);
+        }
+        let bytes = buf.get(..header.length).ok_or(DropReason::Malformed)?;
+        let packet = Packet::decode(bytes, secret).map_err(|_| DropReason::Malformed)?;
+        let mas = packet.lookup_all(ATTR_MESSAGE_AUTHENTICATOR);
+        match mas.as_slice() {
+            [] => {
+                // RFC 3579 section 3.2: with EAP-Message it is mandatory whatever the setting.
+                if require_message_authenticator || packet.lookup(ATTR_EAP_MESSAGE).is_some() {
+                    return Err(DropReason::MissingMessageAuthenticator);
+                }
+            }
+            [_] => verify_message_authenticator(bytes, secret)?,
+            _ => return Err(DropReason::Malformed),
+        }
+        Ok(AccessRequest { header, packet })
+    }
+
+    /// User-Name (RFC 2865 section 5.1), if present and UTF-8.
+    pub fn user_name(&self) -> Option<String> {
+        self.packet
+            .lookup(ATTR_USER_NAME)
+            .and_then(|avp| String::from_utf8(avp.encode_bytes()).ok())
+            .filter(|name| !name.is_empty())
+    }
+
+    pub fn has_chap_password(&self) -> bool {
+        self.packet.lookup(ATTR_CHAP_PASSWORD).is_some()
+    }
+
+    /// Recovers the hidden User-Password (RFC 2865 section 5.2). `None` when absent or when its
+    /// length is not a multiple of 16 within 16..=128 octets.
+    pub fn user_password(&self, secret: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        let avp = self.packet.lookup(ATTR_USER_PASSWORD)?;
+        let hidden_len = avp.encode_bytes().len();
+        if !(16..=128).contains(&hidden_len) || hidden_len % 16 != 0 {
+            return None;
+        }
+        avp.encode_user_password(secret, &self.header.authenticator)
+            .ok()
+            .map(Zeroizing::new)
+    }
+
+    /// Proxy-State attributes in order; a reply must echo them unchanged (RFC 2865 5.33).
+    pub fn proxy_states(&self) -> Vec<Vec<u8>> {
+        self.packet
+            .lookup_all(ATTR_PROXY_STATE)
+            .into_iter()
+            .map(|avp| avp.encode_bytes())
+            .collect()
+    }
+}
+
+/// Verifies the Message-Authenticator of a request: HMAC-MD5 keyed with the secret over the
+/// packet with the attribute's value zeroed (RFC 3579 section 3.2).
+fn verify_message_authenticator(packet: &[u8], secret: &[u8]) -> Result<(), DropReason> {
+    let offset = find_attribute(packet, ATTR_MESSAGE_AUTHENTICATOR).ok_or(DropReason::Malformed)?;
+    let value = packet
+        .get(offset + 2..offset + 2 + MA_LEN)
+        .ok_or(DropReason::Malformed)?;
+    if packet.get(offset + 1) != Some(&((MA_LEN + 2) as u8)) {
+        return Err(DropReason::Malformed);
+    }
+    let mut mac =
+        HmacMd5::new_from_slice(secret).map_err(|_| DropReason::BadMessageAuthenticator)?;
+    mac.update(&packet[..offset + 2]);
+    mac.update(&[0u8; MA_LEN]);
+    mac.update(&packet[offset + 2 + MA_LEN..]);
+    // `verify_slice` compares in constant time.
+    mac.verify_slice(value)
+        .map_err(|_| DropReason::BadMessageAuthenticator)
+}
+
+/// Offset of the first attribute of type `wanted` in a framed packet.
+pub(crate) fn find_attribute(packet: &[u8], wanted: u8) -> Option<usize> {
+    let mut at = HEADER_LEN;
+    while at + 2 <= packet.len() {
+        let typ = *packet.get(at)?;
+        let len = usize::from(*packet.get(at + 1)?);
+        if len < 2 {
+            return None;
+        }
+        if typ == wanted {
+            return Some(at);
+        }
+        at += len;
+    }
+    None
+}
+
+/// What a reply says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyCode {
+    Accept,
+    Reject,
+}
+
+/// Builds a reply to `request`: Message-Authenticator first (Blast-RADIUS), then
+/// Reply-Message (split over attributes of at most 253 octets), then the request's
+/// Proxy-States; Response Authenticator per RFC 2865 section 3.
+pub fn encode_reply(
+    request: &AccessRequest,
+    code: ReplyCode,
+    reply_message: Option<&str>,
+    secret: &[u8],
+) -> Result<Vec<u8>, String> {
+    let code = match code {
+        ReplyCode::Accept => Code::AccessAccept,
+        ReplyCode::Reject => Code::AccessReject,
+    };
+    let mut reply = request.packet.make_response_packet(code);
+    reply.add(AVP::from_bytes(ATTR_MESSAGE_AUTHENTICATOR, &[0u8; MA_LEN]));
+    if let Some(text) = reply_message {
+        for chunk in text.as_bytes().chunks(253) {
+            reply.add(AVP::from_bytes(ATTR_REPLY_MESSAGE, chunk));
+        }
+    }
+    for state in request.proxy_states() {
+        reply.add(AVP::from_bytes(ATTR_PROXY_STATE, &state));
+    }
+    let mut bytes = reply.encode().map_err(|e| e.to_string())?;
+    sign_reply(&mut bytes, &request.header.authenticator, secret)?;
+    Ok(bytes)
+}
+
+/// Fills in the Message-Authenticator (first attribute) and then the Response Authenticator
+/// of an encoded reply.
+fn sign_reply(
+    bytes: &mut [u8],
+    request_authenticator: &[u8; 16],
+    secret: &[u8],
+) -> Result<(), String> {
+    let ma_value = HEADER_LEN + 2..HEADER_LEN + 2 + MA_LEN;
+    if bytes.len() < ma_value.end || bytes[HEADER_LEN] != ATTR_MESSAGE_AUTHENTICATOR {
+        return Err("reply lacks its leading Message-Authenticator".into());
+    }
+    // RFC 3579 section 3.2: computed with the Request Authenticator in the header.
+    bytes[4..HEADER_LEN].copy_from_slice(request_authenticator);
+    bytes[ma_value.clone()].fill(0);
+    let mut mac = HmacMd5::new_from_slice(secret).map_err(|e| e.to_string())?;
+    mac.update(bytes);
+    let tag = mac.finalize().into_bytes();
+    bytes[ma_value].copy_from_slice(&tag);
+    // RFC 2865 section 3: MD5(Code+ID+Length+RequestAuth+Attributes+Secret).
+    let mut md5 = Md5::new();
+    md5.update(&*bytes);
+    md5.update(secret);
+    let response_authenticator = md5.finalize();
+    bytes[4..HEADER_LEN].copy_from_slice(&response_authenticator);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::radius::nas;
+
+    const SECRET: &[u8] = b"xyzzy5461";
+
+    fn decode(bytes: &[u8], require: bool) -> Result<AccessRequest, DropReason> {
+        AccessRequest::decode(bytes, read_header(bytes)?, SECRET, require)
+    }
+
+    #[test]
+    fn request_round_trip_recovers_user_and_password() {
+        let built = nas::access_request(7, "alice", b"pw123456", SECRET, true).expect("build");
+        let request = decode(&built.bytes, true).expect("valid");
+        assert_eq!(request.header.identifier, 7);
+        assert_eq!(request.user_name().as_deref(), Some("alice"));
+        assert_eq!(
+            request
+                .user_password(SECRET)
+                .as_deref()
+                .map(|p| p.as_slice()),
+            Some(&b"pw123456"[..])
+        );
+    }
+
+    #[test]
+    fn longest_password_of_128_octets() {
+        let password = vec![b'p'; 128];
+        let built = nas::access_request(1, "u", &password, SECRET, true).expect("build");
+        let request = decode(&built.bytes, true).expect("valid");
+        assert_eq!(request.user_password(SECRET).map(|p| p.len()), Some(128));
+    }
+
+    #[test]
+    fn message_authenticator_required_missing_or_wrong() {
+        let without = nas::access_request(1, "u", b"p", SECRET, false).expect("build");
+        assert_eq!(
+            decode(&without.bytes, true).err(),
+            Some(DropReason::MissingMessageAuthenticator)
+        );
+        assert!(decode(&without.bytes, false).is_ok());
+        let wrong = nas::access_request(1, "u", b"p", b"other-secret", true).expect("build");
+        assert_eq!(
+            decode(&wrong.bytes, true).err(),
+            Some(DropReason::BadMessageAuthenticator)
+        );
+        let mut tampered = nas::access_request(1, "u", b"p", SECRET, true)
+            .expect("build")
+            .bytes;
+        if let Some(last) = tampered.last_mut() {
+            *last ^= 1;
+        }
+        assert_eq!(
+            decode(&tampered, true).err(),
+            Some(DropReason::BadMessageAuthenticator)
+        );
+    }
+
+    #[test]
+    fn framing_errors_are_malformed() {
+        let good = nas::access_request(1, "u", b"p", SECRET, true)
+            .expect("build")
+            .bytes;
+        assert_eq!(read_header(&good[..19]).err(), Some(DropReason::Malformed));
+        let mut long = good.clone();
+        long[2..4].copy_from_slice(&5000u16.to_be_bytes());
+        assert_eq!(read_header(&long).err(), Some(DropReason::Malformed));
+        let mut bad_attr = good.clone();
+        bad_attr[HEADER_LEN + 1] = 1;
+        assert_eq!(decode(&bad_attr, true).err(), Some(DropReason::Malformed));
+        // Padding past the Length field is ignored (RFC 2865 section 3).
+        let mut padded = good.clone();
+        padded.extend_from_slice(&[0u8; 7]);
+        assert!(decode(&padded, true).is_ok());
+        let mut accounting = good;
+        accounting[0] = 4;
+        assert_eq!(
+            decode(&accounting, true).err(),
+            Some(DropReason::UnsupportedCode)
+        );
+    }
+
+    #[test]
+    fn reply_has_message_authenticator_first_and_echoes_proxy_state() {
+        let mut built = nas::access_request(9, "u", b"p", SECRET, true).expect("build");
+        // Append two Proxy-State attributes and re-sign the request.
+        let mut bytes = built.bytes.clone();
+        for state in [&b"one"[..], &b"two"[..]] {
+            bytes.push(ATTR_PROXY_STATE);
+            bytes.push((state.len() + 2) as u8);
+            bytes.extend_from_slice(state);
+        }
+        let len = bytes.len() as u16;
+        bytes[2..4].copy_from_slice(&len.to_be_bytes());
+        bytes[HEADER_LEN + 2..HEADER_LEN + 18].fill(0);
+        let mut mac = HmacMd5::new_from_slice(SECRET).expect("key");
+        mac.update(&bytes);
+        let tag = mac.finalize().into_bytes();
+        bytes[HEADER_LEN + 2..HEADER_LEN + 18].copy_from_slice(&tag);
+        built.bytes = bytes;
+        let request = decode(&built.bytes, true).expect("valid");
+        let long_text = "x".repeat(300);
+        let reply =
+            encode_reply(&request, ReplyCode::Reject, Some(&long_text), SECRET).expect("encode");
+        let checked = nas::check_reply(&reply, &built, SECRET).expect("authentic");
+        assert!(checked.message_authenticator_first);
+        assert_eq!(checked.identifier, 9);
+        assert_eq!(checked.reply_message.as_deref(), Some(long_text.as_str()));
+        let packet = Packet::decode(&reply, SECRET).expect("decode");
+        let states: Vec<Vec<u8>> = packet
+            .lookup_all(ATTR_PROXY_STATE)
+            .into_iter()
+            .map(|a| a.encode_bytes())
+            .collect();
+        assert_eq!(states, vec![b"one".to_vec(), b"two".to_vec()]);
+        // A reply checked against another secret fails.
+        assert!(nas::check_reply(&reply, &built, b"wrong").is_err());
+    }
+}

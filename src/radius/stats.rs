@@ -1,0 +1,67 @@
+//! Counters of what the RADIUS front end saw and did. Cheap atomics; logged at shutdown and
+//! ready for the metrics endpoint of the operations work.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::packet::DropReason;
+
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub received: AtomicU64,
+    pub accepts: AtomicU64,
+    pub rejects: AtomicU64,
+    pub duplicates_answered: AtomicU64,
+    pub duplicates_in_progress: AtomicU64,
+    pub dropped_unknown_client: AtomicU64,
+    pub dropped_malformed: AtomicU64,
+    pub dropped_unsupported_code: AtomicU64,
+    pub dropped_missing_message_authenticator: AtomicU64,
+    pub dropped_bad_message_authenticator: AtomicU64,
+    pub dropped_overload: AtomicU64,
+    pub receive_errors: AtomicU64,
+    pub send_errors: AtomicU64,
+}
+
+impl Stats {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dropped(&self, reason: DropReason) {
+        Self::count(match reason {
+            DropReason::Malformed => &self.dropped_malformed,
+            DropReason::UnsupportedCode => &self.dropped_unsupported_code,
+            DropReason::MissingMessageAuthenticator => &self.dropped_missing_message_authenticator,
+            DropReason::BadMessageAuthenticator => &self.dropped_bad_message_authenticator,
+        });
+    }
+
+    /// Name/value pairs, for logs and metrics.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("received", get(&self.received)),
+            ("accepts", get(&self.accepts)),
+            ("rejects", get(&self.rejects)),
+            ("duplicates_answered", get(&self.duplicates_answered)),
+            ("duplicates_in_progress", get(&self.duplicates_in_progress)),
+            ("dropped_unknown_client", get(&self.dropped_unknown_client)),
+            ("dropped_malformed", get(&self.dropped_malformed)),
+            (
+                "dropped_unsupported_code",
+                get(&self.dropped_unsupported_code),
+            ),
+            (
+                "dropped_missing_message_authenticator",
+                get(&self.dropped_missing_message_authenticator),
+            ),
+            (
+                "dropped_bad_message_authenticator",
+                get(&self.dropped_bad_message_authenticator),
+            ),
+            ("dropped_overload", get(&self.dropped_overload)),
+            ("receive_errors", get(&self.receive_errors)),
+            ("send_errors", get(&self.send_errors)),
+        ]
+    }
+}

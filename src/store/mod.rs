@@ -1,0 +1,64 @@
+//! Storage: a trait the rest of otpgate codes against, its sled implementation, the sealing of
+//! token seeds at rest and the group commit that makes writes durable before a reply leaves.
+//!
+//! The trait keeps the door open for another back end (roadmap: a shared distributed store);
+//! nothing outside this module names sled.
+
+pub mod commit;
+pub mod records;
+pub mod seal;
+pub mod sled_store;
+
+pub use records::{Token, TokenState, User};
+
+/// What went wrong in the store. Messages never contain a seed or a password hash.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the store at {path} is in use by another process (is `otpgate serve` running?); \
+         stop it first or use the admin API"
+    )]
+    Locked { path: String },
+    #[error("cannot open the store at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("the store at {path} has schema version {found}, this build understands {expected}")]
+    Schema {
+        path: String,
+        found: u32,
+        expected: u32,
+    },
+    #[error("user `{0}` already exists")]
+    UserExists(String),
+    #[error("user `{0}` does not exist")]
+    NoSuchUser(String),
+    #[error("token `{0}` already exists")]
+    TokenExists(String),
+    #[error("user `{user}` already has token `{serial}`")]
+    OwnerTaken { user: String, serial: String },
+    #[error("stored record `{key}` is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+}
+
+/// The records otpgate keeps and the operations on them. Writes are atomic; they are durable
+/// only after [`Store::sync`] (or a [`commit::GroupCommit`] round) has returned.
+pub trait Store: Send + Sync + 'static {
+    fn user(&self, username: &str) -> Result<Option<User>, StoreError>;
+    /// Creates all users or none; fails with `UserExists` naming the first one already there.
+    fn create_users(&self, users: &[User]) -> Result<(), StoreError>;
+    /// Replaces an existing user record.
+    fn update_user(&self, user: &User) -> Result<(), StoreError>;
+    fn token(&self, serial: &str) -> Result<Option<Token>, StoreError>;
+    /// The token bound to a user, if any.
+    fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError>;
+    /// Creates all tokens or none; fails with `TokenExists` or `OwnerTaken` before writing.
+    fn create_tokens(&self, tokens: &[Token]) -> Result<(), StoreError>;
+    /// Compare-and-swap: writes `new` only if the stored token still equals `expected`, keeping
+    /// the owner index in step. `Ok(false)` means someone else changed it first.
+    fn replace_token(&self, expected: &Token, new: &Token) -> Result<bool, StoreError>;
+    /// Makes every write that returned before this call durable on disk.
+    fn sync(&self) -> Result<(), StoreError>;
+    /// Number of users and tokens (for start-up logs).
+    fn counts(&self) -> (usize, usize);
+}

@@ -1,0 +1,271 @@
+//! The embedded sled back end. Trees: `users` (username -> JSON), `tokens` (serial -> JSON),
+//! `owners` (username -> serial) and `meta` (schema version).
+//!
+//! Durability: sled 0.34.7's `flush()` writes its log but does not fsync it on Linux (sled
+//! issue 1452), so [`SledStore::sync`] follows it with an fdatasync of the log file itself.
+//! Opening a store another process holds fails at once (sled takes an exclusive file lock with
+//! `try_lock`), and is reported as [`StoreError::Locked`].
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use super::{Store, StoreError, Token, User};
+
+/// Schema of the records in this build; bump and migrate on open when records change.
+const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+pub struct SledStore {
+    db: sled::Db,
+    users: sled::Tree,
+    tokens: sled::Tree,
+    owners: sled::Tree,
+    /// sled's log file, kept open to fdatasync it after each flush.
+    log_file: File,
+    path: PathBuf,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in directory `path`.
+    pub fn open(path: &Path) -> Result<SledStore, StoreError> {
+        let shown = path.display().to_string();
+        let open_err = |reason: String| StoreError::Open {
+            path: shown.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(path).map_err(|e| open_err(e.to_string()))?;
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked {
+                        path: shown.clone(),
+                    }
+                }
+                sled::Error::Io(io) if io.to_string().contains("lock") => StoreError::Locked {
+                    path: shown.clone(),
+                },
+                other => open_err(other.to_string()),
+            })?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(e.to_string()));
+        let users = tree("users")?;
+        let tokens = tree("tokens")?;
+        let owners = tree("owners")?;
+        let meta = tree("meta")?;
+        match meta.get(SCHEMA_KEY).map_err(io)? {
+            None => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(io)?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        key: "meta/schema_version".into(),
+                        reason: "not a 4-byte number".into(),
+                    })?;
+                if found != SCHEMA_VERSION {
+                    return Err(StoreError::Schema {
+                        path: shown,
+                        found,
+                        expected: SCHEMA_VERSION,
+                    });
+                }
+            }
+        }
+        let log_file = File::open(path.join("db")).map_err(|e| open_err(e.to_string()))?;
+        let store = SledStore {
+            db,
+            users,
+            tokens,
+            owners,
+            log_file,
+            path: path.to_path_buf(),
+        };
+        store.sync()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Io(format!("encoding a record: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Failure inside a sled transaction: either ours (abort) or sled's.
+fn tx_result<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(TransactionError::Abort(e)) => Err(e),
+        Err(TransactionError::Storage(e)) => Err(io(e)),
+    }
+}
+
+impl Store for SledStore {
+    fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
+        self.users
+            .get(username.as_bytes())
+            .map_err(io)?
+            .map(|v| decode(&format!("users/{username}"), &v))
+            .transpose()
+    }
+
+    fn create_users(&self, users: &[User]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut seen = std::collections::HashSet::new();
+        for user in users {
+            if !seen.insert(user.username.as_str())
+                || self
+                    .users
+                    .contains_key(user.username.as_bytes())
+                    .map_err(io)?
+            {
+                return Err(StoreError::UserExists(user.username.clone()));
+            }
+            batch.insert(user.username.as_bytes(), encode(user)?);
+        }
+        self.users.apply_batch(batch).map_err(io)
+    }
+
+    fn update_user(&self, user: &User) -> Result<(), StoreError> {
+        let value = encode(user)?;
+        let name = user.username.clone();
+        tx_result(self.users.transaction(|tx| {
+            if tx.get(name.as_bytes())?.is_none() {
+                return Err(ConflictableTransactionError::Abort(StoreError::NoSuchUser(
+                    name.clone(),
+                )));
+            }
+            tx.insert(name.as_bytes(), value.as_slice())?;
+            Ok(())
+        }))
+    }
+
+    fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
+        self.tokens
+            .get(serial.as_bytes())
+            .map_err(io)?
+            .map(|v| decode(&format!("tokens/{serial}"), &v))
+            .transpose()
+    }
+
+    fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError> {
+        match self.owners.get(username.as_bytes()).map_err(io)? {
+            None => Ok(None),
+            Some(serial) => {
+                let serial = String::from_utf8_lossy(&serial).into_owned();
+                self.token(&serial)
+            }
+        }
+    }
+
+    fn create_tokens(&self, tokens: &[Token]) -> Result<(), StoreError> {
+        let mut token_batch = sled::Batch::default();
+        let mut owner_batch = sled::Batch::default();
+        let mut serials = std::collections::HashSet::new();
+        let mut owners = std::collections::HashMap::new();
+        for token in tokens {
+            if !serials.insert(token.serial.as_str())
+                || self
+                    .tokens
+                    .contains_key(token.serial.as_bytes())
+                    .map_err(io)?
+            {
+                return Err(StoreError::TokenExists(token.serial.clone()));
+            }
+            if let Some(owner) = &token.owner {
+                let taken_here = owners.insert(owner.as_str(), token.serial.as_str());
+                let taken_before = self.owners.get(owner.as_bytes()).map_err(io)?;
+                if let Some(serial) = taken_here
+                    .map(str::to_string)
+                    .or_else(|| taken_before.map(|s| String::from_utf8_lossy(&s).into_owned()))
+                {
+                    return Err(StoreError::OwnerTaken {
+                        user: owner.clone(),
+                        serial,
+                    });
+                }
+                owner_batch.insert(owner.as_bytes(), token.serial.as_bytes());
+            }
+            token_batch.insert(token.serial.as_bytes(), encode(token)?);
+        }
+        // Both batches in one transaction: a crash leaves all or nothing.
+        tx_result((&self.tokens, &self.owners).transaction(|(t, o)| {
+            t.apply_batch(&token_batch)?;
+            o.apply_batch(&owner_batch)?;
+            Ok(())
+        }))
+    }
+
+    fn replace_token(&self, expected: &Token, new: &Token) -> Result<bool, StoreError> {
+        let expected_bytes = encode(expected)?;
+        let new_bytes = encode(new)?;
+        let serial = new.serial.as_bytes();
+        let owner_changed = expected.owner != new.owner;
+        if !owner_changed {
+            // Hot path: a single-key compare-and-swap, no transaction.
+            return match self
+                .tokens
+                .compare_and_swap(serial, Some(expected_bytes), Some(new_bytes))
+                .map_err(io)?
+            {
+                Ok(()) => Ok(true),
+                Err(_) => Ok(false),
+            };
+        }
+        tx_result((&self.tokens, &self.owners).transaction(|(t, o)| {
+            if t.get(serial)?.as_deref() != Some(expected_bytes.as_slice()) {
+                return Ok(false);
+            }
+            if let Some(owner) = &new.owner {
+                if let Some(other) = o.get(owner.as_bytes())? {
+                    if other.as_ref() != serial {
+                        return Err(ConflictableTransactionError::Abort(
+                            StoreError::OwnerTaken {
+                                user: owner.clone(),
+                                serial: String::from_utf8_lossy(&other).into_owned(),
+                            },
+                        ));
+                    }
+                }
+                o.insert(owner.as_bytes(), serial)?;
+            }
+            if let Some(old_owner) = &expected.owner {
+                if o.get(old_owner.as_bytes())?.as_deref() == Some(serial) {
+                    o.remove(old_owner.as_bytes())?;
+                }
+            }
+            t.insert(serial, new_bytes.as_slice())?;
+            Ok(true)
+        }))
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(io)?;
+        self.log_file
+            .sync_data()
+            .map_err(|e| StoreError::Io(format!("fdatasync of the log: {e}")))
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (self.users.len(), self.tokens.len())
+    }
+}

@@ -1,0 +1,9 @@
+//! Tokens: the one state machine ([`state`]) and the lifecycle service ([`service`]) that is
+//! the only writer of token state. RADIUS, the command line and (later) the admin API and the
+//! sweeper all change tokens through [`service::TokenService`].
+
+pub mod service;
+pub mod state;
+
+pub use service::{OtpOutcome, TokenError, TokenService};
+pub use state::{Event, TransitionError};

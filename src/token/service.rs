@@ -1,0 +1,553 @@
+//! The lifecycle service: the only code that writes token state. Each operation reads the
+//! token, applies one state-machine event or counter move, and writes it back with a
+//! compare-and-swap, retrying when a concurrent request changed the token first. One CAS per
+//! OTP success is also what stops two requests carrying the same code from both succeeding.
+//!
+//! Operations make their change atomic; the caller makes it durable (group commit on the
+//! RADIUS path, [`crate::store::Store::sync`] on the command line) before it answers.
+
+use std::sync::Arc;
+
+use crate::config::OtpSettings;
+use crate::otp::import::ImportedToken;
+use crate::otp::{hotp, totp, TokenKind};
+use crate::store::seal::{SealError, SeedCipher};
+use crate::store::{Store, StoreError, Token, TokenState};
+
+use super::state::{next_state, Event, TransitionError};
+
+/// Compare-and-swap attempts before giving up on a token under heavy contention.
+const MAX_CAS_ATTEMPTS: usize = 64;
+
+/// Why a lifecycle operation was refused. The texts of the registration errors follow the
+/// guide's "Possible Errors conditions during token activation".
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(
+        "The Token Serial Number is not correct. Enter the Token Serial Number that matches \
+         your token. (no token `{0}`)"
+    )]
+    NoSuchToken(String),
+    #[error("user `{0}` does not exist")]
+    NoSuchUser(String),
+    #[error(
+        "You have entered an incorrect One-Time Password. Enter the 1st and 2nd consecutive \
+         One-Time Passwords as displayed on your token correctly."
+    )]
+    WrongCodes,
+    #[error("token `{serial}` belongs to another user")]
+    OwnedByOther { serial: String },
+    #[error("user `{user}` already has token `{serial}`")]
+    UserHasToken { user: String, serial: String },
+    #[error("token `{serial}`: {source}")]
+    Transition {
+        serial: String,
+        source: TransitionError,
+    },
+    #[error("token `{0}` keeps changing under concurrent use; try again")]
+    Contention(String),
+    #[error("import: {0}")]
+    Import(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+/// The result of checking one OTP against a token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OtpOutcome {
+    /// The code was right and has been consumed.
+    Accepted,
+    /// Wrong (or already used) code; `failures` consecutive failures so far.
+    Rejected { failures: u32 },
+    /// Wrong code, and this failure locked the token.
+    LockedNow,
+    /// The token cannot be used in this state; nothing was written.
+    NotUsable(TokenState),
+}
+
+impl OtpOutcome {
+    /// Whether this outcome wrote state that must be durable before the reply.
+    pub fn wrote(&self) -> bool {
+        !matches!(self, OtpOutcome::NotUsable(_))
+    }
+}
+
+pub struct TokenService {
+    store: Arc<dyn Store>,
+    cipher: SeedCipher,
+    otp: OtpSettings,
+}
+
+impl TokenService {
+    pub fn new(store: Arc<dyn Store>, cipher: SeedCipher, otp: OtpSettings) -> TokenService {
+        TokenService { store, cipher, otp }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The state a token is in for a login at `now`: an Active token past its expiry date is
+    /// reported Expired (guide "Expired Tokens") even before the sweeper records it.
+    pub fn effective_state(token: &Token, now: u64) -> TokenState {
+        match (token.state, token.expires_at) {
+            (TokenState::Active, Some(expires)) if now >= expires => TokenState::Expired,
+            (state, _) => state,
+        }
+    }
+
+    /// Checks `code` against the token `serial` at Unix time `now` and records the result:
+    /// success moves the HOTP counter / TOTP step past the code, resets the failure count and
+    /// records the time; failure counts, and `otp.max_failures` in a row lock the token.
+    pub fn check_otp(&self, serial: &str, code: &str, now: u64) -> Result<OtpOutcome, TokenError> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let token = self
+                .store
+                .token(serial)?
+                .ok_or_else(|| TokenError::NoSuchToken(serial.to_string()))?;
+            let state = Self::effective_state(&token, now);
+            if state != TokenState::Active {
+                return Ok(OtpOutcome::NotUsable(state));
+            }
+            let seed = self.cipher.open(&token.serial, &token.sealed_seed)?;
+            let mut new = token.clone();
+            let matched = match token.kind {
+                TokenKind::Hotp => hotp::verify(
+                    &seed,
+                    token.algorithm,
+                    token.digits,
+                    token.counter,
+                    self.otp.hotp_look_ahead,
+                    code,
+                )
+                .map(|counter| new.counter = counter.saturating_add(1))
+                .is_some(),
+                TokenKind::Totp { period } => totp::verify(
+                    &seed,
+                    token.algorithm,
+                    token.digits,
+                    period,
+                    now,
+                    token.drift,
+                    self.otp.totp_window,
+                    token.last_step,
+                    code,
+                )
+                .map(|m| {
+                    new.last_step = Some(m.step);
+                    new.drift = m.drift;
+                })
+                .is_some(),
+            };
+            let outcome = if matched {
+                new.failures = 0;
+                new.last_auth = Some(now);
+                OtpOutcome::Accepted
+            } else {
+                new.failures = token.failures.saturating_add(1);
+                if new.failures >= self.otp.max_failures {
+                    new.state = next_state(token.state, Event::FailureLimit).map_err(|source| {
+                        TokenError::Transition {
+                            serial: serial.to_string(),
+                            source,
+                        }
+                    })?;
+                    new.state_changed_at = now;
+                    OtpOutcome::LockedNow
+                } else {
+                    OtpOutcome::Rejected {
+                        failures: new.failures,
+                    }
+                }
+            };
+            if self.store.replace_token(&token, &new)? {
+                return Ok(outcome);
+            }
+        }
+        Err(TokenError::Contention(serial.to_string()))
+    }
+
+    /// The guide's "Register Your Token": two consecutive codes synchronise the token and bind
+    /// it to `username` as Active.
+    pub fn register(
+        &self,
+        serial: &str,
+        username: &str,
+        code1: &str,
+        code2: &str,
+        now: u64,
+    ) -> Result<Token, TokenError> {
+        if self.store.user(username)?.is_none() {
+            return Err(TokenError::NoSuchUser(username.to_string()));
+        }
+        if let Some(existing) = self.store.token_of_user(username)? {
+            if existing.serial != serial {
+                return Err(TokenError::UserHasToken {
+                    user: username.to_string(),
+                    serial: existing.serial,
+                });
+            }
+        }
+        self.apply_two_codes(
+            serial,
+            Event::Register,
+            code1,
+            code2,
+            now,
+            |token| match &token.owner {
+                Some(owner) if owner != username => Err(TokenError::OwnedByOther {
+                    serial: serial.to_string(),
+                }),
+                _ => {
+                    token.owner = Some(username.to_string());
+                    Ok(())
+                }
+            },
+        )
+    }
+
+    /// The guide's "Reactivate OTP Hardware Token" (Resync Token): two consecutive codes
+    /// re-synchronise the token, reset its failure count and unlock it.
+    pub fn resync(
+        &self,
+        serial: &str,
+        code1: &str,
+        code2: &str,
+        now: u64,
+    ) -> Result<Token, TokenError> {
+        self.apply_two_codes(serial, Event::Resync, code1, code2, now, |_| Ok(()))
+    }
+
+    fn apply_two_codes(
+        &self,
+        serial: &str,
+        event: Event,
+        code1: &str,
+        code2: &str,
+        now: u64,
+        mut adjust: impl FnMut(&mut Token) -> Result<(), TokenError>,
+    ) -> Result<Token, TokenError> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let token = self
+                .store
+                .token(serial)?
+                .ok_or_else(|| TokenError::NoSuchToken(serial.to_string()))?;
+            let mut new = token.clone();
+            new.state =
+                next_state(token.state, event).map_err(|source| TokenError::Transition {
+                    serial: serial.to_string(),
+                    source,
+                })?;
+            adjust(&mut new)?;
+            let seed = self.cipher.open(&token.serial, &token.sealed_seed)?;
+            let window = self.otp.resync_window;
+            match token.kind {
+                TokenKind::Hotp => {
+                    let last = hotp::resync(
+                        &seed,
+                        token.algorithm,
+                        token.digits,
+                        token.counter,
+                        window,
+                        code1,
+                        code2,
+                    )
+                    .ok_or(TokenError::WrongCodes)?;
+                    new.counter = last.saturating_add(1);
+                }
+                TokenKind::Totp { period } => {
+                    let m = totp::resync(
+                        &seed,
+                        token.algorithm,
+                        token.digits,
+                        period,
+                        now,
+                        window,
+                        token.last_step,
+                        code1,
+                        code2,
+                    )
+                    .ok_or(TokenError::WrongCodes)?;
+                    new.last_step = Some(m.step);
+                    new.drift = m.drift;
+                }
+            }
+            new.failures = 0;
+            if new.state != token.state {
+                new.state_changed_at = now;
+            }
+            if self.store.replace_token(&token, &new)? {
+                return Ok(new);
+            }
+        }
+        Err(TokenError::Contention(serial.to_string()))
+    }
+
+    /// Seals and stores imported tokens, all or none. A token that names an owner is imported
+    /// Active and bound to that user (migration of tokens in use); the user must exist.
+    pub fn import(&self, imported: Vec<ImportedToken>, now: u64) -> Result<usize, TokenError> {
+        let mut tokens = Vec::with_capacity(imported.len());
+        for item in imported {
+            let state = match &item.owner {
+                Some(owner) => {
+                    if self.store.user(owner)?.is_none() {
+                        return Err(TokenError::Import(format!(
+                            "token `{}` names owner `{owner}`, who is not a user; add the user first",
+                            item.serial
+                        )));
+                    }
+                    TokenState::Active
+                }
+                None => TokenState::Inventory,
+            };
+            let sealed_seed = self.cipher.seal(&item.serial, &item.secret)?;
+            tokens.push(Token {
+                serial: item.serial,
+                kind: item.kind,
+                algorithm: item.algorithm,
+                digits: item.digits,
+                sealed_seed,
+                state,
+                owner: item.owner,
+                counter: item.counter,
+                last_step: None,
+                drift: 0,
+                failures: 0,
+                last_auth: None,
+                created_at: now,
+                state_changed_at: now,
+                expires_at: None,
+            });
+        }
+        let count = tokens.len();
+        self.store.create_tokens(&tokens)?;
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otp::Algorithm;
+    use crate::store::sled_store::SledStore;
+    use crate::store::User;
+    use zeroize::Zeroizing;
+
+    const SEED: &[u8] = b"12345678901234567890";
+    /// 2009-02-13 23:31:30 UTC, an RFC 6238 test time.
+    const NOW: u64 = 1_234_567_890;
+
+    fn service(dir: &std::path::Path) -> TokenService {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.join("db")).expect("open"));
+        let cipher = SeedCipher::load_or_create(&dir.join("seed.key")).expect("key");
+        let otp = OtpSettings {
+            max_failures: 3,
+            totp_window: 1,
+            hotp_look_ahead: 5,
+            resync_window: 50,
+        };
+        TokenService::new(store, cipher, otp)
+    }
+
+    fn user(name: &str) -> User {
+        User {
+            username: name.into(),
+            password_hash: String::new(),
+            email: None,
+            first_name: None,
+            last_name: None,
+            assurance_level: 2,
+            created_at: 0,
+        }
+    }
+
+    fn imported(serial: &str, kind: TokenKind, owner: Option<&str>) -> ImportedToken {
+        ImportedToken {
+            serial: serial.into(),
+            secret: Zeroizing::new(SEED.to_vec()),
+            algorithm: Algorithm::Sha1,
+            digits: 6,
+            kind,
+            counter: 0,
+            owner: owner.map(str::to_string),
+        }
+    }
+
+    fn hotp_code(counter: u64) -> String {
+        hotp::code(SEED, counter, 6, Algorithm::Sha1)
+    }
+
+    #[test]
+    fn hotp_accept_moves_counter_and_replay_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path());
+        svc.store().create_users(&[user("bob")]).expect("user");
+        svc.import(vec![imported("H1", TokenKind::Hotp, Some("bob"))], NOW)
+            .expect("import");
+        assert_eq!(
+            svc.check_otp("H1", &hotp_code(2), NOW).expect("check"),
+            OtpOutcome::Accepted
+        );
+        let token = svc.store().token("H1").expect("read").expect("exists");
+        assert_eq!(token.counter, 3);
+        assert_eq!(token.last_auth, Some(NOW));
+        assert_eq!(
+            svc.check_otp("H1", &hotp_code(2), NOW).expect("check"),
+            OtpOutcome::Rejected { failures: 1 }
+        );
+        // Success resets the failure count.
+        assert_eq!(
+            svc.check_otp("H1", &hotp_code(3), NOW).expect("check"),
+            OtpOutcome::Accepted
+        );
+        assert_eq!(
+            svc.store()
+                .token("H1")
+                .expect("read")
+                .expect("exists")
+                .failures,
+            0
+        );
+    }
+
+    #[test]
+    fn failures_lock_and_resync_unlocks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path());
+        svc.store().create_users(&[user("bob")]).expect("user");
+        svc.import(vec![imported("H1", TokenKind::Hotp, Some("bob"))], NOW)
+            .expect("import");
+        assert_eq!(
+            svc.check_otp("H1", "000000", NOW).expect("check"),
+            OtpOutcome::Rejected { failures: 1 }
+        );
+        assert_eq!(
+            svc.check_otp("H1", "000000", NOW).expect("check"),
+            OtpOutcome::Rejected { failures: 2 }
+        );
+        assert_eq!(
+            svc.check_otp("H1", "000000", NOW).expect("check"),
+            OtpOutcome::LockedNow
+        );
+        assert_eq!(
+            svc.check_otp("H1", &hotp_code(0), NOW).expect("check"),
+            OtpOutcome::NotUsable(TokenState::Locked)
+        );
+        assert!(matches!(
+            svc.resync("H1", &hotp_code(10), &hotp_code(12), NOW),
+            Err(TokenError::WrongCodes)
+        ));
+        let token = svc
+            .resync("H1", &hotp_code(10), &hotp_code(11), NOW)
+            .expect("resync");
+        assert_eq!(token.state, TokenState::Active);
+        assert_eq!(token.counter, 12);
+        assert_eq!(
+            svc.check_otp("H1", &hotp_code(12), NOW).expect("check"),
+            OtpOutcome::Accepted
+        );
+    }
+
+    #[test]
+    fn totp_register_then_accept_once_per_step() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path());
+        svc.store().create_users(&[user("alice")]).expect("user");
+        svc.import(
+            vec![imported("T1", TokenKind::Totp { period: 30 }, None)],
+            NOW,
+        )
+        .expect("import");
+        let step = totp::step_at(NOW, 30);
+        let code = |s: u64| totp::code(SEED, s, 6, Algorithm::Sha1);
+        // Registration with the codes of the previous two steps.
+        let token = svc
+            .register("T1", "alice", &code(step - 2), &code(step - 1), NOW)
+            .expect("register");
+        assert_eq!(token.state, TokenState::Active);
+        assert_eq!(token.owner.as_deref(), Some("alice"));
+        assert_eq!(
+            svc.store()
+                .token_of_user("alice")
+                .expect("read")
+                .map(|t| t.serial),
+            Some("T1".to_string())
+        );
+        // A used step never again; the current one once.
+        assert!(matches!(
+            svc.check_otp("T1", &code(step - 1), NOW).expect("check"),
+            OtpOutcome::Rejected { .. }
+        ));
+        assert_eq!(
+            svc.check_otp("T1", &code(step), NOW).expect("check"),
+            OtpOutcome::Accepted
+        );
+        assert!(matches!(
+            svc.check_otp("T1", &code(step), NOW).expect("check"),
+            OtpOutcome::Rejected { .. }
+        ));
+        // Registering again is a refused transition.
+        assert!(matches!(
+            svc.register("T1", "alice", &code(step + 1), &code(step + 2), NOW),
+            Err(TokenError::Transition { .. })
+        ));
+    }
+
+    #[test]
+    fn concurrent_requests_with_one_code_succeed_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = Arc::new(service(dir.path()));
+        svc.store().create_users(&[user("bob")]).expect("user");
+        svc.import(vec![imported("H1", TokenKind::Hotp, Some("bob"))], NOW)
+            .expect("import");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let svc = Arc::clone(&svc);
+                std::thread::spawn(move || svc.check_otp("H1", &hotp_code(0), NOW).expect("check"))
+            })
+            .collect();
+        let accepted = threads
+            .into_iter()
+            .map(|t| t.join().expect("join"))
+            .filter(|o| *o == OtpOutcome::Accepted)
+            .count();
+        assert_eq!(accepted, 1);
+    }
+
+    #[test]
+    fn expired_token_is_not_usable_and_import_is_all_or_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path());
+        svc.store().create_users(&[user("bob")]).expect("user");
+        svc.import(vec![imported("H1", TokenKind::Hotp, Some("bob"))], NOW)
+            .expect("import");
+        let token = svc.store().token("H1").expect("read").expect("exists");
+        let mut expired = token.clone();
+        expired.expires_at = Some(NOW - 1);
+        assert!(svc.store().replace_token(&token, &expired).expect("cas"));
+        assert!(!svc
+            .store()
+            .replace_token(&token, &expired)
+            .expect("stale cas"));
+        assert_eq!(
+            svc.check_otp("H1", &hotp_code(0), NOW).expect("check"),
+            OtpOutcome::NotUsable(TokenState::Expired)
+        );
+        // H1 exists, so nothing of this import is written, H2 included.
+        let err = svc.import(
+            vec![
+                imported("H2", TokenKind::Hotp, None),
+                imported("H1", TokenKind::Hotp, None),
+            ],
+            NOW,
+        );
+        assert!(err.is_err());
+        assert!(svc.store().token("H2").expect("read").is_none());
+        // An owner who is not a user is refused.
+        assert!(svc
+            .import(vec![imported("H3", TokenKind::Hotp, Some("nobody"))], NOW)
+            .is_err());
+    }
+}

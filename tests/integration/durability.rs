@@ -1,0 +1,82 @@
+//! Durability: every Access-Accept is durable before it leaves, so `kill -9` right after it
+//! loses nothing, and every accepted code stays refused after a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use radius::core::code::Code;
+
+use crate::harness::*;
+
+const SEED: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+
+#[test]
+fn kill_9_after_accepts_keeps_every_accepted_otp_unusable() {
+    // Replays count as OTP failures; keep them from locking the tokens for the last check.
+    let mut app = Appliance::new("[otp]\nmax_failures = 100\n");
+    let users = 8;
+    let mut csv = String::from("serial,secret,kind,digits,step,owner\n");
+    for u in 0..users {
+        app.add_user(&format!("u{u}"), "pw");
+        csv.push_str(&format!("H{u},{SEED},hotp,6,0,u{u}\n"));
+    }
+    app.import_tokens(&csv);
+    app.start();
+    let addr = app.addr();
+    // Concurrent accepts across users (several codes each), so group commit batches them.
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..users)
+        .map(|u| {
+            let accepted = Arc::clone(&accepted);
+            std::thread::spawn(move || {
+                for counter in 0..5 {
+                    let password = format!("pw{}", hotp(SEED, counter));
+                    let user = format!("u{u}");
+                    let req = request(&user, &password, SECRET, true);
+                    let reply = exchange(addr, &req.bytes, Duration::from_secs(5)).expect("reply");
+                    let checked =
+                        otpgate::radius::nas::check_reply(&reply, &req, SECRET.as_bytes())
+                            .expect("valid");
+                    assert_eq!(checked.code, Code::AccessAccept, "{user} counter {counter}");
+                    accepted.lock().expect("lock").push((user, password));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    // No graceful shutdown: whatever was not on disk is gone.
+    app.kill9();
+    app.start();
+    let accepted = accepted.lock().expect("lock").clone();
+    assert_eq!(accepted.len(), users * 5);
+    for (user, password) in &accepted {
+        let reply = app.auth(user, password).expect("reply");
+        assert_eq!(
+            reply.code,
+            Code::AccessReject,
+            "{user} reused a code after kill -9"
+        );
+    }
+    // And the tokens moved on: the next code of each works.
+    assert_eq!(
+        app.auth("u0", &format!("pw{}", hotp(SEED, 5)))
+            .expect("reply")
+            .code,
+        Code::AccessAccept
+    );
+}
+
+#[test]
+fn store_held_by_server_fails_fast_with_clear_message() {
+    let mut app = Appliance::new("");
+    app.add_user("carol", "pw");
+    app.start();
+    let started = std::time::Instant::now();
+    let out = app.cli(&["user", "show", "carol"], None);
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10), "must not hang");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
+}

@@ -1,0 +1,274 @@
+//! Runs the real `otpgate` binary: a temp data dir, a config file, the CLI for provisioning,
+//! `serve` as a child process on a loopback port chosen by the kernel, and UDP helpers.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use otpgate::radius::nas::{self, BuiltRequest, CheckedReply};
+
+pub const SECRET: &str = "integration-secret";
+pub const BIN: &str = env!("CARGO_BIN_EXE_otpgate");
+
+pub struct Appliance {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    child: Option<Child>,
+    pub addr: Option<SocketAddr>,
+    logs: Arc<Mutex<Vec<String>>>,
+    /// Environment overrides (`OTPGATE__SECTION__KEY`) given to `serve`.
+    pub env: Vec<(String, String)>,
+}
+
+impl Appliance {
+    /// A fresh appliance; `extra` is appended to the generated TOML (e.g. an [otp] table).
+    pub fn new(extra: &str) -> Appliance {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("otpgate.toml");
+        let text = format!(
+            r#"
+[storage]
+path = "{data}"
+
+[radius]
+listen = ["127.0.0.1:0"]
+
+[[radius.clients]]
+name = "test-nas"
+address = "127.0.0.1/32"
+secret = "{SECRET}"
+
+[password]
+# Cheap hashes keep the suite fast; production keeps the defaults.
+argon2_memory_kib = 64
+argon2_iterations = 1
+argon2_parallelism = 1
+
+[log]
+level = "info"
+{extra}
+"#,
+            data = dir.path().join("data").display(),
+        );
+        std::fs::write(&config, text).expect("write config");
+        Appliance {
+            dir,
+            config,
+            child: None,
+            addr: None,
+            logs: Arc::new(Mutex::new(Vec::new())),
+            env: Vec::new(),
+        }
+    }
+
+    /// Runs `otpgate -c CONFIG ARGS...` to completion.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(BIN)
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn otpgate");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("wait otpgate")
+    }
+
+    /// Runs the CLI and panics with its output unless it succeeded.
+    pub fn cli_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.cli(args, stdin);
+        assert!(
+            out.status.success(),
+            "otpgate {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn add_user(&self, name: &str, password: &str) {
+        self.cli_ok(
+            &["user", "add", name, "--password-stdin"],
+            Some(&format!("{password}\n")),
+        );
+    }
+
+    /// Imports tokens from CSV text (header included by the caller).
+    pub fn import_tokens(&self, csv: &str) {
+        let file = self
+            .dir
+            .path()
+            .join(format!("tokens-{}.csv", rand_suffix()));
+        std::fs::write(&file, csv).expect("write csv");
+        self.cli_ok(
+            &["token", "import", file.to_str().expect("utf8 path")],
+            None,
+        );
+    }
+
+    /// Starts `serve` and waits until it listens.
+    pub fn start(&mut self) -> SocketAddr {
+        let mut child = Command::new(BIN)
+            .arg("-c")
+            .arg(&self.config)
+            .arg("serve")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        let logs = Arc::clone(&self.logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.split("address=").nth(1) {
+                    if line.contains("radius listening") {
+                        let _ = tx.send(addr.trim().to_string());
+                    }
+                }
+                logs.lock().expect("logs").push(line);
+            }
+        });
+        self.child = Some(child);
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().expect("listening address"),
+            Err(_) => panic!("server did not start: {}", self.logs().join("\n")),
+        };
+        self.addr = Some(addr);
+        addr
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("server started")
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// SIGTERM, then waits; returns whether it exited 0.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        let status = child.wait().expect("wait");
+        // Let the log reader drain.
+        std::thread::sleep(Duration::from_millis(100));
+        status.success()
+    }
+
+    /// kill -9: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends an Access-Request from 127.0.0.1 and checks the reply, if any, within `wait`.
+    pub fn auth(&self, user: &str, password: &str) -> Option<CheckedReply> {
+        let request = request(user, password, SECRET, true);
+        exchange(self.addr(), &request.bytes, Duration::from_secs(5)).map(|reply| {
+            nas::check_reply(&reply, &request, SECRET.as_bytes()).expect("valid reply")
+        })
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn request(user: &str, password: &str, secret: &str, with_ma: bool) -> BuiltRequest {
+    let id = (rand_suffix() % 256) as u8;
+    nas::access_request(id, user, password.as_bytes(), secret.as_bytes(), with_ma).expect("build")
+}
+
+/// Sends `bytes` from a fresh socket on 127.0.0.1 and waits for one datagram.
+pub fn exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    exchange_on(&socket, addr, bytes, wait)
+}
+
+pub fn exchange_on(
+    socket: &UdpSocket,
+    addr: SocketAddr,
+    bytes: &[u8],
+    wait: Duration,
+) -> Option<Vec<u8>> {
+    socket.set_read_timeout(Some(wait)).expect("timeout");
+    socket.send_to(bytes, addr).expect("send");
+    let mut buf = [0u8; 4096];
+    match socket.recv_from(&mut buf) {
+        Ok((n, _)) => Some(buf[..n].to_vec()),
+        Err(_) => None,
+    }
+}
+
+pub fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ NEXT.fetch_add(7919, Ordering::Relaxed)
+}
+
+pub fn now() -> u64 {
+    otpgate::auth::unix_now()
+}
+
+/// The current TOTP code of a base32 seed (our own generator; the radclient tests use oathtool).
+pub fn totp_now(seed_b32: &str) -> String {
+    let seed = data_encoding::BASE32_NOPAD
+        .decode(seed_b32.trim_end_matches('=').as_bytes())
+        .expect("base32");
+    let step = otpgate::otp::totp::step_at(now(), 30);
+    otpgate::otp::totp::code(&seed, step, 6, otpgate::otp::Algorithm::Sha1)
+}
+
+pub fn hotp(seed_b32: &str, counter: u64) -> String {
+    let seed = data_encoding::BASE32_NOPAD
+        .decode(seed_b32.trim_end_matches('=').as_bytes())
+        .expect("base32");
+    otpgate::otp::hotp::code(&seed, counter, 6, otpgate::otp::Algorithm::Sha1)
+}
+
+/// Whether an external peer is installed; in CI (CI set) its absence fails the test.
+pub fn peer_available(tool: &str, package: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| !v.is_empty()) {
+            panic!("{tool} is required in CI: apt-get install {package}");
+        }
+        eprintln!("skipped: {tool} not installed (apt-get install {package})");
+    }
+    found
+}

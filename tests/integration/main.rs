@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `otpgate` binary over real UDP on loopback, with a temp sled
+//! store. One test binary (see ripgrep's and kanidm's layout), one module per area.
+
+mod cli;
+mod durability;
+mod harness;
+mod peers;
+mod radius_udp;
