@@ -42,6 +42,7 @@ pub enum Outcome {
     LevelTooLow,
     UnknownApplication,
     WrongOtp,
+    ReplayedOtp,
     LockedNow,
     InternalError,
 }
@@ -71,6 +72,7 @@ impl Outcome {
             Outcome::LevelTooLow => "assurance_level_too_low",
             Outcome::UnknownApplication => "unknown_application",
             Outcome::WrongOtp => "wrong_otp",
+            Outcome::ReplayedOtp => "replayed_otp",
             Outcome::LockedNow => "wrong_otp_locked",
             Outcome::InternalError => "internal_error",
         }
@@ -227,7 +229,10 @@ impl Authenticator {
                 self.maybe_rehash(user, password, hash);
                 Outcome::Accepted
             }
-            OtpOutcome::Rejected { .. } => Outcome::WrongOtp,
+            OtpOutcome::Rejected {
+                replayed: false, ..
+            } => Outcome::WrongOtp,
+            OtpOutcome::Rejected { replayed: true, .. } => Outcome::ReplayedOtp,
             OtpOutcome::LockedNow => Outcome::LockedNow,
             OtpOutcome::NotUsable(state) => Outcome::TokenNotUsable(state),
         }

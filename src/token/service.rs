@@ -59,8 +59,9 @@ pub enum TokenError {
 pub enum OtpOutcome {
     /// The code was right and has been consumed.
     Accepted,
-    /// Wrong (or already used) code; `failures` consecutive failures so far.
-    Rejected { failures: u32 },
+    /// Wrong code; `failures` consecutive failures so far. `replayed` when it is a code this
+    /// token already used (for the audit log; it counts as a failure all the same).
+    Rejected { failures: u32, replayed: bool },
     /// Wrong code, and this failure locked the token.
     LockedNow,
     /// The token cannot be used in this state; nothing was written.
@@ -159,6 +160,7 @@ impl TokenService {
                 } else {
                     OtpOutcome::Rejected {
                         failures: new.failures,
+                        replayed: self.is_used_code(&token, &seed, code, now),
                     }
                 }
             };
@@ -167,6 +169,38 @@ impl TokenService {
             }
         }
         Err(TokenError::Contention(serial.to_string()))
+    }
+
+    /// Whether `code` is one the token accepted before (behind the replay guard), within the
+    /// same window a fresh code would be searched in.
+    fn is_used_code(&self, token: &Token, seed: &[u8], code: &str, now: u64) -> bool {
+        match token.kind {
+            TokenKind::Hotp => {
+                let start = token.counter.saturating_sub(self.otp.hotp_look_ahead);
+                token.counter > start
+                    && hotp::verify(
+                        seed,
+                        token.algorithm,
+                        token.digits,
+                        start,
+                        token.counter - start - 1,
+                        code,
+                    )
+                    .is_some()
+            }
+            TokenKind::Totp { period } => totp::verify(
+                seed,
+                token.algorithm,
+                token.digits,
+                period,
+                now,
+                token.drift,
+                self.otp.totp_window,
+                None,
+                code,
+            )
+            .is_some_and(|m| token.last_step.is_some_and(|last| m.step <= last)),
+        }
     }
 
     /// The guide's "Register Your Token": two consecutive codes synchronise the token and bind
@@ -395,7 +429,10 @@ mod tests {
         assert_eq!(token.last_auth, Some(NOW));
         assert_eq!(
             svc.check_otp("H1", &hotp_code(2), NOW).expect("check"),
-            OtpOutcome::Rejected { failures: 1 }
+            OtpOutcome::Rejected {
+                failures: 1,
+                replayed: true
+            }
         );
         // Success resets the failure count.
         assert_eq!(
@@ -421,11 +458,17 @@ mod tests {
             .expect("import");
         assert_eq!(
             svc.check_otp("H1", "000000", NOW).expect("check"),
-            OtpOutcome::Rejected { failures: 1 }
+            OtpOutcome::Rejected {
+                failures: 1,
+                replayed: false
+            }
         );
         assert_eq!(
             svc.check_otp("H1", "000000", NOW).expect("check"),
-            OtpOutcome::Rejected { failures: 2 }
+            OtpOutcome::Rejected {
+                failures: 2,
+                replayed: false
+            }
         );
         assert_eq!(
             svc.check_otp("H1", "000000", NOW).expect("check"),
@@ -486,7 +529,7 @@ mod tests {
         );
         assert!(matches!(
             svc.check_otp("T1", &code(step), NOW).expect("check"),
-            OtpOutcome::Rejected { .. }
+            OtpOutcome::Rejected { replayed: true, .. }
         ));
         // Registering again is a refused transition.
         assert!(matches!(
