@@ -20,6 +20,7 @@ pub struct Appliance {
     child: Option<Child>,
     pub addr: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
+    log_reader: Option<std::thread::JoinHandle<()>>,
     /// Environment overrides (`OTPGATE__SECTION__KEY`) given to `serve`.
     pub env: Vec<(String, String)>,
 }
@@ -61,6 +62,7 @@ level = "info"
             child: None,
             addr: None,
             logs: Arc::new(Mutex::new(Vec::new())),
+            log_reader: None,
             env: Vec::new(),
         }
     }
@@ -135,7 +137,7 @@ level = "info"
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         let logs = Arc::clone(&self.logs);
-        std::thread::spawn(move || {
+        self.log_reader = Some(std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(addr) = line.split("address=").nth(1) {
@@ -145,7 +147,7 @@ level = "info"
                 }
                 logs.lock().expect("logs").push(line);
             }
-        });
+        }));
         self.child = Some(child);
         let addr = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(a) => a.parse().expect("listening address"),
@@ -163,6 +165,24 @@ level = "info"
         self.logs.lock().expect("logs").clone()
     }
 
+    /// Waits (up to 5 s) until a log line contains `needle`; for checks while serving.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        for _ in 0..100 {
+            if self.logs().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// After the child exited, the reader sees end-of-file; wait for it so logs are complete.
+    fn join_log_reader(&mut self) {
+        if let Some(reader) = self.log_reader.take() {
+            let _ = reader.join();
+        }
+    }
+
     /// SIGTERM, then waits; returns whether it exited 0.
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
@@ -173,8 +193,7 @@ level = "info"
             .status()
             .expect("kill -TERM");
         let status = child.wait().expect("wait");
-        // Let the log reader drain.
-        std::thread::sleep(Duration::from_millis(100));
+        self.join_log_reader();
         status.success()
     }
 
@@ -184,6 +203,7 @@ level = "info"
             child.kill().expect("SIGKILL");
             let _ = child.wait();
         }
+        self.join_log_reader();
     }
 
     /// Sends an Access-Request from 127.0.0.1 and checks the reply, if any, within `wait`.

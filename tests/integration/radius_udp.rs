@@ -181,7 +181,7 @@ fn password_guessing_is_throttled_per_user() {
         .auth("bob", &format!("bob-pw{}", hotp(SEED_B, 0)))
         .expect("reply");
     assert_eq!(reply.code, Code::AccessReject);
-    assert!(app.logs().join("\n").contains("throttled"));
+    assert!(app.wait_for_log("reason=\"throttled\""));
 }
 
 #[test]
