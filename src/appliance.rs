@@ -97,6 +97,9 @@ pub async fn serve(
              configure [[radius.clients]] with a strong secret before production"
         );
     }
+    for (client, why) in settings.weak_secrets() {
+        tracing::warn!(client = %client, "the shared secret of this client {why}");
+    }
     if !settings.radius.require_message_authenticator {
         tracing::warn!(
             "require_message_authenticator is off: Access-Requests without Message-Authenticator \

@@ -5,7 +5,7 @@
 //! `otpgate check-config` runs exactly [`Settings::load`]; every problem it reports names the
 //! file, the key and what is wrong with it.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +14,10 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::auth::password::Argon2Params;
+
+const ENV_PREFIX: &str = "OTPGATE__";
+const CLIENTS_ENV_PREFIX: &str = "OTPGATE__RADIUS__CLIENTS__";
+const APPLICATIONS_ENV_PREFIX: &str = "OTPGATE__APPLICATIONS__";
 
 /// The conventional localhost secret (FreeRADIUS ships the same); for trying out only.
 pub const DEFAULT_CLIENT_SECRET: &str = "testing123";
@@ -142,14 +146,18 @@ pub struct PasswordSettings {
     pub argon2: Argon2Params,
     /// Re-hash imported (non-argon2id) hashes to argon2id after a successful login.
     pub rehash_on_login: bool,
+    /// Password hashes computed at once; more requests wait (memory is this × argon2 memory).
+    pub max_concurrent_hashes: usize,
 }
 
 /// Wrong-password throttling that never touches the token (mass-lockout defence).
 #[derive(Debug, Clone)]
 pub struct ThrottleSettings {
-    /// Wrong passwords per user within `window` before that user's requests are refused unchecked.
+    /// Wrong passwords for one user from one source (Calling-Station-Id) within `window` before
+    /// that pair is refused unchecked.
     pub user_failures: u32,
-    /// Wrong passwords per client within `window` before that client's requests are refused.
+    /// Failures from one source across user names (spraying) before it is refused unchecked;
+    /// the same count through one NAS is logged as a warning (the NAS is never refused).
     pub client_failures: u32,
     pub window: Duration,
 }
@@ -178,12 +186,29 @@ impl Settings {
     /// process (tests).
     pub fn load_with_env(
         file: Option<&Path>,
-        env: Option<std::collections::HashMap<String, String>>,
+        env: Option<HashMap<String, String>>,
     ) -> Result<Settings, ConfigError> {
-        let source_name = match file {
+        let env: HashMap<String, String> = env.unwrap_or_else(|| {
+            std::env::vars()
+                .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+                .collect()
+        });
+        let base_name = match file {
             Some(path) => path.display().to_string(),
             None => "embedded defaults".to_string(),
         };
+        let source_name = if env.keys().any(|k| k.starts_with(ENV_PREFIX)) {
+            format!("{base_name} (with {ENV_PREFIX}* environment overrides)")
+        } else {
+            base_name
+        };
+        // Entries of the [[radius.clients]] and [[applications]] arrays are addressed by index
+        // (OTPGATE__RADIUS__CLIENTS__0__SECRET), which the `config` crate cannot merge into an
+        // array of tables; they are applied after the file is read.
+        let (indexed, plain): (HashMap<String, String>, HashMap<String, String>) =
+            env.into_iter().partition(|(k, _)| {
+                k.starts_with(CLIENTS_ENV_PREFIX) || k.starts_with(APPLICATIONS_ENV_PREFIX)
+            });
         let mut builder = config::Config::builder();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
@@ -198,15 +223,17 @@ impl Settings {
             .list_separator(",")
             .with_list_parse_key("radius.listen")
             .try_parsing(true)
-            .source(env);
+            .source(Some(plain));
         builder = builder.add_source(environment);
-        let raw: RawSettings = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError::Parse {
-                source_name: source_name.clone(),
-                message: e.to_string(),
-            })?;
+        let mut raw: RawSettings =
+            builder
+                .build()
+                .and_then(|c| c.try_deserialize())
+                .map_err(|e| ConfigError::Parse {
+                    source_name: source_name.clone(),
+                    message: e.to_string(),
+                })?;
+        raw.apply_indexed_env(indexed)?;
         raw.check(source_name)
     }
 
@@ -221,6 +248,27 @@ impl Settings {
             .clients
             .iter()
             .any(|c| c.secret == DEFAULT_CLIENT_SECRET)
+    }
+
+    /// Clients whose secret is weak or an example placeholder, with why (for start-up warnings
+    /// and `check-config`).
+    pub fn weak_secrets(&self) -> Vec<(String, &'static str)> {
+        self.radius
+            .clients
+            .iter()
+            .filter_map(|c| {
+                let why = if c.secret == DEFAULT_CLIENT_SECRET {
+                    "is the default `testing123`, for trying out only"
+                } else if c.secret.to_ascii_lowercase().contains("change-me") {
+                    "is still the example placeholder"
+                } else if c.secret.len() < RECOMMENDED_SECRET_LEN {
+                    "is shorter than the recommended 16 characters"
+                } else {
+                    return None;
+                };
+                Some((c.name.clone(), why))
+            })
+            .collect()
     }
 }
 
@@ -277,7 +325,7 @@ impl Default for RawRadius {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawClient {
     name: String,
@@ -287,7 +335,7 @@ struct RawClient {
     application: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawApplication {
     name: String,
@@ -324,6 +372,7 @@ struct RawPassword {
     argon2_iterations: u32,
     argon2_parallelism: u32,
     rehash_on_login: bool,
+    max_concurrent_hashes: Option<usize>,
 }
 
 impl Default for RawPassword {
@@ -334,6 +383,7 @@ impl Default for RawPassword {
             argon2_iterations: argon2.iterations,
             argon2_parallelism: argon2.parallelism,
             rehash_on_login: true,
+            max_concurrent_hashes: None,
         }
     }
 }
@@ -372,6 +422,23 @@ impl Default for RawLog {
     }
 }
 
+fn default_clients() -> Vec<RawClient> {
+    vec![RawClient {
+        name: "localhost".into(),
+        address: "127.0.0.1/32".into(),
+        secret: DEFAULT_CLIENT_SECRET.into(),
+        application: default_application_name(),
+    }]
+}
+
+fn default_applications() -> Vec<RawApplication> {
+    vec![RawApplication {
+        name: default_application_name(),
+        required_level: default_required_level(),
+        otp_mode: default_otp_mode(),
+    }]
+}
+
 fn default_application_name() -> String {
     "default".into()
 }
@@ -385,6 +452,119 @@ fn default_otp_mode() -> String {
 }
 
 impl RawSettings {
+    /// Applies `OTPGATE__RADIUS__CLIENTS__<i>__<FIELD>` and `OTPGATE__APPLICATIONS__<i>__<FIELD>`.
+    /// An index may name an existing entry, or the next one to add a new entry (which then needs
+    /// every field without a default).
+    fn apply_indexed_env(&mut self, indexed: HashMap<String, String>) -> Result<(), ConfigError> {
+        let mut clients: BTreeMap<usize, Vec<(String, String, String)>> = BTreeMap::new();
+        let mut apps: BTreeMap<usize, Vec<(String, String, String)>> = BTreeMap::new();
+        for (var, value) in indexed {
+            let (prefix, target) = if var.starts_with(CLIENTS_ENV_PREFIX) {
+                (CLIENTS_ENV_PREFIX, &mut clients)
+            } else {
+                (APPLICATIONS_ENV_PREFIX, &mut apps)
+            };
+            let rest = var.get(prefix.len()..).unwrap_or_default();
+            let parsed = rest.split_once("__").and_then(|(i, field)| {
+                Some((i.parse::<usize>().ok()?, field.to_ascii_lowercase()))
+            });
+            let Some((index, field)) = parsed else {
+                return Err(env_error(
+                    &var,
+                    format!("expected {prefix}<index>__<FIELD>, e.g. {prefix}0__NAME"),
+                ));
+            };
+            target.entry(index).or_default().push((var, field, value));
+        }
+        if !clients.is_empty() {
+            let list = self.radius.clients.get_or_insert_with(default_clients);
+            for (index, fields) in clients {
+                if index > list.len() {
+                    let var = fields.first().map_or("", |f| f.0.as_str()).to_string();
+                    return Err(env_error(
+                        &var,
+                        format!(
+                            "index {index} skips entries: {} client(s) so far",
+                            list.len()
+                        ),
+                    ));
+                }
+                let mut entry = list.get(index).cloned().unwrap_or(RawClient {
+                    name: String::new(),
+                    address: String::new(),
+                    secret: String::new(),
+                    application: default_application_name(),
+                });
+                for (var, field, value) in fields {
+                    match field.as_str() {
+                        "name" => entry.name = value,
+                        "address" => entry.address = value,
+                        "secret" => entry.secret = value,
+                        "application" => entry.application = value,
+                        other => {
+                            return Err(env_error(
+                                &var,
+                                format!(
+                                    "unknown client field `{other}`; expected NAME, ADDRESS, \
+                                     SECRET or APPLICATION"
+                                ),
+                            ))
+                        }
+                    }
+                }
+                match list.get_mut(index) {
+                    Some(slot) => *slot = entry,
+                    None => list.push(entry),
+                }
+            }
+        }
+        if !apps.is_empty() {
+            let list = self.applications.get_or_insert_with(default_applications);
+            for (index, fields) in apps {
+                if index > list.len() {
+                    let var = fields.first().map_or("", |f| f.0.as_str()).to_string();
+                    return Err(env_error(
+                        &var,
+                        format!(
+                            "index {index} skips entries: {} application(s) so far",
+                            list.len()
+                        ),
+                    ));
+                }
+                let mut entry = list.get(index).cloned().unwrap_or(RawApplication {
+                    name: String::new(),
+                    required_level: default_required_level(),
+                    otp_mode: default_otp_mode(),
+                });
+                for (var, field, value) in fields {
+                    match field.as_str() {
+                        "name" => entry.name = value,
+                        "required_level" => {
+                            entry.required_level = value.trim().parse().map_err(|_| {
+                                env_error(&var, format!("`{value}` is not a number"))
+                            })?
+                        }
+                        "otp_mode" => entry.otp_mode = value,
+                        other => {
+                            return Err(env_error(
+                                &var,
+                                format!(
+                                    "unknown application field `{other}`; expected NAME, \
+                                     REQUIRED_LEVEL or OTP_MODE"
+                                ),
+                            ))
+                        }
+                    }
+                }
+                match list.get_mut(index) {
+                    Some(slot) => *slot = entry,
+                    None => list.push(entry),
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn check(self, source_name: String) -> Result<Settings, ConfigError> {
         let invalid = |key: &str, problem: String| ConfigError::Invalid {
             source_name: source_name.clone(),
@@ -406,13 +586,7 @@ impl RawSettings {
         };
 
         // [[applications]]
-        let raw_apps = self.applications.unwrap_or_else(|| {
-            vec![RawApplication {
-                name: default_application_name(),
-                required_level: default_required_level(),
-                otp_mode: default_otp_mode(),
-            }]
-        });
+        let raw_apps = self.applications.unwrap_or_else(default_applications);
         let mut applications = Vec::with_capacity(raw_apps.len());
         let mut app_names = HashSet::new();
         for (i, app) in raw_apps.into_iter().enumerate() {
@@ -482,8 +656,14 @@ impl RawSettings {
             }
             listen.push(parsed);
         }
-        if self.radius.max_in_flight == 0 {
-            return Err(invalid("radius.max_in_flight", "must be at least 1".into()));
+        if !(1..=65_536).contains(&self.radius.max_in_flight) {
+            return Err(invalid(
+                "radius.max_in_flight",
+                format!(
+                    "must be between 1 and 65536, got {}",
+                    self.radius.max_in_flight
+                ),
+            ));
         }
         if self.radius.dedup_window_secs == 0 || self.radius.dedup_window_secs > 300 {
             return Err(invalid(
@@ -491,14 +671,7 @@ impl RawSettings {
                 "must be between 1 and 300 seconds (RFC 5080 suggests about 30)".into(),
             ));
         }
-        let raw_clients = self.radius.clients.unwrap_or_else(|| {
-            vec![RawClient {
-                name: "localhost".into(),
-                address: "127.0.0.1/32".into(),
-                secret: DEFAULT_CLIENT_SECRET.into(),
-                application: default_application_name(),
-            }]
-        });
+        let raw_clients = self.radius.clients.unwrap_or_else(default_clients);
         let mut clients: Vec<ClientSettings> = Vec::with_capacity(raw_clients.len());
         for (i, client) in raw_clients.into_iter().enumerate() {
             let key = |field: &str| format!("radius.clients[{i}].{field}");
@@ -597,6 +770,17 @@ impl RawSettings {
         argon2
             .validate()
             .map_err(|problem| invalid("password.argon2_*", problem))?;
+        let max_concurrent_hashes = match self.password.max_concurrent_hashes {
+            Some(n) if (1..=256).contains(&n) => n,
+            Some(n) => {
+                return Err(invalid(
+                    "password.max_concurrent_hashes",
+                    format!("must be between 1 and 256, got {n}"),
+                ))
+            }
+            // One per core: hashing is CPU-bound, more at once only adds memory.
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        };
 
         // [throttle]
         if self.throttle.user_failures == 0 {
@@ -655,6 +839,7 @@ impl RawSettings {
             password: PasswordSettings {
                 argon2,
                 rehash_on_login: self.password.rehash_on_login,
+                max_concurrent_hashes,
             },
             throttle: ThrottleSettings {
                 user_failures: self.throttle.user_failures,
@@ -667,6 +852,14 @@ impl RawSettings {
             },
             source_name,
         })
+    }
+}
+
+fn env_error(var: &str, problem: String) -> ConfigError {
+    ConfigError::Invalid {
+        source_name: "environment".into(),
+        key: var.to_string(),
+        problem,
     }
 }
 
@@ -804,6 +997,61 @@ mod tests {
         let e = Settings::load_with_env(Some(Path::new("/nonexistent/otpgate.toml")), None)
             .expect_err("missing file");
         assert!(e.to_string().contains("/nonexistent/otpgate.toml"));
+    }
+
+    #[test]
+    fn environment_overrides_client_entries_by_index() {
+        let mut env = HashMap::new();
+        env.insert(
+            "OTPGATE__RADIUS__CLIENTS__0__SECRET".to_string(),
+            "from-the-environment".to_string(),
+        );
+        env.insert(
+            "OTPGATE__RADIUS__CLIENTS__1__NAME".to_string(),
+            "vpn".to_string(),
+        );
+        env.insert(
+            "OTPGATE__RADIUS__CLIENTS__1__ADDRESS".to_string(),
+            "192.0.2.0/24".to_string(),
+        );
+        env.insert(
+            "OTPGATE__RADIUS__CLIENTS__1__SECRET".to_string(),
+            "another-long-secret".to_string(),
+        );
+        env.insert(
+            "OTPGATE__APPLICATIONS__0__REQUIRED_LEVEL".to_string(),
+            "3".to_string(),
+        );
+        let s = Settings::load_with_env(None, Some(env)).expect("loads");
+        assert_eq!(s.radius.clients.len(), 2);
+        assert_eq!(s.radius.clients[0].secret, "from-the-environment");
+        assert_eq!(s.radius.clients[1].name, "vpn");
+        assert_eq!(s.applications[0].required_level, AssuranceLevel::Three);
+
+        let mut bad = HashMap::new();
+        bad.insert(
+            "OTPGATE__RADIUS__CLIENTS__0__SECRT".to_string(),
+            "x".to_string(),
+        );
+        let e = Settings::load_with_env(None, Some(bad)).expect_err("unknown field");
+        assert!(
+            e.to_string().contains("OTPGATE__RADIUS__CLIENTS__0__SECRT"),
+            "{e}"
+        );
+        let mut gap = HashMap::new();
+        gap.insert(
+            "OTPGATE__RADIUS__CLIENTS__5__NAME".to_string(),
+            "x".to_string(),
+        );
+        assert!(Settings::load_with_env(None, Some(gap)).is_err());
+    }
+
+    #[test]
+    fn environment_errors_say_so() {
+        let mut env = HashMap::new();
+        env.insert("OTPGATE__OTP__MAXFAIL".to_string(), "3".to_string());
+        let e = Settings::load_with_env(None, Some(env)).expect_err("unknown key");
+        assert!(e.to_string().contains("environment"), "{e}");
     }
 
     #[test]

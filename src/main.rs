@@ -137,6 +137,9 @@ fn run(cli: Cli) -> Result<()> {
                 settings.radius.clients.len(),
                 settings.applications.len()
             );
+            for (client, why) in settings.weak_secrets() {
+                println!("warning: the secret of client `{client}` {why}");
+            }
             Ok(())
         }
         Command::User(command) => {

@@ -23,7 +23,7 @@ use crate::store::{TokenState, User};
 use crate::token::{OtpOutcome, TokenService};
 
 use password::PasswordHash;
-use throttle::Throttle;
+use throttle::{Origin, Throttle};
 
 /// Why a request was decided as it was; the `reason` field of the decision log event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,16 +103,21 @@ pub struct Authenticator {
     tokens: Arc<TokenService>,
     commit: GroupCommit,
     throttle: Throttle,
+    /// Bounds concurrent password hashing: argon2id costs ~19 MiB and a core per hash, so a
+    /// burst of logins queues here instead of exhausting memory.
+    hashing: tokio::sync::Semaphore,
 }
 
 impl Authenticator {
     pub fn new(settings: Arc<Settings>, tokens: Arc<TokenService>, commit: GroupCommit) -> Self {
         let throttle = Throttle::new(&settings.throttle);
+        let hashing = tokio::sync::Semaphore::new(settings.password.max_concurrent_hashes);
         Authenticator {
             settings,
             tokens,
             commit,
             throttle,
+            hashing,
         }
     }
 
@@ -121,11 +126,12 @@ impl Authenticator {
         let Some(username) = request.user_name.as_deref() else {
             return Outcome::NoUserName;
         };
-        let client = &request.client;
-        if self
-            .throttle
-            .is_throttled(username, &client.name, Instant::now())
-        {
+        let origin = Origin {
+            user: username,
+            nas: &request.client.name,
+            calling_station_id: request.calling_station_id.as_deref(),
+        };
+        if self.throttle.is_throttled(&origin, Instant::now()) {
             return Outcome::Throttled;
         }
         let Some(password_and_otp) = request.password.as_ref() else {
@@ -142,8 +148,7 @@ impl Authenticator {
             Ok(Some(user)) => user,
             Ok(None) => {
                 self.spend_dummy_verify().await;
-                self.throttle
-                    .record_failure(username, &client.name, Instant::now());
+                self.throttle.record_failure(&origin, Instant::now());
                 return Outcome::UnknownUser;
             }
             Err(e) => {
@@ -168,8 +173,7 @@ impl Authenticator {
         let digits = usize::from(token.digits);
         let Some(split) = password_and_otp.len().checked_sub(digits) else {
             self.spend_dummy_verify().await;
-            self.throttle
-                .record_failure(username, &client.name, Instant::now());
+            self.throttle.record_failure(&origin, Instant::now());
             return Outcome::PasswordTooShort;
         };
         let password = Zeroizing::new(password_and_otp[..split].to_vec());
@@ -184,16 +188,15 @@ impl Authenticator {
         let verified = {
             let hash = hash.clone();
             let password = password.clone();
-            tokio::task::spawn_blocking(move || hash.verify(&password))
+            self.off_thread(move || hash.verify(&password))
                 .await
                 .unwrap_or(false)
         };
         if !verified {
-            self.throttle
-                .record_failure(username, &client.name, Instant::now());
+            self.throttle.record_failure(&origin, Instant::now());
             return Outcome::WrongPassword;
         }
-        self.throttle.record_success(username);
+        self.throttle.record_success(&origin);
 
         // 3. Token gate: state, then the application's required level.
         let now = unix_now();
@@ -201,7 +204,7 @@ impl Authenticator {
         if state != TokenState::Active {
             return Outcome::TokenNotUsable(state);
         }
-        let Some(application) = self.settings.application(&client.application) else {
+        let Some(application) = self.settings.application(&request.client.application) else {
             return Outcome::UnknownApplication;
         };
         let level =
@@ -241,7 +244,19 @@ impl Authenticator {
     /// Costs an unknown user the same argon2id work as a known one (no enumeration by timing).
     async fn spend_dummy_verify(&self) {
         let params = self.settings.password.argon2;
-        let _ = tokio::task::spawn_blocking(move || password::dummy_verify(&params)).await;
+        let _ = self
+            .off_thread(move || password::dummy_verify(&params))
+            .await;
+    }
+
+    /// Runs password hashing on the blocking pool, at most `max_concurrent_hashes` at once.
+    /// `None` if the pool is gone (shutdown).
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let _permit = self.hashing.acquire().await.ok()?;
+        tokio::task::spawn_blocking(work).await.ok()
     }
 
     /// Re-hashes an imported hash to argon2id after a successful login, off the reply path.
@@ -310,4 +325,172 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The durability contract of the pipeline: no Accept before the write it depends on has
+    //! been synced. A `kill -9` test cannot show this (the page cache survives the process), so
+    //! a store wrapper records the order of writes and syncs.
+
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::otp::import::ImportedToken;
+    use crate::otp::{hotp, Algorithm, TokenKind};
+    use crate::radius::clients::Client;
+    use crate::store::seal::SeedCipher;
+    use crate::store::sled_store::SledStore;
+    use crate::store::{Store, StoreError, Token};
+
+    const SEED: &[u8] = b"12345678901234567890";
+
+    /// Delegates to sled, recording "write" for token writes and "synced" after each sync.
+    struct Recording {
+        inner: SledStore,
+        events: Mutex<Vec<&'static str>>,
+        fail_sync: bool,
+    }
+
+    impl Recording {
+        fn events(&self) -> Vec<&'static str> {
+            self.events.lock().expect("events").clone()
+        }
+    }
+
+    impl Store for Recording {
+        fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
+            self.inner.user(username)
+        }
+        fn create_users(&self, users: &[User]) -> Result<(), StoreError> {
+            self.inner.create_users(users)
+        }
+        fn update_user(&self, user: &User) -> Result<(), StoreError> {
+            self.inner.update_user(user)
+        }
+        fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
+            self.inner.token(serial)
+        }
+        fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError> {
+            self.inner.token_of_user(username)
+        }
+        fn create_tokens(&self, tokens: &[Token]) -> Result<(), StoreError> {
+            self.inner.create_tokens(tokens)
+        }
+        fn replace_token(&self, expected: &Token, new: &Token) -> Result<bool, StoreError> {
+            let done = self.inner.replace_token(expected, new)?;
+            if done {
+                self.events.lock().expect("events").push("write");
+            }
+            Ok(done)
+        }
+        fn sync(&self) -> Result<(), StoreError> {
+            if self.fail_sync {
+                return Err(StoreError::Io("disk full".into()));
+            }
+            self.inner.sync()?;
+            self.events.lock().expect("events").push("synced");
+            Ok(())
+        }
+        fn counts(&self) -> (usize, usize) {
+            self.inner.counts()
+        }
+    }
+
+    async fn setup(fail_sync: bool) -> (tempfile::TempDir, Arc<Recording>, Authenticator) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = Settings::load_with_env(None, Some(HashMap::new())).expect("defaults");
+        settings.password.argon2 = password::Argon2Params {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let store = Arc::new(Recording {
+            inner: SledStore::open(&dir.path().join("db")).expect("open"),
+            events: Mutex::new(Vec::new()),
+            fail_sync,
+        });
+        let cipher = SeedCipher::load_or_create(&dir.path().join("key")).expect("key");
+        let dyn_store: Arc<dyn Store> = Arc::clone(&store) as Arc<dyn Store>;
+        let tokens = Arc::new(TokenService::new(
+            Arc::clone(&dyn_store),
+            cipher,
+            settings.otp.clone(),
+        ));
+        let hash = PasswordHash::new_argon2id(b"pw", &settings.password.argon2).expect("hash");
+        dyn_store
+            .create_users(&[User {
+                username: "bob".into(),
+                password_hash: hash.as_stored().into(),
+                email: None,
+                first_name: None,
+                last_name: None,
+                assurance_level: 2,
+                created_at: 0,
+            }])
+            .expect("user");
+        tokens
+            .import(
+                vec![ImportedToken {
+                    serial: "H1".into(),
+                    secret: Zeroizing::new(SEED.to_vec()),
+                    algorithm: Algorithm::Sha1,
+                    digits: 6,
+                    kind: TokenKind::Hotp,
+                    counter: 0,
+                    owner: Some("bob".into()),
+                }],
+                0,
+            )
+            .expect("import");
+        let commit = GroupCommit::start(dyn_store).expect("commit thread");
+        let auth = Authenticator::new(Arc::new(settings), tokens, commit);
+        (dir, store, auth)
+    }
+
+    fn request(password: &str) -> Request {
+        Request {
+            client: Arc::new(Client {
+                name: "nas".into(),
+                secret: Zeroizing::new(b"secret".to_vec()),
+                application: "default".into(),
+            }),
+            peer: "127.0.0.1:1000".parse().expect("addr"),
+            identifier: 1,
+            user_name: Some("bob".into()),
+            password: Some(Zeroizing::new(password.as_bytes().to_vec())),
+            has_chap_password: false,
+            calling_station_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn accept_only_after_its_write_is_synced() {
+        let (_dir, store, auth) = setup(false).await;
+        let code = hotp::code(SEED, 0, 6, Algorithm::Sha1);
+        let reply = auth.handle(request(&format!("pw{code}"))).await;
+        assert_eq!(reply.code, ReplyCode::Accept);
+        let events = store.events();
+        let write = events.iter().rposition(|e| *e == "write").expect("a write");
+        assert!(
+            events[write..].contains(&"synced"),
+            "Accept returned before its write was synced: {events:?}"
+        );
+        // A failure is durable before its Reject too.
+        let reply = auth.handle(request("pw000000")).await;
+        assert_eq!(reply.code, ReplyCode::Reject);
+        let events = store.events();
+        let write = events.iter().rposition(|e| *e == "write").expect("a write");
+        assert!(events[write..].contains(&"synced"), "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn failed_sync_never_accepts() {
+        let (_dir, _store, auth) = setup(true).await;
+        let code = hotp::code(SEED, 0, 6, Algorithm::Sha1);
+        let reply = auth.handle(request(&format!("pw{code}"))).await;
+        assert_eq!(reply.code, ReplyCode::Reject);
+        assert_eq!(reply.message.as_deref(), Some(messages::TRY_LATER));
+    }
 }

@@ -69,11 +69,12 @@ impl DedupCache {
             };
         }
         while inner.entries.len() >= self.capacity {
-            match inner.order.pop_front() {
-                Some((_, oldest)) => {
-                    inner.entries.remove(&oldest);
-                }
-                None => break,
+            let Some((at, oldest)) = inner.order.pop_front() else {
+                break;
+            };
+            // Only the entry this slot was queued for; a later reinsertion has its own slot.
+            if inner.entries.get(&oldest).is_some_and(|(t, _)| *t == at) {
+                inner.entries.remove(&oldest);
             }
         }
         inner.entries.insert(key, (now, Entry::InProgress));

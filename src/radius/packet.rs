@@ -26,11 +26,14 @@ pub const ATTR_USER_NAME: u8 = 1;
 pub const ATTR_USER_PASSWORD: u8 = 2;
 pub const ATTR_CHAP_PASSWORD: u8 = 3;
 pub const ATTR_REPLY_MESSAGE: u8 = 18;
+pub const ATTR_CALLING_STATION_ID: u8 = 31;
 pub const ATTR_PROXY_STATE: u8 = 33;
 pub const ATTR_EAP_MESSAGE: u8 = 79;
 pub const ATTR_MESSAGE_AUTHENTICATOR: u8 = 80;
 
 const MA_LEN: usize = 16;
+/// Octets reserved in every reply for Reply-Message attributes (our texts are far shorter).
+const REPLY_MESSAGE_BUDGET: usize = 768;
 
 type HmacMd5 = Hmac<Md5>;
 
@@ -115,7 +118,14 @@ impl AccessRequest {
             [_] => verify_message_authenticator(bytes, secret)?,
             _ => return Err(DropReason::Malformed),
         }
-        Ok(AccessRequest { header, packet })
+        let request = AccessRequest { header, packet };
+        // The reply echoes every Proxy-State; refuse up front a request whose reply could not
+        // fit in 4096 octets, rather than evaluate it (consuming a code) and be unable to answer.
+        let echoed: usize = request.proxy_states().iter().map(|s| s.len() + 2).sum();
+        if HEADER_LEN + MA_LEN + 2 + REPLY_MESSAGE_BUDGET + echoed > MAX_PACKET_LEN {
+            return Err(DropReason::Malformed);
+        }
+        Ok(request)
     }
 
     /// User-Name (RFC 2865 section 5.1), if present and UTF-8.
@@ -124,6 +134,14 @@ impl AccessRequest {
             .lookup(ATTR_USER_NAME)
             .and_then(|avp| String::from_utf8(avp.encode_bytes()).ok())
             .filter(|name| !name.is_empty())
+    }
+
+    /// Calling-Station-Id (RFC 2865 section 5.31): for a VPN, the end user's address.
+    pub fn calling_station_id(&self) -> Option<String> {
+        self.packet
+            .lookup(ATTR_CALLING_STATION_ID)
+            .map(|avp| String::from_utf8_lossy(&avp.encode_bytes()).into_owned())
+            .filter(|id| !id.is_empty())
     }
 
     pub fn has_chap_password(&self) -> bool {

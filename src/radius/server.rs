@@ -36,6 +36,8 @@ pub struct Request {
     /// The recovered User-Password; `None` when absent or malformed.
     pub password: Option<Zeroizing<Vec<u8>>>,
     pub has_chap_password: bool,
+    /// Calling-Station-Id: the end user's address as the NAS saw it, if sent.
+    pub calling_station_id: Option<String>,
 }
 
 /// The pipeline's answer.
@@ -195,6 +197,7 @@ impl<H: RequestHandler> Server<H> {
             user_name: request.user_name(),
             password: request.user_password(&client.secret),
             has_chap_password: request.has_chap_password(),
+            calling_station_id: request.calling_station_id(),
         };
         let handler = Arc::clone(&self.handler);
         let socket = Arc::clone(socket);

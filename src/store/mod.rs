@@ -16,7 +16,7 @@ pub use records::{Token, TokenState, User};
 pub enum StoreError {
     #[error(
         "the store at {path} is in use by another process (is `otpgate serve` running?); \
-         stop it first or use the admin API"
+         stop it first"
     )]
     Locked { path: String },
     #[error("cannot open the store at {path}: {reason}")]

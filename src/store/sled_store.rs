@@ -7,6 +7,7 @@
 //! `try_lock`), and is reported as [`StoreError::Locked`].
 
 use std::fs::File;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -35,7 +36,14 @@ impl SledStore {
             path: shown.clone(),
             reason,
         };
-        std::fs::create_dir_all(path).map_err(|e| open_err(e.to_string()))?;
+        if !path.exists() {
+            // Password hashes live here: readable by the service alone.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|e| open_err(e.to_string()))?;
+        }
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)

@@ -60,7 +60,7 @@ pub enum OtpOutcome {
     /// The code was right and has been consumed.
     Accepted,
     /// Wrong code; `failures` consecutive failures so far. `replayed` when it is a code this
-    /// token already used (for the audit log; it counts as a failure all the same).
+    /// token already used: refused, logged as a replay, and not counted as a failure.
     Rejected { failures: u32, replayed: bool },
     /// Wrong code, and this failure locked the token.
     LockedNow,
@@ -71,7 +71,10 @@ pub enum OtpOutcome {
 impl OtpOutcome {
     /// Whether this outcome wrote state that must be durable before the reply.
     pub fn wrote(&self) -> bool {
-        !matches!(self, OtpOutcome::NotUsable(_))
+        !matches!(
+            self,
+            OtpOutcome::NotUsable(_) | OtpOutcome::Rejected { replayed: true, .. }
+        )
     }
 }
 
@@ -146,6 +149,13 @@ impl TokenService {
                 new.failures = 0;
                 new.last_auth = Some(now);
                 OtpOutcome::Accepted
+            } else if self.is_used_code(&token, &seed, code, now) {
+                // A spent code (a double submit, a client re-sending cached credentials): refused,
+                // but not counted, so it cannot lock the owner's token. Nothing to write.
+                return Ok(OtpOutcome::Rejected {
+                    failures: token.failures,
+                    replayed: true,
+                });
             } else {
                 new.failures = token.failures.saturating_add(1);
                 if new.failures >= self.otp.max_failures {
@@ -160,7 +170,7 @@ impl TokenService {
                 } else {
                     OtpOutcome::Rejected {
                         failures: new.failures,
-                        replayed: self.is_used_code(&token, &seed, code, now),
+                        replayed: false,
                     }
                 }
             };
@@ -430,7 +440,7 @@ mod tests {
         assert_eq!(
             svc.check_otp("H1", &hotp_code(2), NOW).expect("check"),
             OtpOutcome::Rejected {
-                failures: 1,
+                failures: 0,
                 replayed: true
             }
         );

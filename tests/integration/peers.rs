@@ -22,8 +22,19 @@ fn oathtool(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Sends one Access-Request with radclient; returns (exit success, stdout).
+/// Sends one Access-Request with radclient (with Message-Authenticator); returns (exit
+/// success, output).
 fn radclient(app: &Appliance, user: &str, password: &str, secret: &str) -> (bool, String) {
+    radclient_with(app, user, password, secret, true)
+}
+
+fn radclient_with(
+    app: &Appliance,
+    user: &str,
+    password: &str,
+    secret: &str,
+    message_authenticator: bool,
+) -> (bool, String) {
     let mut child = Command::new("radclient")
         .args(["-x", "-r", "1", "-t", "3"])
         .arg(app.addr().to_string())
@@ -33,9 +44,12 @@ fn radclient(app: &Appliance, user: &str, password: &str, secret: &str) -> (bool
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn radclient");
-    let attrs = format!(
-        "User-Name = \"{user}\", User-Password = \"{password}\", Message-Authenticator = 0x00\n"
-    );
+    let ma = if message_authenticator {
+        ", Message-Authenticator = 0x00"
+    } else {
+        ""
+    };
+    let attrs = format!("User-Name = \"{user}\", User-Password = \"{password}\"{ma}\n");
     child
         .stdin
         .take()
@@ -93,6 +107,44 @@ fn radclient_with_oathtool_codes_accept_and_reject() {
     let code = oathtool(&["-b", "-d", "8", "-c", "0", SEED]);
     let (_, out) = radclient(&app, "heidi", &format!("heidi-pw{code}"), SECRET);
     assert!(out.contains("Access-Reject"), "{out}");
+}
+
+#[test]
+fn radclient_wrong_otp_lockout_and_missing_message_authenticator() {
+    if !peer_available("radclient", "freeradius-utils") || !peer_available("oathtool", "oathtool") {
+        return;
+    }
+    let mut app = Appliance::new("[otp]\nmax_failures = 3\n");
+    app.add_user("judy", "judy-pw");
+    app.import_tokens(&format!(
+        "serial,secret,kind,digits,step,owner\nJ1,{SEED},hotp,6,0,judy\n"
+    ));
+    app.start();
+    let code0 = oathtool(&["-b", "-c", "0", SEED]);
+    // Without Message-Authenticator: dropped, no reply at all, and the code is not consumed.
+    let (ok, out) = radclient_with(&app, "judy", &format!("judy-pw{code0}"), SECRET, false);
+    assert!(!ok && !out.contains("Received"), "{out}");
+    // Wrong codes: the generic text, then the locked text once max_failures is reached.
+    let wrong = if code0 == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..2 {
+        let (ok, out) = radclient(&app, "judy", &format!("judy-pw{wrong}"), SECRET);
+        assert!(
+            !ok && out.contains("Access-Reject") && out.contains("Login failed"),
+            "{out}"
+        );
+    }
+    let (_, out) = radclient(&app, "judy", &format!("judy-pw{wrong}"), SECRET);
+    assert!(
+        out.contains("Access-Reject") && out.contains("locked"),
+        "{out}"
+    );
+    // Locked: even the right (unused) code gets the locked text.
+    let (ok, out) = radclient(&app, "judy", &format!("judy-pw{code0}"), SECRET);
+    assert!(!ok && out.contains("locked"), "{out}");
 }
 
 #[test]
