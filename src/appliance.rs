@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::auth::Authenticator;
 use crate::config::Settings;
@@ -53,27 +53,37 @@ pub fn open_services(settings: &Settings) -> Result<Services, ServeError> {
     Ok(Services { store, tokens })
 }
 
-/// Binds one UDP socket per address; IPv6 sockets are v6-only so `[::]` and `0.0.0.0` can
-/// both be listed.
-pub fn bind_udp(address: SocketAddr) -> Result<UdpSocket, ServeError> {
+/// Binds `workers` UDP sockets to `address` with `SO_REUSEPORT`, so the kernel spreads
+/// requests over the worker threads. IPv6 sockets are v6-only so `[::]` and `0.0.0.0` can both
+/// be listed. With port 0 the first socket picks the port and the others join it.
+pub fn bind_udp(address: SocketAddr, workers: usize) -> Result<Vec<UdpSocket>, ServeError> {
     let fail = |e: std::io::Error| ServeError::Bind {
         address,
         reason: e.to_string(),
     };
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )
-    .map_err(fail)?;
-    if address.is_ipv6() {
-        socket.set_only_v6(true).map_err(fail)?;
+    let mut sockets: Vec<UdpSocket> = Vec::with_capacity(workers);
+    let mut target = address;
+    for _ in 0..workers.max(1) {
+        let socket = Socket::new(
+            Domain::for_address(address),
+            Type::DGRAM,
+            Some(Protocol::UDP),
+        )
+        .map_err(fail)?;
+        if address.is_ipv6() {
+            socket.set_only_v6(true).map_err(fail)?;
+        }
+        socket.set_reuse_port(true).map_err(fail)?;
+        // Best effort: the kernel caps it at net.core.rmem_max.
+        let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER_BYTES);
+        socket.bind(&target.into()).map_err(fail)?;
+        let socket: UdpSocket = socket.into();
+        if sockets.is_empty() {
+            target = socket.local_addr().map_err(fail)?;
+        }
+        sockets.push(socket);
     }
-    // Best effort: the kernel caps it at net.core.rmem_max.
-    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER_BYTES);
-    socket.bind(&address.into()).map_err(fail)?;
-    socket.set_nonblocking(true).map_err(fail)?;
-    UdpSocket::from_std(socket.into()).map_err(fail)
+    Ok(sockets)
 }
 
 /// Runs the RADIUS server until `shutdown` resolves; then stops reading, answers what is in
@@ -113,15 +123,13 @@ pub async fn serve(
         Arc::clone(&services.tokens),
         commit,
     ));
-    let mut sockets = Vec::with_capacity(settings.radius.listen.len());
+    let mut sockets = Vec::new();
     for address in &settings.radius.listen {
-        let socket = bind_udp(*address)?;
-        let local = socket.local_addr().map_err(|e| ServeError::Bind {
-            address: *address,
-            reason: e.to_string(),
-        })?;
-        tracing::info!(address = %local, "radius listening");
-        sockets.push(socket);
+        let bound = bind_udp(*address, settings.radius.workers)?;
+        if let Some(local) = bound.first().and_then(|s| s.local_addr().ok()) {
+            tracing::info!(address = %local, workers = bound.len(), "radius listening");
+        }
+        sockets.extend(bound);
     }
     let stats = Arc::new(Stats::default());
     let server = Arc::new(Server::new(
@@ -129,12 +137,13 @@ pub async fn serve(
         ClientTable::new(&settings.radius.clients),
         &settings.radius,
         Arc::clone(&stats),
+        tokio::runtime::Handle::current(),
     ));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let serving = tokio::spawn(Arc::clone(&server).serve(sockets, stop_rx));
+    let stop = Arc::new(AtomicBool::new(false));
+    let serving = tokio::spawn(Arc::clone(&server).serve(sockets, Arc::clone(&stop)));
     shutdown.await;
     tracing::info!("shutting down: no new requests; finishing those in flight");
-    let _ = stop_tx.send(true);
+    stop.store(true, Ordering::Relaxed);
     if let Err(e) = serving.await {
         tracing::error!(error = %e, "server task ended abnormally");
     }

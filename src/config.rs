@@ -75,6 +75,8 @@ pub struct RadiusSettings {
     pub max_in_flight: usize,
     /// How long a reply stays in the RFC 5080 duplicate cache.
     pub dedup_window: Duration,
+    /// Sockets (and threads) per listen address, sharing the port with `SO_REUSEPORT`.
+    pub workers: usize,
 }
 
 /// One NAS allowed to send requests (RFC 2865 section 3: identified by source address).
@@ -311,6 +313,7 @@ struct RawRadius {
     clients: Option<Vec<RawClient>>,
     max_in_flight: usize,
     dedup_window_secs: u64,
+    workers: Option<usize>,
 }
 
 impl Default for RawRadius {
@@ -321,6 +324,7 @@ impl Default for RawRadius {
             clients: None,
             max_in_flight: 1024,
             dedup_window_secs: 30,
+            workers: None,
         }
     }
 }
@@ -671,6 +675,16 @@ impl RawSettings {
                 "must be between 1 and 300 seconds (RFC 5080 suggests about 30)".into(),
             ));
         }
+        let workers = match self.radius.workers {
+            Some(n) if (1..=64).contains(&n) => n,
+            Some(n) => {
+                return Err(invalid(
+                    "radius.workers",
+                    format!("must be between 1 and 64, got {n}"),
+                ))
+            }
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        };
         let raw_clients = self.radius.clients.unwrap_or_else(default_clients);
         let mut clients: Vec<ClientSettings> = Vec::with_capacity(raw_clients.len());
         for (i, client) in raw_clients.into_iter().enumerate() {
@@ -828,6 +842,7 @@ impl RawSettings {
                 clients,
                 max_in_flight: self.radius.max_in_flight,
                 dedup_window: Duration::from_secs(self.radius.dedup_window_secs),
+                workers,
             },
             applications,
             otp: OtpSettings {

@@ -17,9 +17,10 @@ use zeroize::Zeroizing;
 
 use crate::config::{AssuranceLevel, Settings};
 use crate::radius::packet::ReplyCode;
+use crate::radius::server::Decided;
 use crate::radius::{Reply, Request, RequestHandler};
 use crate::store::commit::GroupCommit;
-use crate::store::{TokenState, User};
+use crate::store::{Token, TokenState, User};
 use crate::token::{OtpOutcome, TokenService};
 
 use password::PasswordHash;
@@ -106,9 +107,12 @@ pub struct Authenticator {
     /// Bounds concurrent password hashing: argon2id costs ~19 MiB and a core per hash, so a
     /// burst of logins queues here instead of exhausting memory.
     hashing: tokio::sync::Semaphore,
+    /// Where re-hashing runs, whichever thread decided the request.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Authenticator {
+    /// Must be called within the tokio runtime that will run the async path.
     pub fn new(settings: Arc<Settings>, tokens: Arc<TokenService>, commit: GroupCommit) -> Self {
         let throttle = Throttle::new(&settings.throttle);
         let hashing = tokio::sync::Semaphore::new(settings.password.max_concurrent_hashes);
@@ -118,13 +122,46 @@ impl Authenticator {
             commit,
             throttle,
             hashing,
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
-    /// Decides one request; returns the outcome and the user name it concerned.
+    /// Decides one request on the async path: hashing on the bounded pool, durability through
+    /// the group commit.
     pub async fn decide(&self, request: &Request) -> Outcome {
+        let (origin, prepared) = match self.prepare(request) {
+            Ok(ready) => ready,
+            Err(Early::Final(outcome)) => return outcome,
+            Err(Early::AfterDummyHash(outcome)) => {
+                self.spend_dummy_verify().await;
+                return outcome;
+            }
+        };
+        let verified = {
+            let hash = prepared.hash.clone();
+            let password = prepared.password.clone();
+            self.off_thread(move || hash.verify(&password))
+                .await
+                .unwrap_or(false)
+        };
+        let (outcome, wrote, rehash) = self.after_password(request, &origin, prepared, verified);
+        if wrote {
+            if let Err(e) = self.commit.durable().await {
+                tracing::error!(error = %e, "could not make the decision durable; refusing");
+                return Outcome::InternalError;
+            }
+        }
+        if let Some(rehash) = rehash {
+            self.rehash(rehash);
+        }
+        outcome
+    }
+
+    /// Steps 1 and the first half of 2, no hashing: the account, its token, the split of the
+    /// password and the OTP, the parsed hash.
+    fn prepare<'r>(&self, request: &'r Request) -> Result<(Origin<'r>, Prepared), Early> {
         let Some(username) = request.user_name.as_deref() else {
-            return Outcome::NoUserName;
+            return Err(Early::Final(Outcome::NoUserName));
         };
         let origin = Origin {
             user: username,
@@ -132,105 +169,109 @@ impl Authenticator {
             calling_station_id: request.calling_station_id.as_deref(),
         };
         if self.throttle.is_throttled(&origin, Instant::now()) {
-            return Outcome::Throttled;
+            return Err(Early::Final(Outcome::Throttled));
         }
         let Some(password_and_otp) = request.password.as_ref() else {
-            return if request.has_chap_password {
+            return Err(Early::Final(if request.has_chap_password {
                 Outcome::UnsupportedChap
             } else {
                 Outcome::NoPassword
-            };
+            }));
         };
         let store = self.tokens.store();
-
+        let internal = |e: crate::store::StoreError| {
+            tracing::error!(user = username, error = %e, "store read failed");
+            Early::Final(Outcome::InternalError)
+        };
         // 1. Account.
-        let user = match store.user(username) {
-            Ok(Some(user)) => user,
-            Ok(None) => {
-                self.spend_dummy_verify().await;
-                self.throttle.record_failure(&origin, Instant::now());
-                return Outcome::UnknownUser;
-            }
-            Err(e) => {
-                tracing::error!(user = username, error = %e, "store read failed");
-                return Outcome::InternalError;
-            }
+        let Some(user) = store.user(username).map_err(internal)? else {
+            self.throttle.record_failure(&origin, Instant::now());
+            return Err(Early::AfterDummyHash(Outcome::UnknownUser));
         };
-        let token = match store.token_of_user(username) {
-            Ok(token) => token,
-            Err(e) => {
-                tracing::error!(user = username, error = %e, "store read failed");
-                return Outcome::InternalError;
-            }
-        };
-        let Some(token) = token else {
+        let Some(token) = store.token_of_user(username).map_err(internal)? else {
             // Without a token the OTP cannot be split off; answer as for a wrong password.
-            self.spend_dummy_verify().await;
-            return Outcome::NoToken;
+            return Err(Early::AfterDummyHash(Outcome::NoToken));
         };
-
         // 2. First factor: everything before the last `digits` characters.
-        let digits = usize::from(token.digits);
-        let Some(split) = password_and_otp.len().checked_sub(digits) else {
-            self.spend_dummy_verify().await;
+        let Some(split) = password_and_otp
+            .len()
+            .checked_sub(usize::from(token.digits))
+        else {
             self.throttle.record_failure(&origin, Instant::now());
-            return Outcome::PasswordTooShort;
+            return Err(Early::AfterDummyHash(Outcome::PasswordTooShort));
         };
-        let password = Zeroizing::new(password_and_otp[..split].to_vec());
-        let otp = String::from_utf8_lossy(&password_and_otp[split..]).into_owned();
-        let hash = match PasswordHash::parse(&user.password_hash) {
-            Ok(hash) => hash,
-            Err(e) => {
-                tracing::error!(user = username, error = %e, "stored password hash is unusable");
-                return Outcome::UnusableHash;
-            }
-        };
-        let verified = {
-            let hash = hash.clone();
-            let password = password.clone();
-            self.off_thread(move || hash.verify(&password))
-                .await
-                .unwrap_or(false)
-        };
-        if !verified {
-            self.throttle.record_failure(&origin, Instant::now());
-            return Outcome::WrongPassword;
-        }
-        self.throttle.record_success(&origin);
+        let (password, otp) = password_and_otp.split_at(split);
+        let hash = PasswordHash::parse(&user.password_hash).map_err(|e| {
+            tracing::error!(user = username, error = %e, "stored password hash is unusable");
+            Early::Final(Outcome::UnusableHash)
+        })?;
+        Ok((
+            origin,
+            Prepared {
+                password: Zeroizing::new(password.to_vec()),
+                otp: String::from_utf8_lossy(otp).into_owned(),
+                user,
+                token,
+                hash,
+            },
+        ))
+    }
 
+    /// Steps 3 and 4 once the password has been checked: the token gate and the OTP. Returns
+    /// the outcome, whether it wrote state (to be made durable before replying) and, after a
+    /// successful login with an imported hash, the re-hash to do.
+    fn after_password(
+        &self,
+        request: &Request,
+        origin: &Origin<'_>,
+        prepared: Prepared,
+        verified: bool,
+    ) -> (Outcome, bool, Option<Rehash>) {
+        if !verified {
+            self.throttle.record_failure(origin, Instant::now());
+            return (Outcome::WrongPassword, false, None);
+        }
+        self.throttle.record_success(origin);
+        let Prepared {
+            user,
+            token,
+            hash,
+            password,
+            otp,
+        } = prepared;
         // 3. Token gate: state, then the application's required level.
         let now = unix_now();
         let state = TokenService::effective_state(&token, now);
         if state != TokenState::Active {
-            return Outcome::TokenNotUsable(state);
+            return (Outcome::TokenNotUsable(state), false, None);
         }
         let Some(application) = self.settings.application(&request.client.application) else {
-            return Outcome::UnknownApplication;
+            return (Outcome::UnknownApplication, false, None);
         };
         let level =
             AssuranceLevel::from_number(user.assurance_level).unwrap_or(AssuranceLevel::Two);
         if level < application.required_level {
-            return Outcome::LevelTooLow;
+            return (Outcome::LevelTooLow, false, None);
         }
-
-        // 4. OTP, 5. durable commit before the reply leaves.
+        // 4. OTP.
         let outcome = match self.tokens.check_otp(&token.serial, &otp, now) {
             Ok(outcome) => outcome,
             Err(e) => {
-                tracing::error!(user = username, serial = %token.serial, error = %e, "OTP check failed");
-                return Outcome::InternalError;
+                tracing::error!(user = %user.username, serial = %token.serial, error = %e, "OTP check failed");
+                return (Outcome::InternalError, false, None);
             }
         };
-        if outcome.wrote() {
-            if let Err(e) = self.commit.durable().await {
-                tracing::error!(error = %e, "could not make the decision durable; refusing");
-                return Outcome::InternalError;
-            }
-        }
-        match outcome {
+        let wrote = outcome.wrote();
+        let decided = match outcome {
             OtpOutcome::Accepted => {
-                self.maybe_rehash(user, password, hash);
-                Outcome::Accepted
+                let params = self.settings.password.argon2;
+                let rehash = (self.settings.password.rehash_on_login && hash.needs_rehash(&params))
+                    .then_some(Rehash {
+                        user,
+                        password,
+                        from: hash.scheme(),
+                    });
+                return (Outcome::Accepted, wrote, rehash);
             }
             OtpOutcome::Rejected {
                 replayed: false, ..
@@ -238,7 +279,8 @@ impl Authenticator {
             OtpOutcome::Rejected { replayed: true, .. } => Outcome::ReplayedOtp,
             OtpOutcome::LockedNow => Outcome::LockedNow,
             OtpOutcome::NotUsable(state) => Outcome::TokenNotUsable(state),
-        }
+        };
+        (decided, wrote, None)
     }
 
     /// Costs an unknown user the same argon2id work as a known one (no enumeration by timing).
@@ -260,13 +302,15 @@ impl Authenticator {
     }
 
     /// Re-hashes an imported hash to argon2id after a successful login, off the reply path.
-    fn maybe_rehash(&self, user: User, password: Zeroizing<Vec<u8>>, hash: PasswordHash) {
+    fn rehash(&self, job: Rehash) {
         let params = self.settings.password.argon2;
-        if !self.settings.password.rehash_on_login || !hash.needs_rehash(&params) {
-            return;
-        }
         let store = Arc::clone(self.tokens.store());
-        tokio::task::spawn_blocking(move || {
+        self.runtime.spawn_blocking(move || {
+            let Rehash {
+                user,
+                password,
+                from,
+            } = job;
             let new_hash = match PasswordHash::new_argon2id(&password, &params) {
                 Ok(h) => h,
                 Err(e) => {
@@ -281,7 +325,7 @@ impl Authenticator {
             match store.update_user(&updated).and_then(|_| store.sync()) {
                 Ok(()) => tracing::info!(
                     user = %updated.username,
-                    from = hash.scheme(),
+                    from,
                     "password hash upgraded to argon2id"
                 ),
                 Err(e) => {
@@ -290,12 +334,9 @@ impl Authenticator {
             }
         });
     }
-}
 
-impl RequestHandler for Authenticator {
-    async fn handle(&self, request: Request) -> Reply {
-        let started = Instant::now();
-        let outcome = self.decide(&request).await;
+    /// Turns an outcome into a reply and logs the decision as one event.
+    fn conclude(&self, request: &Request, outcome: Outcome, started: Instant) -> Reply {
         let code = if outcome == Outcome::Accepted {
             ReplyCode::Accept
         } else {
@@ -316,6 +357,70 @@ impl RequestHandler for Authenticator {
             code,
             message: outcome.reply_message().map(str::to_string),
         }
+    }
+}
+
+/// What `prepare` found: enough to check the password and then the OTP.
+struct Prepared {
+    user: User,
+    token: Token,
+    hash: PasswordHash,
+    password: Zeroizing<Vec<u8>>,
+    otp: String,
+}
+
+/// A request decided before any password check.
+enum Early {
+    Final(Outcome),
+    /// Decided, but answered only after a dummy hash, so that it takes as long as a real check.
+    AfterDummyHash(Outcome),
+}
+
+/// A re-hash to argon2id to do after a successful login.
+struct Rehash {
+    user: User,
+    password: Zeroizing<Vec<u8>>,
+    from: &'static str,
+}
+
+impl RequestHandler for Authenticator {
+    fn decide_now(&self, request: &Request) -> Option<Decided> {
+        let started = Instant::now();
+        let (outcome, wrote) = match self.prepare(request) {
+            Err(Early::Final(outcome)) => (outcome, false),
+            Err(Early::AfterDummyHash(_)) => return None,
+            Ok((_, prepared)) if prepared.hash.is_costly() => return None,
+            Ok((origin, prepared)) => {
+                let verified = prepared.hash.verify(&prepared.password);
+                let (outcome, wrote, rehash) =
+                    self.after_password(request, &origin, prepared, verified);
+                if let Some(rehash) = rehash {
+                    self.rehash(rehash);
+                }
+                (outcome, wrote)
+            }
+        };
+        Some(Decided {
+            reply: self.conclude(request, outcome, started),
+            wrote,
+        })
+    }
+
+    fn make_durable(&self) -> Result<(), String> {
+        self.tokens.store().sync().map_err(|e| e.to_string())
+    }
+
+    fn unavailable(&self) -> Reply {
+        Reply {
+            code: ReplyCode::Reject,
+            message: Outcome::InternalError.reply_message().map(str::to_string),
+        }
+    }
+
+    async fn handle(&self, request: Request) -> Reply {
+        let started = Instant::now();
+        let outcome = self.decide(&request).await;
+        self.conclude(&request, outcome, started)
     }
 }
 

@@ -307,6 +307,12 @@ impl PasswordHash {
         }
     }
 
+    /// Whether verifying costs real CPU time (key stretching: argon2, PBKDF2, SHA-crypt). Such
+    /// checks run on the bounded hashing pool; single salted digests run inline.
+    pub fn is_costly(&self) -> bool {
+        !matches!(&self.kind, Kind::Digest(..))
+    }
+
     /// True unless this is argon2id (v=19) with exactly `params`.
     pub fn needs_rehash(&self, params: &Argon2Params) -> bool {
         let wanted = (params.memory_kib, params.iterations, params.parallelism);

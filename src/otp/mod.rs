@@ -49,7 +49,7 @@ impl Algorithm {
 /// What moves a token's code forward: the clock (TOTP, `period` seconds per step, RFC 6238 4.1)
 /// or an event counter (HOTP, RFC 4226 5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum TokenKind {
     Totp { period: u64 },
     Hotp,
@@ -103,12 +103,16 @@ mod tests {
 
     #[test]
     fn serde_forms() {
-        let alg = serde_json::to_string(&Algorithm::Sha256).unwrap();
+        let alg = serde_json::to_string(&Algorithm::Sha256).expect("serialize");
         assert_eq!(alg, "\"sha256\"");
-        let totp = serde_json::to_string(&TokenKind::Totp { period: 30 }).unwrap();
-        assert_eq!(totp, r#"{"kind":"totp","period":30}"#);
-        let hotp: TokenKind = serde_json::from_str(r#"{"kind":"hotp"}"#).unwrap();
+        // Externally tagged, so that compact binary formats (the store's postcard) work.
+        let totp = serde_json::to_string(&TokenKind::Totp { period: 30 }).expect("serialize");
+        assert_eq!(totp, r#"{"totp":{"period":30}}"#);
+        let hotp: TokenKind = serde_json::from_str(r#""hotp""#).expect("deserialize");
         assert_eq!(hotp, TokenKind::Hotp);
+        let bytes = postcard::to_stdvec(&TokenKind::Totp { period: 60 }).expect("postcard");
+        let back: TokenKind = postcard::from_bytes(&bytes).expect("postcard");
+        assert_eq!(back, TokenKind::Totp { period: 60 });
     }
 
     #[test]

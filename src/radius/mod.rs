@@ -4,6 +4,7 @@
 
 pub mod clients;
 pub mod dedup;
+pub mod mmsg;
 pub mod nas;
 pub mod packet;
 pub mod server;

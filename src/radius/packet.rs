@@ -1,5 +1,5 @@
-//! RADIUS packet handling on top of the `radius` crate: checking an Access-Request as it
-//! arrives, recovering its User-Password, and building replies that carry a
+//! RADIUS packet handling: checking an Access-Request as it arrives and recovering its
+//! User-Password (with the `radius` crate's decoder), and framing replies that carry a
 //! Message-Authenticator as their first attribute.
 //!
 //! What is checked here, and why a packet is silently dropped rather than answered:
@@ -13,7 +13,6 @@
 
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
-use radius::core::avp::AVP;
 use radius::core::code::Code;
 use radius::core::packet::Packet;
 use zeroize::Zeroizing;
@@ -218,6 +217,10 @@ pub enum ReplyCode {
 /// Builds a reply to `request`: Message-Authenticator first (Blast-RADIUS), then
 /// Reply-Message (split over attributes of at most 253 octets), then the request's
 /// Proxy-States; Response Authenticator per RFC 2865 section 3.
+///
+/// Replies are framed here rather than with the crate's `Packet::encode`, which computes a
+/// Response Authenticator before a Message-Authenticator can be filled in (so it would have to
+/// be computed twice).
 pub fn encode_reply(
     request: &AccessRequest,
     code: ReplyCode,
@@ -228,17 +231,28 @@ pub fn encode_reply(
         ReplyCode::Accept => Code::AccessAccept,
         ReplyCode::Reject => Code::AccessReject,
     };
-    let mut reply = request.packet.make_response_packet(code);
-    reply.add(AVP::from_bytes(ATTR_MESSAGE_AUTHENTICATOR, &[0u8; MA_LEN]));
-    if let Some(text) = reply_message {
-        for chunk in text.as_bytes().chunks(253) {
-            reply.add(AVP::from_bytes(ATTR_REPLY_MESSAGE, chunk));
-        }
+    let proxy_states = request.packet.lookup_all(ATTR_PROXY_STATE);
+    let message = reply_message.map(str::as_bytes).unwrap_or_default();
+    let mut bytes = Vec::with_capacity(HEADER_LEN + 2 + MA_LEN + message.len() + 8);
+    bytes.extend_from_slice(&[code as u8, request.header.identifier, 0, 0]);
+    bytes.extend_from_slice(&request.header.authenticator);
+    bytes.extend_from_slice(&[ATTR_MESSAGE_AUTHENTICATOR, (MA_LEN + 2) as u8]);
+    bytes.extend_from_slice(&[0u8; MA_LEN]);
+    for chunk in message.chunks(253) {
+        bytes.extend_from_slice(&[ATTR_REPLY_MESSAGE, (chunk.len() + 2) as u8]);
+        bytes.extend_from_slice(chunk);
     }
-    for state in request.proxy_states() {
-        reply.add(AVP::from_bytes(ATTR_PROXY_STATE, &state));
+    for state in proxy_states {
+        let value = state.encode_bytes();
+        let len = u8::try_from(value.len() + 2).map_err(|_| "Proxy-State too long")?;
+        bytes.extend_from_slice(&[ATTR_PROXY_STATE, len]);
+        bytes.extend_from_slice(&value);
     }
-    let mut bytes = reply.encode().map_err(|e| e.to_string())?;
+    let length = u16::try_from(bytes.len())
+        .ok()
+        .filter(|l| usize::from(*l) <= MAX_PACKET_LEN)
+        .ok_or("reply would exceed 4096 octets")?;
+    bytes[2..4].copy_from_slice(&length.to_be_bytes());
     sign_reply(&mut bytes, &request.header.authenticator, secret)?;
     Ok(bytes)
 }

@@ -1,29 +1,44 @@
-//! The UDP front end: one receive loop per listening socket, owned here rather than taken from
-//! the `radius` crate's server (which neither checks nor adds Message-Authenticator, has no
-//! reply cache, spawns without bound, and reads only 1500 octets).
+//! The UDP front end, owned here rather than taken from the `radius` crate's server (which
+//! neither checks nor adds Message-Authenticator, has no reply cache, spawns without bound, and
+//! reads only 1500 octets).
 //!
-//! Per datagram, in order: client lookup by source address (unknown -> drop, counted, logged at
-//! a rate limit), header and Message-Authenticator checks (drop, counted), the duplicate cache,
-//! an in-flight permit (none left -> drop, counted), then the [`RequestHandler`] in its own
-//! task, whose decision is encoded, remembered for retransmissions and sent.
+//! Each listening address has one socket per worker (`SO_REUSEPORT`), each served by its own
+//! thread in batches:
+//!
+//! 1. `recvmmsg` takes every datagram queued (up to [`BATCH`]).
+//! 2. Per datagram, in order: client lookup by source address (unknown -> drop, counted, logged
+//!    at a rate limit), header and Message-Authenticator checks (drop, counted), the duplicate
+//!    cache (retransmission -> the cached reply).
+//! 3. The handler decides at once what needs no waiting (a cheap password hash); its state
+//!    changes are made durable by one sync for the whole batch, then every reply leaves in one
+//!    `sendmmsg`. A request that needs a costly hash (argon2id...) goes to the async runtime
+//!    instead, bounded by `max_in_flight`, and is answered from there.
+//!
+//! No Access-Accept leaves before the state change it depends on is durable.
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::UdpSocket;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use super::clients::{Client, ClientTable};
 use super::dedup::{DedupCache, RequestKey, Seen};
-use super::packet::{encode_reply, read_header, AccessRequest, ReplyCode, MAX_PACKET_LEN};
+use super::mmsg::{send_batch, RecvBatch};
+use super::packet::{
+    encode_reply, read_header, AccessRequest, DropReason, ReplyCode, MAX_PACKET_LEN,
+};
 use super::stats::Stats;
 
 /// Entries kept in the duplicate cache at most.
 const DEDUP_CAPACITY: usize = 262_144;
+/// Datagrams taken per `recvmmsg`.
+pub const BATCH: usize = 64;
+/// How often a worker looks at the stop flag while idle.
+const IDLE_WAKE: Duration = Duration::from_millis(100);
 /// Unknown-client warnings are logged at most once per this many seconds.
 const UNKNOWN_CLIENT_LOG_INTERVAL_SECS: u64 = 10;
 
@@ -47,13 +62,45 @@ pub struct Reply {
     pub message: Option<String>,
 }
 
+/// A decision taken at once, whose reply may depend on writes not yet durable.
+pub struct Decided {
+    pub reply: Reply,
+    /// The decision wrote state: [`RequestHandler::make_durable`] must succeed before sending.
+    pub wrote: bool,
+}
+
 /// Decides Access-Requests. The server is generic over it, so the pipeline can be exercised
 /// without a socket and the socket loop without a store.
 pub trait RequestHandler: Send + Sync + 'static {
+    /// Decides now if that needs no waiting; `None` sends the request to [`Self::handle`].
+    fn decide_now(&self, request: &Request) -> Option<Decided>;
+    /// Makes durable every write of the `decide_now` calls made so far (blocking).
+    fn make_durable(&self) -> Result<(), String>;
+    /// The reply sent instead of a decision that could not be made durable.
+    fn unavailable(&self) -> Reply;
+    /// The full path, durability included.
     fn handle(&self, request: Request) -> impl Future<Output = Reply> + Send;
 }
 
-/// Shared state of all receive loops.
+/// What became of one datagram.
+enum Disposition {
+    Dropped,
+    /// A retransmission: resend the cached reply.
+    Resend(Arc<[u8]>),
+    /// Decided in this batch; sent after the batch's sync.
+    Decided(Box<Fast>),
+    /// Handed to the async path.
+    Deferred,
+}
+
+struct Fast {
+    key: RequestKey,
+    request: AccessRequest,
+    client: Arc<Client>,
+    decided: Decided,
+}
+
+/// Shared state of all workers.
 pub struct Server<H> {
     handler: Arc<H>,
     clients: ClientTable,
@@ -63,6 +110,7 @@ pub struct Server<H> {
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
     last_unknown_client_log: AtomicU64,
+    runtime: tokio::runtime::Handle,
 }
 
 impl<H: RequestHandler> Server<H> {
@@ -71,6 +119,7 @@ impl<H: RequestHandler> Server<H> {
         clients: ClientTable,
         settings: &crate::config::RadiusSettings,
         stats: Arc<Stats>,
+        runtime: tokio::runtime::Handle,
     ) -> Server<H> {
         Server {
             handler,
@@ -81,70 +130,158 @@ impl<H: RequestHandler> Server<H> {
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             max_in_flight: settings.max_in_flight,
             last_unknown_client_log: AtomicU64::new(0),
+            runtime,
         }
     }
 
-    /// Serves every socket until `shutdown` turns true, then waits for the requests in flight
-    /// to be answered.
-    pub async fn serve(self: Arc<Self>, sockets: Vec<UdpSocket>, shutdown: watch::Receiver<bool>) {
-        let mut loops = Vec::with_capacity(sockets.len());
-        for socket in sockets {
+    /// Serves every socket on its own thread until `stop` is set, then waits for the requests
+    /// in flight on the async path to be answered.
+    pub async fn serve(self: Arc<Self>, sockets: Vec<UdpSocket>, stop: Arc<AtomicBool>) {
+        let mut workers = Vec::with_capacity(sockets.len());
+        for (i, socket) in sockets.into_iter().enumerate() {
             let server = Arc::clone(&self);
-            let shutdown = shutdown.clone();
-            loops.push(tokio::spawn(async move {
-                server.receive_loop(Arc::new(socket), shutdown).await
-            }));
-        }
-        for handle in loops {
-            if let Err(e) = handle.await {
-                tracing::error!(error = %e, "a receive loop ended abnormally");
+            let stop = Arc::clone(&stop);
+            let spawned = std::thread::Builder::new()
+                .name(format!("otpgate-udp-{i}"))
+                .spawn(move || server.worker(socket, stop));
+            match spawned {
+                Ok(handle) => workers.push(handle),
+                Err(e) => tracing::error!(error = %e, "cannot start a UDP worker thread"),
             }
         }
-        // Every in-flight request holds a permit: taking them all waits for the last reply.
+        let joined = tokio::task::spawn_blocking(move || {
+            for worker in workers {
+                if worker.join().is_err() {
+                    tracing::error!("a UDP worker ended abnormally");
+                }
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::error!("waiting for the UDP workers failed");
+        }
+        // Every request on the async path holds a permit: taking them all waits for the last.
         let permits = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
         if let Ok(all) = self.in_flight.acquire_many(permits).await {
             drop(all);
         }
     }
 
-    async fn receive_loop(
-        self: Arc<Self>,
-        socket: Arc<UdpSocket>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    fn worker(self: Arc<Self>, socket: UdpSocket, stop: Arc<AtomicBool>) {
+        let socket = Arc::new(socket);
+        if let Err(e) = socket.set_read_timeout(Some(IDLE_WAKE)) {
+            tracing::error!(error = %e, "cannot set the socket read timeout; worker stops");
+            return;
+        }
         // One more than the largest legal packet, so an oversized datagram is detected.
-        let mut buf = vec![0u8; MAX_PACKET_LEN + 1];
-        loop {
-            let received = tokio::select! {
-                biased;
-                _ = shutdown.wait_for(|stop| *stop) => break,
-                r = socket.recv_from(&mut buf) => r,
-            };
-            match received {
-                Ok((len, peer)) => {
-                    let datagram = buf.get(..len).unwrap_or_default();
-                    self.on_datagram(&socket, datagram, peer);
+        let mut batch = RecvBatch::new(BATCH, MAX_PACKET_LEN + 1);
+        let mut dispositions: Vec<(Disposition, SocketAddr)> = Vec::with_capacity(BATCH);
+        while !stop.load(Ordering::Relaxed) {
+            let received = match batch.receive(&socket) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
                 }
                 Err(e) => {
-                    // ICMP errors from earlier sends surface here on Linux; never stop for them.
+                    // ICMP errors from earlier sends surface here; never stop for them.
                     Stats::count(&self.stats.receive_errors);
                     tracing::debug!(error = %e, "receive error");
+                    continue;
+                }
+            };
+            dispositions.clear();
+            for i in 0..received {
+                if let Some((datagram, peer)) = batch.get(i) {
+                    dispositions.push((self.on_datagram(&socket, datagram, peer), peer));
                 }
             }
+            self.answer_batch(&socket, &mut dispositions);
         }
     }
 
-    fn on_datagram(&self, socket: &Arc<UdpSocket>, datagram: &[u8], peer: SocketAddr) {
+    /// Syncs once for the batch's writes, then sends every reply in one go.
+    fn answer_batch(&self, socket: &UdpSocket, dispositions: &mut Vec<(Disposition, SocketAddr)>) {
+        let wrote = dispositions.iter().any(|(d, _)| match d {
+            Disposition::Decided(fast) => fast.decided.wrote,
+            _ => false,
+        });
+        let durable = !wrote || {
+            match self.handler.make_durable() {
+                Ok(()) => true,
+                Err(reason) => {
+                    tracing::error!(%reason, "could not make the batch durable; refusing it");
+                    false
+                }
+            }
+        };
+        let mut encoded: Vec<(Arc<[u8]>, SocketAddr)> = Vec::with_capacity(dispositions.len());
+        for (disposition, peer) in dispositions.drain(..) {
+            match disposition {
+                Disposition::Dropped | Disposition::Deferred => {}
+                Disposition::Resend(bytes) => encoded.push((bytes, peer)),
+                Disposition::Decided(fast) => {
+                    let Fast {
+                        key,
+                        request,
+                        client,
+                        decided,
+                    } = *fast;
+                    let reply = if durable || !decided.wrote {
+                        decided.reply
+                    } else {
+                        self.handler.unavailable()
+                    };
+                    if let Some(bytes) = self.finish(&key, &request, &client, &reply) {
+                        encoded.push((bytes, peer));
+                    }
+                }
+            }
+        }
+        if encoded.is_empty() {
+            return;
+        }
+        let replies: Vec<(&[u8], SocketAddr)> =
+            encoded.iter().map(|(b, p)| (b.as_ref(), *p)).collect();
+        let failed = send_batch(socket, &replies);
+        for _ in 0..failed {
+            Stats::count(&self.stats.send_errors);
+        }
+    }
+
+    /// Encodes a reply, counts it and remembers it for retransmissions.
+    fn finish(
+        &self,
+        key: &RequestKey,
+        request: &AccessRequest,
+        client: &Client,
+        reply: &Reply,
+    ) -> Option<Arc<[u8]>> {
+        finish_reply(&self.dedup, &self.stats, key, request, client, reply)
+    }
+
+    fn on_datagram(
+        &self,
+        socket: &Arc<UdpSocket>,
+        datagram: &[u8],
+        peer: SocketAddr,
+    ) -> Disposition {
         Stats::count(&self.stats.received);
         let Some(client) = self.clients.lookup(peer.ip()) else {
             Stats::count(&self.stats.dropped_unknown_client);
             self.log_unknown_client(peer);
-            return;
+            return Disposition::Dropped;
         };
         if datagram.len() > MAX_PACKET_LEN {
-            self.stats.dropped(super::packet::DropReason::Malformed);
+            self.stats.dropped(DropReason::Malformed);
             tracing::debug!(%peer, client = %client.name, "dropped oversized datagram");
-            return;
+            return Disposition::Dropped;
         }
         let request = read_header(datagram).and_then(|header| {
             AccessRequest::decode(
@@ -158,8 +295,13 @@ impl<H: RequestHandler> Server<H> {
             Ok(r) => r,
             Err(reason) => {
                 self.stats.dropped(reason);
-                tracing::debug!(%peer, client = %client.name, reason = reason.as_str(), "dropped packet");
-                return;
+                tracing::debug!(
+                    %peer,
+                    client = %client.name,
+                    reason = reason.as_str(),
+                    "dropped packet"
+                );
+                return Disposition::Dropped;
             }
         };
         let key = RequestKey {
@@ -171,25 +313,13 @@ impl<H: RequestHandler> Server<H> {
             Seen::New => {}
             Seen::InProgress => {
                 Stats::count(&self.stats.duplicates_in_progress);
-                return;
+                return Disposition::Dropped;
             }
             Seen::Answered(reply) => {
                 Stats::count(&self.stats.duplicates_answered);
-                let socket = Arc::clone(socket);
-                let stats = Arc::clone(&self.stats);
-                tokio::spawn(async move {
-                    if socket.send_to(&reply, peer).await.is_err() {
-                        Stats::count(&stats.send_errors);
-                    }
-                });
-                return;
+                return Disposition::Resend(reply);
             }
         }
-        let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
-            Stats::count(&self.stats.dropped_overload);
-            self.dedup.forget(&key);
-            return;
-        };
         let decoded = Request {
             client: Arc::clone(client),
             peer,
@@ -199,37 +329,46 @@ impl<H: RequestHandler> Server<H> {
             has_chap_password: request.has_chap_password(),
             calling_station_id: request.calling_station_id(),
         };
+        if let Some(decided) = self.handler.decide_now(&decoded) {
+            return Disposition::Decided(Box::new(Fast {
+                key,
+                request,
+                client: Arc::clone(client),
+                decided,
+            }));
+        }
+        self.defer(socket, key, request, decoded)
+    }
+
+    /// Hands a request to the async path, if a permit is free.
+    fn defer(
+        &self,
+        socket: &Arc<UdpSocket>,
+        key: RequestKey,
+        request: AccessRequest,
+        decoded: Request,
+    ) -> Disposition {
+        let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
+            Stats::count(&self.stats.dropped_overload);
+            self.dedup.forget(&key);
+            return Disposition::Dropped;
+        };
         let handler = Arc::clone(&self.handler);
         let socket = Arc::clone(socket);
         let stats = Arc::clone(&self.stats);
-        let client = Arc::clone(client);
         let dedup = Arc::clone(&self.dedup);
-        tokio::spawn(async move {
+        let client = Arc::clone(&decoded.client);
+        let peer = decoded.peer;
+        self.runtime.spawn(async move {
             let reply = handler.handle(decoded).await;
-            Stats::count(match reply.code {
-                ReplyCode::Accept => &stats.accepts,
-                ReplyCode::Reject => &stats.rejects,
-            });
-            match encode_reply(
-                &request,
-                reply.code,
-                reply.message.as_deref(),
-                &client.secret,
-            ) {
-                Ok(bytes) => {
-                    let bytes: Arc<[u8]> = Arc::from(bytes);
-                    dedup.complete(&key, Arc::clone(&bytes));
-                    if socket.send_to(&bytes, peer).await.is_err() {
-                        Stats::count(&stats.send_errors);
-                    }
-                }
-                Err(e) => {
-                    dedup.forget(&key);
-                    tracing::error!(%peer, error = %e, "could not encode a reply");
+            if let Some(bytes) = finish_reply(&dedup, &stats, &key, &request, &client, &reply) {
+                if socket.send_to(&bytes, peer).is_err() {
+                    Stats::count(&stats.send_errors);
                 }
             }
             drop(permit);
         });
+        Disposition::Deferred
     }
 
     fn log_unknown_client(&self, peer: SocketAddr) {
@@ -246,6 +385,39 @@ impl<H: RequestHandler> Server<H> {
         {
             let total = self.stats.dropped_unknown_client.load(Ordering::Relaxed);
             tracing::warn!(%peer, dropped_total = total, "dropped request from unknown client");
+        }
+    }
+}
+
+/// Encodes a reply, counts it and remembers it for retransmissions; `None` (and the cache entry
+/// forgotten) if it cannot be encoded.
+fn finish_reply(
+    dedup: &DedupCache,
+    stats: &Stats,
+    key: &RequestKey,
+    request: &AccessRequest,
+    client: &Client,
+    reply: &Reply,
+) -> Option<Arc<[u8]>> {
+    match encode_reply(
+        request,
+        reply.code,
+        reply.message.as_deref(),
+        &client.secret,
+    ) {
+        Ok(bytes) => {
+            Stats::count(match reply.code {
+                ReplyCode::Accept => &stats.accepts,
+                ReplyCode::Reject => &stats.rejects,
+            });
+            let bytes: Arc<[u8]> = Arc::from(bytes);
+            dedup.complete(key, Arc::clone(&bytes));
+            Some(bytes)
+        }
+        Err(e) => {
+            dedup.forget(key);
+            tracing::error!(peer = %key.peer, error = %e, "could not encode a reply");
+            None
         }
     }
 }

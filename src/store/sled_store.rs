@@ -1,4 +1,4 @@
-//! The embedded sled back end. Trees: `users` (username -> JSON), `tokens` (serial -> JSON),
+//! The embedded sled back end. Trees: `users` (username -> record), `tokens` (serial -> record),
 //! `owners` (username -> serial) and `meta` (schema version).
 //!
 //! Durability: sled 0.34.7's `flush()` writes its log but does not fsync it on Linux (sled
@@ -107,12 +107,14 @@ fn io(e: sled::Error) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
+/// Records are postcard (compact, deterministic serde binary): a compare-and-swap compares
+/// encoded bytes, so the same record must always encode to the same bytes.
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Io(format!("encoding a record: {e}")))
+    postcard::to_stdvec(value).map_err(|e| StoreError::Io(format!("encoding a record: {e}")))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
         key: key.to_string(),
         reason: e.to_string(),
     })

@@ -142,7 +142,8 @@ level = "info"
                 let Ok(line) = line else { break };
                 if let Some(addr) = line.split("address=").nth(1) {
                     if line.contains("radius listening") {
-                        let _ = tx.send(addr.trim().to_string());
+                        let addr = addr.split_whitespace().next().unwrap_or_default();
+                        let _ = tx.send(addr.to_string());
                     }
                 }
                 logs.lock().expect("logs").push(line);

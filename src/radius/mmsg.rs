@@ -1,0 +1,258 @@
+//! Batched datagram I/O: `recvmmsg(2)` and `sendmmsg(2)` move a whole batch of RADIUS packets
+//! per system call, which is most of the cost of a small request on the fast path. This is the
+//! only `unsafe` in otpgate; each block states what makes it sound.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+
+/// Buffers for up to `capacity` datagrams of up to `len` octets each.
+pub struct RecvBatch {
+    buffers: Vec<Vec<u8>>,
+    lengths: Vec<usize>,
+    peers: Vec<Option<SocketAddr>>,
+    count: usize,
+}
+
+impl RecvBatch {
+    pub fn new(capacity: usize, len: usize) -> RecvBatch {
+        RecvBatch {
+            buffers: (0..capacity).map(|_| vec![0u8; len]).collect(),
+            lengths: vec![0; capacity],
+            peers: vec![None; capacity],
+            count: 0,
+        }
+    }
+
+    /// Waits (up to the socket's read timeout) for at least one datagram, then takes every one
+    /// already queued, up to the capacity. Returns how many were received.
+    pub fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        let capacity = self.buffers.len();
+        // SAFETY: all-zero is a valid value for these plain C structs.
+        let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { zeroed() }; capacity];
+        let mut iovecs: Vec<libc::iovec> = self
+            .buffers
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: as above.
+        let mut headers: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; capacity];
+        for ((header, iov), addr) in headers
+            .iter_mut()
+            .zip(iovecs.iter_mut())
+            .zip(addrs.iter_mut())
+        {
+            header.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+            header.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            header.msg_hdr.msg_iov = iov;
+            header.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at a live iovec over a live buffer of the stated length
+        // and at a live sockaddr_storage of the stated size; all outlive the call, and the
+        // kernel writes no more than those lengths. `capacity` is the number of headers.
+        let received = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                capacity as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if received < 0 {
+            self.count = 0;
+            return Err(io::Error::last_os_error());
+        }
+        let received = received as usize;
+        for i in 0..received {
+            self.lengths[i] = headers[i].msg_len as usize;
+            // A datagram longer than the buffer is truncated: flag it by its length.
+            if headers[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                self.lengths[i] = self.buffers[i].len();
+            }
+            self.peers[i] = to_socket_addr(&addrs[i]);
+        }
+        self.count = received;
+        Ok(received)
+    }
+
+    /// The `i`th datagram of the last batch and its sender.
+    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        if i >= self.count {
+            return None;
+        }
+        let peer = self.peers.get(i).copied().flatten()?;
+        let data = self.buffers.get(i)?.get(..*self.lengths.get(i)?)?;
+        Some((data, peer))
+    }
+}
+
+/// Sends every `(datagram, peer)` with as few `sendmmsg` calls as the kernel allows. Returns
+/// how many could not be sent.
+pub fn send_batch(socket: &UdpSocket, replies: &[(&[u8], SocketAddr)]) -> usize {
+    let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> = replies
+        .iter()
+        .map(|(_, peer)| from_socket_addr(peer))
+        .collect();
+    let mut iovecs: Vec<libc::iovec> = replies
+        .iter()
+        .map(|(data, _)| libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        })
+        .collect();
+    // SAFETY: all-zero is a valid value for this plain C struct.
+    let mut headers: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; replies.len()];
+    for ((header, iov), (addr, len)) in headers
+        .iter_mut()
+        .zip(iovecs.iter_mut())
+        .zip(addrs.iter_mut())
+    {
+        header.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+        header.msg_hdr.msg_namelen = *len;
+        header.msg_hdr.msg_iov = iov;
+        header.msg_hdr.msg_iovlen = 1;
+    }
+    let mut sent = 0usize;
+    let mut failed = 0usize;
+    while sent < headers.len() {
+        // SAFETY: headers[sent..] point at live iovecs over live reply buffers (only read by
+        // the kernel) and live socket addresses of the stated lengths.
+        let n = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                headers[sent..].as_mut_ptr(),
+                (headers.len() - sent) as libc::c_uint,
+                0,
+            )
+        };
+        if n <= 0 {
+            // Skip the datagram the kernel refused (e.g. an unreachable peer) and go on.
+            failed += 1;
+            sent += 1;
+        } else {
+            sent += n as usize;
+        }
+    }
+    failed
+}
+
+fn to_socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large
+            // enough and suitably aligned for.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn from_socket_addr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+    match addr {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+            (storage, size_of::<libc::sockaddr_in>() as libc::socklen_t)
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            sin6.sin6_flowinfo = v6.flowinfo();
+            sin6.sin6_scope_id = v6.scope_id();
+            (storage, size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn batch_round_trip_v4_and_v6() {
+        for local in ["127.0.0.1:0", "[::1]:0"] {
+            let server = UdpSocket::bind(local).expect("bind");
+            server
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let client = UdpSocket::bind(local).expect("bind");
+            client
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let to = server.local_addr().expect("addr");
+            for i in 0..5u8 {
+                client.send_to(&[i; 10], to).expect("send");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            let mut batch = RecvBatch::new(8, 16);
+            assert_eq!(batch.receive(&server).expect("recv"), 5);
+            let from = client.local_addr().expect("addr");
+            let mut replies = Vec::new();
+            for i in 0..5 {
+                let (data, peer) = batch.get(i).expect("datagram");
+                assert_eq!(data, &[i as u8; 10]);
+                assert_eq!(peer, from);
+                replies.push((data, peer));
+            }
+            assert!(batch.get(5).is_none());
+            assert_eq!(send_batch(&server, &replies), 0);
+            let mut buf = [0u8; 32];
+            for i in 0..5u8 {
+                let (n, _) = client.recv_from(&mut buf).expect("reply");
+                assert_eq!(&buf[..n], &[i; 10]);
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_datagram_is_flagged_by_full_length() {
+        let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        client
+            .send_to(&[7u8; 100], server.local_addr().expect("addr"))
+            .expect("send");
+        let mut batch = RecvBatch::new(2, 16);
+        server
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        assert_eq!(batch.receive(&server).expect("recv"), 1);
+        assert_eq!(batch.get(0).map(|(d, _)| d.len()), Some(16));
+    }
+}
