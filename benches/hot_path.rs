@@ -22,8 +22,8 @@
 //!     runtime, 1 or 64 requests in flight (with 64, time per request = 1 / throughput), with the
 //!     durable group commit (`GroupCommit::start`, as `otpgate serve` does) and without (the same
 //!     `Authenticator` over a commit whose store `sync` does nothing); argon2id users too.
-//!   - `parts/*`: the pieces: store reads, `check_otp`, JSON, seed opening, one flush +
-//!     fdatasync, and the two cross-thread hand-offs of the async path.
+//!   - `parts/*`: the pieces: store reads, `check_otp`, record (postcard) encoding, seed opening,
+//!     one flush + fdatasync, and the two cross-thread hand-offs of the async path.
 //!
 //! Run everything with `cargo bench --bench hot_path`; one group with e.g.
 //! `cargo bench --bench hot_path -- otp`. The argument is a regular expression matched against
@@ -662,7 +662,7 @@ impl Pipeline {
         elapsed
     }
 
-    /// `TokenService::check_otp` alone (sled get, JSON decode, AES-GCM open, HMAC, 2 JSON
+    /// `TokenService::check_otp` alone (sled get, record decode, AES-GCM open, HMAC, 2 record
     /// encodes, CAS); with `sync`, only the `Store::sync` after each write is timed.
     fn run_check_otp(&mut self, iters: u64, sync: bool) -> Duration {
         let requests: Vec<(usize, String)> = (0..iters).map(|_| self.ssha.next_code()).collect();
@@ -755,14 +755,15 @@ fn bench_pipeline(c: &mut Criterion) {
             .expect("read the token")
             .expect("the user has a token")
     };
-    group.bench_function("parts/token_json_encode", |b| {
+    // The store's record encoding (postcard, `store::sled_store`): a CAS encodes two tokens.
+    group.bench_function("parts/token_record_encode", |b| {
         let token = some_token(fixture(&mut pipeline));
-        b.iter(|| serde_json::to_vec(black_box(&token)))
+        b.iter(|| postcard::to_stdvec(black_box(&token)))
     });
-    group.bench_function("parts/token_json_decode", |b| {
+    group.bench_function("parts/token_record_decode", |b| {
         let token = some_token(fixture(&mut pipeline));
-        let json = serde_json::to_vec(&token).expect("encode a token");
-        b.iter(|| serde_json::from_slice::<Token>(black_box(&json)))
+        let bytes = postcard::to_stdvec(&token).expect("encode a token");
+        b.iter(|| postcard::from_bytes::<Token>(black_box(&bytes)))
     });
     group.bench_function("parts/seed_open_aes256gcm", |b| {
         let p = fixture(&mut pipeline);

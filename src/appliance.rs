@@ -43,7 +43,10 @@ pub struct Services {
 /// Opens the store at `[storage] path` (failing at once if another process holds it) and the
 /// seed key (created on first use).
 pub fn open_services(settings: &Settings) -> Result<Services, ServeError> {
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&settings.storage.path)?);
+    let store: Arc<dyn Store> = Arc::new(SledStore::open_with_cache(
+        &settings.storage.path,
+        settings.storage.cache_mb.saturating_mul(1024 * 1024),
+    )?);
     let cipher = SeedCipher::load_or_create(&settings.storage.key_file)?;
     let tokens = Arc::new(TokenService::new(
         Arc::clone(&store),

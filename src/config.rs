@@ -64,6 +64,8 @@ pub struct StorageSettings {
     pub path: PathBuf,
     /// AES-256 key that seals token seeds; created with mode 0600 on first start.
     pub key_file: PathBuf,
+    /// Memory for cached records, in MiB.
+    pub cache_mb: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -294,6 +296,7 @@ struct RawSettings {
 struct RawStorage {
     path: String,
     key_file: Option<String>,
+    cache_mb: u64,
 }
 
 impl Default for RawStorage {
@@ -301,6 +304,7 @@ impl Default for RawStorage {
         RawStorage {
             path: "./otpgate-data".into(),
             key_file: None,
+            cache_mb: 128,
         }
     }
 }
@@ -589,6 +593,17 @@ impl RawSettings {
             None => path.join("seed.key"),
         };
 
+        if !(16..=65_536).contains(&self.storage.cache_mb) {
+            return Err(invalid(
+                "storage.cache_mb",
+                format!(
+                    "must be between 16 and 65536, got {}",
+                    self.storage.cache_mb
+                ),
+            ));
+        }
+        let cache_mb = self.storage.cache_mb;
+
         // [[applications]]
         let raw_apps = self.applications.unwrap_or_else(default_applications);
         let mut applications = Vec::with_capacity(raw_apps.len());
@@ -835,7 +850,11 @@ impl RawSettings {
         }
 
         Ok(Settings {
-            storage: StorageSettings { path, key_file },
+            storage: StorageSettings {
+                path,
+                key_file,
+                cache_mb,
+            },
             radius: RadiusSettings {
                 listen,
                 require_message_authenticator: self.radius.require_message_authenticator,

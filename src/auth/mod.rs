@@ -254,10 +254,11 @@ impl Authenticator {
             return (Outcome::LevelTooLow, false, None);
         }
         // 4. OTP.
-        let outcome = match self.tokens.check_otp(&token.serial, &otp, now) {
+        let serial = token.serial.clone();
+        let outcome = match self.tokens.check_otp_from(Some(token), &serial, &otp, now) {
             Ok(outcome) => outcome,
             Err(e) => {
-                tracing::error!(user = %user.username, serial = %token.serial, error = %e, "OTP check failed");
+                tracing::error!(user = %user.username, %serial, error = %e, "OTP check failed");
                 return (Outcome::InternalError, false, None);
             }
         };

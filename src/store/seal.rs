@@ -77,8 +77,11 @@ impl SeedCipher {
 
     /// Seals `seed` for token `serial`: nonce || ciphertext+tag.
     pub fn seal(&self, serial: &str, seed: &[u8]) -> Result<Vec<u8>, SealError> {
+        // A random 96-bit nonce per seal from the thread's CSPRNG (ChaCha, seeded and
+        // periodically reseeded from the OS): unique with overwhelming probability, and cheap
+        // enough for importing a million seeds.
         let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        rand::thread_rng().fill_bytes(&mut nonce);
         let ciphertext = self
             .cipher
             .encrypt(

@@ -17,6 +17,8 @@ use super::{Store, StoreError, Token, User};
 /// Schema of the records in this build; bump and migrate on open when records change.
 const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// Default record cache (sled's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 pub struct SledStore {
     db: sled::Db,
@@ -29,8 +31,14 @@ pub struct SledStore {
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in directory `path`.
+    /// Opens (or creates) the store in directory `path` with the default cache size.
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the store in directory `path`, keeping at most `cache_bytes` of
+    /// records in memory (the rest is read from disk, through the OS page cache, on demand).
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
         let shown = path.display().to_string();
         let open_err = |reason: String| StoreError::Open {
             path: shown.clone(),
@@ -47,6 +55,7 @@ impl SledStore {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {

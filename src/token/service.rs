@@ -106,11 +106,26 @@ impl TokenService {
     /// success moves the HOTP counter / TOTP step past the code, resets the failure count and
     /// records the time; failure counts, and `otp.max_failures` in a row lock the token.
     pub fn check_otp(&self, serial: &str, code: &str, now: u64) -> Result<OtpOutcome, TokenError> {
+        self.check_otp_from(None, serial, code, now)
+    }
+
+    /// As [`Self::check_otp`], starting from a copy of the token the caller has just read (saves
+    /// a read on the hot path; a stale copy only costs one compare-and-swap retry).
+    pub fn check_otp_from(
+        &self,
+        mut read: Option<Token>,
+        serial: &str,
+        code: &str,
+        now: u64,
+    ) -> Result<OtpOutcome, TokenError> {
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let token = self
-                .store
-                .token(serial)?
-                .ok_or_else(|| TokenError::NoSuchToken(serial.to_string()))?;
+            let token = match read.take() {
+                Some(token) if token.serial == serial => token,
+                _ => self
+                    .store
+                    .token(serial)?
+                    .ok_or_else(|| TokenError::NoSuchToken(serial.to_string()))?,
+            };
             let state = Self::effective_state(&token, now);
             if state != TokenState::Active {
                 return Ok(OtpOutcome::NotUsable(state));
