@@ -8,12 +8,13 @@ use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::{Sha256, Sha512};
 
-/// HMAC of `msg` under `key`; `None` only if the MAC refuses the key (HMAC accepts any length,
-/// so this does not happen, but a failure must mean "no match", never a panic).
-fn mac<M: Mac + KeyInit>(key: &[u8], msg: &[u8]) -> Option<Vec<u8>> {
+/// Truncated HMAC of `msg` under `key` (no allocation); `None` only if the MAC refuses the key
+/// (HMAC accepts any length, so this does not happen, but a failure must mean "no match",
+/// never a panic).
+fn mac_truncated<M: Mac + KeyInit>(key: &[u8], msg: &[u8]) -> Option<u32> {
     let mut m = <M as KeyInit>::new_from_slice(key).ok()?;
     m.update(msg);
-    Some(m.finalize().into_bytes().to_vec())
+    truncate(&m.finalize().into_bytes())
 }
 
 /// Dynamic truncation (RFC 4226 5.3): the low nibble of the last byte selects four bytes, read
@@ -27,12 +28,11 @@ fn truncate(hs: &[u8]) -> Option<u32> {
 /// [`value`] that reports an HMAC failure instead of substituting a sentinel.
 fn try_value(secret: &[u8], counter: u64, digits: u8, alg: Algorithm) -> Option<u32> {
     let msg = counter.to_be_bytes(); // RFC 4226 5.1: the counter is 8 bytes, big-endian
-    let hs = match alg {
-        Algorithm::Sha1 => mac::<Hmac<Sha1>>(secret, &msg),
-        Algorithm::Sha256 => mac::<Hmac<Sha256>>(secret, &msg),
-        Algorithm::Sha512 => mac::<Hmac<Sha512>>(secret, &msg),
+    let bin = match alg {
+        Algorithm::Sha1 => mac_truncated::<Hmac<Sha1>>(secret, &msg),
+        Algorithm::Sha256 => mac_truncated::<Hmac<Sha256>>(secret, &msg),
+        Algorithm::Sha512 => mac_truncated::<Hmac<Sha512>>(secret, &msg),
     }?;
-    let bin = truncate(&hs)?;
     // A 31-bit value is already below 10^digits when 10^digits does not fit in a u32.
     Some(match 10u32.checked_pow(u32::from(digits)) {
         Some(modulus) => bin % modulus,
@@ -45,10 +45,23 @@ fn try_code(secret: &[u8], counter: u64, digits: u8, alg: Algorithm) -> Option<S
     Some(format!("{v:0width$}", width = usize::from(digits)))
 }
 
-/// True if `code` is the code at `counter`, compared in constant time.
+/// True if `code` is the code at `counter`, compared in constant time. `code` must be
+/// [`well_formed`] (exactly `digits` ASCII digits), so its value identifies it.
 pub(crate) fn matches(secret: &[u8], alg: Algorithm, digits: u8, counter: u64, code: &str) -> bool {
-    try_code(secret, counter, digits, alg)
-        .is_some_and(|c| codes_equal(c.as_bytes(), code.as_bytes()))
+    let Some(wanted) = code_value(code) else {
+        return false;
+    };
+    try_value(secret, counter, digits, alg)
+        .is_some_and(|v| codes_equal(&v.to_be_bytes(), &wanted.to_be_bytes()))
+}
+
+/// The decimal value of an all-digit code (at most 8 digits here, so it fits a u32).
+fn code_value(code: &str) -> Option<u32> {
+    code.bytes().try_fold(0u32, |acc, b| {
+        b.is_ascii_digit()
+            .then(|| acc.checked_mul(10)?.checked_add(u32::from(b - b'0')))
+            .flatten()
+    })
 }
 
 /// The truncated decimal value for `counter` (RFC 4226 5.3), modulo 10^digits. Should the HMAC

@@ -9,6 +9,8 @@
 use std::fs::File;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
@@ -28,6 +30,10 @@ pub struct SledStore {
     /// sled's log file, kept open to fdatasync it after each flush.
     log_file: File,
     path: PathBuf,
+    /// One sync at a time; see [`Store::sync`] on [`SledStore`].
+    sync_turn: Mutex<()>,
+    syncs_started: AtomicU64,
+    syncs_completed: AtomicU64,
 }
 
 impl SledStore {
@@ -102,6 +108,9 @@ impl SledStore {
             owners,
             log_file,
             path: path.to_path_buf(),
+            sync_turn: Mutex::new(()),
+            syncs_started: AtomicU64::new(0),
+            syncs_completed: AtomicU64::new(0),
         };
         store.sync()?;
         Ok(store)
@@ -122,9 +131,13 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_stdvec(value).map_err(|e| StoreError::Io(format!("encoding a record: {e}")))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+/// `key` names the record in the error, built only if there is one.
+fn decode<T: serde::de::DeserializeOwned>(
+    key: impl FnOnce() -> String,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
-        key: key.to_string(),
+        key: key(),
         reason: e.to_string(),
     })
 }
@@ -143,7 +156,7 @@ impl Store for SledStore {
         self.users
             .get(username.as_bytes())
             .map_err(io)?
-            .map(|v| decode(&format!("users/{username}"), &v))
+            .map(|v| decode(|| format!("users/{username}"), &v))
             .transpose()
     }
 
@@ -182,7 +195,7 @@ impl Store for SledStore {
         self.tokens
             .get(serial.as_bytes())
             .map_err(io)?
-            .map(|v| decode(&format!("tokens/{serial}"), &v))
+            .map(|v| decode(|| format!("tokens/{serial}"), &v))
             .transpose()
     }
 
@@ -277,11 +290,23 @@ impl Store for SledStore {
         }))
     }
 
+    /// Syncs are numbered. A caller that arrives while another sync runs waits for it, then
+    /// returns at once if a sync that *started after it arrived* has completed meanwhile: that
+    /// one covered its writes. So concurrent callers (the UDP workers, the commit thread) share
+    /// syncs instead of queueing one each.
     fn sync(&self) -> Result<(), StoreError> {
+        let arrived_after = self.syncs_started.load(Ordering::Acquire);
+        let _turn = self.sync_turn.lock().unwrap_or_else(|p| p.into_inner());
+        if self.syncs_completed.load(Ordering::Acquire) > arrived_after {
+            return Ok(());
+        }
+        let number = self.syncs_started.fetch_add(1, Ordering::AcqRel) + 1;
         self.db.flush().map_err(io)?;
         self.log_file
             .sync_data()
-            .map_err(|e| StoreError::Io(format!("fdatasync of the log: {e}")))
+            .map_err(|e| StoreError::Io(format!("fdatasync of the log: {e}")))?;
+        self.syncs_completed.store(number, Ordering::Release);
+        Ok(())
     }
 
     fn counts(&self) -> (usize, usize) {

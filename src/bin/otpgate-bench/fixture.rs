@@ -7,7 +7,7 @@
 //! |------------------|-----------------------------|--------------------------------------------------------------|
 //! | `users.csv`      | `otpgate user import`       | `username,password_hash,email,first,last`                    |
 //! | `tokens.csv`     | `otpgate token import`      | `serial,secret,kind,digits,step,owner`, TOTP SHA-1 6/30 s    |
-//! | `authorize`      | FreeRADIUS `files` module   | `SSHA2-256-Password` and `TOTP-Secret` (control list)        |
+//! | `authorize`      | FreeRADIUS `files` module   | `SSHA2-256-Password` (hex), `TOTP-Secret` (control list)     |
 //! | `load-users.csv` | `otpgate-bench load`        | `username,password,seed_base32`                              |
 //!
 //! User `i` (0-based, row `i` of every file) is `u{i:07}` with password `pw-{i:07}-x` and token
@@ -17,7 +17,10 @@
 //!
 //! With `--hash ssha256` (the default) both servers verify the same salted SHA-256
 //! (`{SSHA256}` base64 of digest‖salt for otpgate, FreeRADIUS's `SSHA2-256-Password` with the
-//! same bytes), which makes the comparison like for like. With `--hash argon2id` `users.csv`
+//! same bytes), which makes the comparison like for like. The FreeRADIUS value is written as an
+//! `0x..` hex literal (the attribute is of type octets, so rlm_pap gets the raw 40 bytes): a
+//! quoted base64 body that happens to start with `0x` would be misread as hex by the users-file
+//! parser and fail the whole file. With `--hash argon2id` `users.csv`
 //! holds argon2id PHC strings with otpgate's default cost (random salts, computed on every core;
 //! slow for many users): FreeRADIUS 3.2 cannot verify argon2, so `authorize` keeps the salted
 //! SHA-256 of the same passwords and that figure is reported for otpgate alone.
@@ -32,7 +35,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use data_encoding::BASE32_NOPAD;
+use data_encoding::{BASE32_NOPAD, HEXLOWER};
 use otpgate::auth::password::{Argon2Params, PasswordHash};
 use sha2::{Digest, Sha256};
 
@@ -40,8 +43,10 @@ use sha2::{Digest, Sha256};
 const SEED_LEN: usize = 20;
 /// Salt length in bytes for `{SSHA256}` / `SSHA2-256-Password`.
 const SALT_LEN: usize = 8;
-/// Base64 of SHA-256 digest (32) ‖ salt (8): 40 bytes → 56 characters.
-const SSHA_B64_LEN: usize = (32 + SALT_LEN).div_ceil(3) * 4;
+/// SHA-256 digest (32) ‖ salt (8).
+const SSHA_LEN: usize = 32 + SALT_LEN;
+/// Base64 of digest ‖ salt: 40 bytes → 56 characters.
+const SSHA_B64_LEN: usize = SSHA_LEN.div_ceil(3) * 4;
 /// Base32 of a 20-byte seed, no padding: 32 characters.
 const SEED_B32_LEN: usize = SEED_LEN * 8 / 5;
 /// Users hashed per batch (argon2id batches are spread over every core).
@@ -106,10 +111,10 @@ fn salt(index: usize) -> [u8; SALT_LEN] {
     out
 }
 
-/// Base64 of SHA-256(password ‖ salt) ‖ salt: the body of `{SSHA256}` and of FreeRADIUS's
-/// `SSHA2-256-Password`, written into `buf`.
-fn ssha256_body<'a>(password: &[u8], salt: &[u8], buf: &'a mut [u8; SSHA_B64_LEN]) -> &'a str {
-    let mut raw = [0u8; 32 + SALT_LEN];
+/// SHA-256(password ‖ salt) ‖ salt: the bytes of `{SSHA256}` and of FreeRADIUS's
+/// `SSHA2-256-Password`.
+fn ssha256(password: &[u8], salt: &[u8]) -> [u8; SSHA_LEN] {
+    let mut raw = [0u8; SSHA_LEN];
     raw[..32].copy_from_slice(
         &Sha256::new()
             .chain_update(password)
@@ -117,10 +122,21 @@ fn ssha256_body<'a>(password: &[u8], salt: &[u8], buf: &'a mut [u8; SSHA_B64_LEN
             .finalize(),
     );
     raw[32..].copy_from_slice(salt);
+    raw
+}
+
+/// Base64 of `raw`, written into `buf`.
+fn b64<'a>(raw: &[u8; SSHA_LEN], buf: &'a mut [u8; SSHA_B64_LEN]) -> &'a str {
     let n = B64
         .encode_slice(raw, buf)
         .expect("buffer sized for 40 bytes of base64");
     std::str::from_utf8(&buf[..n]).expect("base64 is ASCII")
+}
+
+/// Lower-case hex of `raw`, written into `buf`.
+fn hex<'a>(raw: &[u8; SSHA_LEN], buf: &'a mut [u8; 2 * SSHA_LEN]) -> &'a str {
+    HEXLOWER.encode_mut(raw, buf);
+    std::str::from_utf8(buf).expect("hex is ASCII")
 }
 
 /// Base32 (RFC 4648, upper case, no padding) of `seed`, written into `buf`.
@@ -218,13 +234,15 @@ pub fn run(args: &super::FixtureArgs) -> anyhow::Result<()> {
     tokens.line(format_args!("serial,secret,kind,digits,step,owner"))?;
     authorize.line(format_args!(
         "# otpgate-bench fixture: {} users, FreeRADIUS users-file format (rlm_files).\n\
-         # Check items with := go to the control list: SSHA2-256-Password for rlm_pap,\n\
-         # TOTP-Secret (base32) for rlm_totp.",
+         # Check items with := go to the control list: SSHA2-256-Password (digest||salt as\n\
+         # raw octets) for rlm_pap, TOTP-Secret (base32) for rlm_totp.",
         args.users
     ))?;
     load.line(format_args!("username,password,seed_base32"))?;
 
-    let (mut b64, mut b32) = ([0u8; SSHA_B64_LEN], [0u8; SEED_B32_LEN]);
+    let mut b64_buf = [0u8; SSHA_B64_LEN];
+    let mut hex_buf = [0u8; 2 * SSHA_LEN];
+    let mut b32_buf = [0u8; SEED_B32_LEN];
     let mut start = 0;
     while start < args.users {
         let end = (start + BATCH).min(args.users);
@@ -234,16 +252,20 @@ pub fn run(args: &super::FixtureArgs) -> anyhow::Result<()> {
         };
         for i in start..end {
             let (name, pw) = (username(i), password(i));
-            let ssha = ssha256_body(pw.as_bytes(), &salt(i), &mut b64);
+            let ssha = ssha256(pw.as_bytes(), &salt(i));
             match &argon {
                 // PHC strings hold commas (`m=..,t=..,p=..`): quoted as CSV.
                 Some(hashes) => users.line(format_args!("{name},\"{}\",,,", hashes[i - start]))?,
-                None => users.line(format_args!("{name},{{SSHA256}}{ssha},,,"))?,
+                None => users.line(format_args!(
+                    "{name},{{SSHA256}}{},,,",
+                    b64(&ssha, &mut b64_buf)
+                ))?,
             }
-            let secret = base32(&seed(i), &mut b32);
+            let secret = base32(&seed(i), &mut b32_buf);
             tokens.line(format_args!("T{i:07},{secret},totp,6,30,{name}"))?;
             authorize.line(format_args!(
-                "{name} SSHA2-256-Password := \"{ssha}\", TOTP-Secret := \"{secret}\""
+                "{name} SSHA2-256-Password := 0x{}, TOTP-Secret := \"{secret}\"",
+                hex(&ssha, &mut hex_buf)
             ))?;
             load.line(format_args!("{name},{pw},{secret}"))?;
         }
@@ -329,12 +351,14 @@ mod tests {
             assert_eq!(BASE32_NOPAD.decode(t[1].as_bytes()).unwrap(), seed(i));
             // The FreeRADIUS entry has the same seed and the same SSHA-256 body as users.csv.
             let ssha = users[i + 1].split(',').nth(1).unwrap();
-            let body = ssha.strip_prefix("{SSHA256}").unwrap();
+            let body = B64.decode(ssha.strip_prefix("{SSHA256}").unwrap()).unwrap();
             assert_eq!(
                 *entries[i],
                 format!(
-                    "{} SSHA2-256-Password := \"{body}\", TOTP-Secret := \"{}\"",
-                    l[0], t[1]
+                    "{} SSHA2-256-Password := 0x{}, TOTP-Secret := \"{}\"",
+                    l[0],
+                    HEXLOWER.encode(&body),
+                    t[1]
                 )
             );
             assert!(PasswordHash::parse(ssha).unwrap().verify(l[1].as_bytes()));
@@ -361,7 +385,12 @@ mod tests {
             assert!(hash.verify(password(i).as_bytes()));
         }
         // FreeRADIUS cannot verify argon2: its file keeps salted SHA-256 of the same password.
-        assert!(lines(&dir, "authorize")[3].contains("SSHA2-256-Password := \""));
+        let authorize = lines(&dir, "authorize");
+        let first = authorize.iter().find(|l| !l.starts_with('#')).unwrap();
+        assert!(
+            first.starts_with("u0000000 SSHA2-256-Password := 0x"),
+            "{first}"
+        );
     }
 
     #[test]
