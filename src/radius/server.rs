@@ -196,6 +196,7 @@ impl<H: RequestHandler> Server<H> {
                     continue;
                 }
             };
+            Stats::count(&self.stats.batches);
             dispositions.clear();
             for i in 0..received {
                 if let Some((datagram, peer)) = batch.get(i) {
@@ -213,6 +214,7 @@ impl<H: RequestHandler> Server<H> {
             _ => false,
         });
         let durable = !wrote || {
+            Stats::count(&self.stats.batch_syncs);
             match self.handler.make_durable() {
                 Ok(()) => true,
                 Err(reason) => {

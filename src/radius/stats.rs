@@ -19,6 +19,9 @@ pub struct Stats {
     pub dropped_bad_message_authenticator: AtomicU64,
     pub dropped_overload: AtomicU64,
     pub receive_errors: AtomicU64,
+    /// Receive batches taken by the UDP workers, and how many of them needed a sync.
+    pub batches: AtomicU64,
+    pub batch_syncs: AtomicU64,
     pub send_errors: AtomicU64,
 }
 
@@ -61,6 +64,8 @@ impl Stats {
             ),
             ("dropped_overload", get(&self.dropped_overload)),
             ("receive_errors", get(&self.receive_errors)),
+            ("batches", get(&self.batches)),
+            ("batch_syncs", get(&self.batch_syncs)),
             ("send_errors", get(&self.send_errors)),
         ]
     }

@@ -8,6 +8,7 @@ pub mod commit;
 pub mod records;
 pub mod seal;
 pub mod sled_store;
+pub mod wal;
 
 pub use records::{Token, TokenState, User};
 

@@ -9,16 +9,20 @@
 use std::fs::File;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use super::wal::{self, Pending, Wal};
 
 use super::{Store, StoreError, Token, User};
 
 /// Schema of the records in this build; bump and migrate on open when records change.
 const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// The token write-ahead log, beside sled's files.
+const WAL_FILE: &str = "tokens.wal";
 /// Default record cache (sled's own default is 1 GiB).
 pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
@@ -34,6 +38,12 @@ pub struct SledStore {
     sync_turn: Mutex<()>,
     syncs_started: AtomicU64,
     syncs_completed: AtomicU64,
+    /// Token records not yet in the write-ahead log. Held across each token write and its
+    /// append, so the log's order is the order of the writes.
+    pending: Mutex<Pending>,
+    wal: Mutex<Wal>,
+    /// A write the log does not cover (users, new tokens) happened: the next sync flushes sled.
+    needs_checkpoint: AtomicBool,
 }
 
 impl SledStore {
@@ -101,6 +111,18 @@ impl SledStore {
             }
         }
         let log_file = File::open(path.join("db")).map_err(|e| open_err(e.to_string()))?;
+        let (wal, replay) = Wal::open(&path.join(WAL_FILE), wal::DEFAULT_CAPACITY)
+            .map_err(|e| open_err(format!("{WAL_FILE}: {e}")))?;
+        let replayed = replay.len();
+        for record in replay {
+            let token: Token = decode(|| format!("{WAL_FILE} record"), &record)?;
+            tokens.insert(token.serial.as_bytes(), record).map_err(io)?;
+            if let Some(owner) = &token.owner {
+                owners
+                    .insert(owner.as_bytes(), token.serial.as_bytes())
+                    .map_err(io)?;
+            }
+        }
         let store = SledStore {
             db,
             users,
@@ -111,14 +133,44 @@ impl SledStore {
             sync_turn: Mutex::new(()),
             syncs_started: AtomicU64::new(0),
             syncs_completed: AtomicU64::new(0),
+            pending: Mutex::new(Pending::after(wal.last_seq())),
+            wal: Mutex::new(wal),
+            // Opening checkpoints: the replayed records are then in sled for good.
+            needs_checkpoint: AtomicBool::new(true),
         };
         store.sync()?;
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                "token changes recovered from the write-ahead log"
+            );
+        }
         Ok(store)
+    }
+
+    /// Makes sled itself durable and lets the log forget what it held. Appends wait meanwhile,
+    /// so sled holds exactly the records numbered up to the checkpoint.
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        let mut pending = lock(&self.pending);
+        self.db.flush().map_err(io)?;
+        self.log_file
+            .sync_data()
+            .map_err(|e| StoreError::Io(format!("fdatasync of the log: {e}")))?;
+        lock(&self.wal)
+            .checkpoint(pending.last_seq())
+            .map_err(|e| StoreError::Io(format!("{WAL_FILE} checkpoint: {e}")))?;
+        pending.clear();
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Mutexes here guard plain data; a panic elsewhere cannot leave it half-updated.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn io(e: sled::Error) -> StoreError {
@@ -174,10 +226,12 @@ impl Store for SledStore {
             }
             batch.insert(user.username.as_bytes(), encode(user)?);
         }
+        self.needs_checkpoint.store(true, Ordering::Release);
         self.users.apply_batch(batch).map_err(io)
     }
 
     fn update_user(&self, user: &User) -> Result<(), StoreError> {
+        self.needs_checkpoint.store(true, Ordering::Release);
         let value = encode(user)?;
         let name = user.username.clone();
         tx_result(self.users.transaction(|tx| {
@@ -239,6 +293,7 @@ impl Store for SledStore {
             }
             token_batch.insert(token.serial.as_bytes(), encode(token)?);
         }
+        self.needs_checkpoint.store(true, Ordering::Release);
         // Both batches in one transaction: a crash leaves all or nothing.
         tx_result((&self.tokens, &self.owners).transaction(|(t, o)| {
             t.apply_batch(&token_batch)?;
@@ -252,18 +307,24 @@ impl Store for SledStore {
         let new_bytes = encode(new)?;
         let serial = new.serial.as_bytes();
         let owner_changed = expected.owner != new.owner;
+        // The write and its log record under one lock: the log's order is the writes' order.
+        let mut pending = lock(&self.pending);
         if !owner_changed {
             // Hot path: a single-key compare-and-swap, no transaction.
-            return match self
+            let swapped = self
                 .tokens
-                .compare_and_swap(serial, Some(expected_bytes), Some(new_bytes))
+                .compare_and_swap(serial, Some(expected_bytes), Some(new_bytes.as_slice()))
                 .map_err(io)?
-            {
-                Ok(()) => Ok(true),
-                Err(_) => Ok(false),
-            };
+                .is_ok();
+            if swapped {
+                pending.append(&new_bytes);
+            }
+            return Ok(swapped);
         }
-        tx_result((&self.tokens, &self.owners).transaction(|(t, o)| {
+        // Rare (registration): the owner index changes too; logged, and checkpointed at the
+        // next sync so the index and the record become durable together.
+        self.needs_checkpoint.store(true, Ordering::Release);
+        let swapped = tx_result((&self.tokens, &self.owners).transaction(|(t, o)| {
             if t.get(serial)?.as_deref() != Some(expected_bytes.as_slice()) {
                 return Ok(false);
             }
@@ -287,24 +348,38 @@ impl Store for SledStore {
             }
             t.insert(serial, new_bytes.as_slice())?;
             Ok(true)
-        }))
+        }))?;
+        if swapped {
+            pending.append(&new_bytes);
+        }
+        Ok(swapped)
     }
 
+    /// Token changes become durable through the write-ahead log (one write and one fdatasync
+    /// of pre-allocated blocks); anything else, or a log past half full, through a checkpoint.
+    ///
     /// Syncs are numbered. A caller that arrives while another sync runs waits for it, then
     /// returns at once if a sync that *started after it arrived* has completed meanwhile: that
     /// one covered its writes. So concurrent callers (the UDP workers, the commit thread) share
     /// syncs instead of queueing one each.
     fn sync(&self) -> Result<(), StoreError> {
         let arrived_after = self.syncs_started.load(Ordering::Acquire);
-        let _turn = self.sync_turn.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = lock(&self.sync_turn);
         if self.syncs_completed.load(Ordering::Acquire) > arrived_after {
             return Ok(());
         }
         let number = self.syncs_started.fetch_add(1, Ordering::AcqRel) + 1;
-        self.db.flush().map_err(io)?;
-        self.log_file
-            .sync_data()
-            .map_err(|e| StoreError::Io(format!("fdatasync of the log: {e}")))?;
+        let records = lock(&self.pending).take();
+        let mut wal = lock(&self.wal);
+        let full = wal.would_use(records.len()) > wal.capacity() / 2;
+        if full || self.needs_checkpoint.swap(false, Ordering::AcqRel) {
+            drop(wal);
+            // The records taken above are in sled, which the checkpoint makes durable.
+            self.checkpoint()?;
+        } else {
+            wal.write(&records)
+                .map_err(|e| StoreError::Io(format!("{WAL_FILE}: {e}")))?;
+        }
         self.syncs_completed.store(number, Ordering::Release);
         Ok(())
     }

@@ -49,6 +49,10 @@ fn kill_9_after_accepts_keeps_every_accepted_otp_unusable() {
     // No graceful shutdown: whatever was not on disk is gone.
     app.kill9();
     app.start();
+    assert!(
+        app.wait_for_log("recovered from the write-ahead log"),
+        "the accepted codes come back from the token log"
+    );
     let accepted = accepted.lock().expect("lock").clone();
     assert_eq!(accepted.len(), users * 5);
     for (user, password) in &accepted {

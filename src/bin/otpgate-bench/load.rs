@@ -1,6 +1,8 @@
 //! The load generator. One thread and one UDP socket per 128 requests in flight; each thread
-//! keeps its share of requests outstanding (identifiers 0..=255 of its socket), checks every
-//! reply's Response Authenticator and Message-Authenticator, and records latencies. Each user
+//! keeps its share of requests outstanding (identifiers 0..=255 of its socket), sends and
+//! receives in batches (sendmmsg/recvmmsg, so the generator spends little of the shared CPU),
+//! checks every reply's Response Authenticator and Message-Authenticator, and records
+//! latencies. Each user
 //! is used once, so the server's replay guard never trips on a legitimate request.
 
 use std::fs::File;
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use otpgate::otp::{totp, Algorithm};
+use otpgate::radius::mmsg::{send_batch, RecvBatch};
 use otpgate::radius::nas::{self, BuiltRequest};
 use radius::core::code::Code;
 
@@ -145,9 +148,12 @@ impl Context_ {
         let mut outstanding = 0usize;
         let mut next_id: u8 = 0;
         let mut sending = true;
-        let mut buf = [0u8; 4096];
+        let mut batch = RecvBatch::new(256, 4096);
         let mut last_sweep = Instant::now();
+        let mut fresh: Vec<u8> = Vec::with_capacity(256);
         loop {
+            // Top the window up and send the new requests in one sendmmsg.
+            fresh.clear();
             while sending && outstanding < self.window {
                 if Instant::now() >= self.deadline {
                     sending = false;
@@ -164,48 +170,63 @@ impl Context_ {
                 let id = next_id;
                 next_id = next_id.wrapping_add(1);
                 let request = build(work, id, &self.secret)?;
-                self.socket
-                    .send_to(&request.bytes, self.target)
-                    .context("send")?;
-                result.sent += 1;
-                outstanding += 1;
                 slots[usize::from(id)] = Some(InFlight {
                     sent: Instant::now(),
                     request,
                     work: index,
                 });
+                outstanding += 1;
+                fresh.push(id);
+            }
+            if !fresh.is_empty() {
+                let datagrams: Vec<(&[u8], SocketAddr)> = fresh
+                    .iter()
+                    .filter_map(|id| slots[usize::from(*id)].as_ref())
+                    .map(|slot| (slot.request.bytes.as_slice(), self.target))
+                    .collect();
+                let failed = send_batch(&self.socket, &datagrams);
+                result.sent += (datagrams.len() - failed) as u64;
             }
             if outstanding == 0 && !sending {
                 break;
             }
-            match self.socket.recv_from(&mut buf) {
-                Ok((len, _)) => {
-                    let reply = &buf[..len];
-                    let Some(slot) = reply.get(1).and_then(|id| slots[usize::from(*id)].take())
-                    else {
-                        result.bad_replies += 1;
-                        continue;
-                    };
-                    outstanding -= 1;
-                    let micros = slot.sent.elapsed().as_micros();
-                    result
-                        .latencies_us
-                        .push(u32::try_from(micros).unwrap_or(u32::MAX));
-                    match nas::check_reply(reply, &slot.request, &self.secret) {
-                        Ok(r) if r.code == Code::AccessAccept && r.message_authenticator_first => {
-                            result.accepts += 1;
-                            result.accepted.push(slot.work);
+            match batch.receive(&self.socket) {
+                Ok(received) => {
+                    for i in 0..received {
+                        let Some((reply, _)) = batch.get(i) else {
+                            continue;
+                        };
+                        let Some(slot) = reply.get(1).and_then(|id| slots[usize::from(*id)].take())
+                        else {
+                            result.bad_replies += 1;
+                            continue;
+                        };
+                        outstanding -= 1;
+                        let micros = slot.sent.elapsed().as_micros();
+                        result
+                            .latencies_us
+                            .push(u32::try_from(micros).unwrap_or(u32::MAX));
+                        match nas::check_reply(reply, &slot.request, &self.secret) {
+                            Ok(r)
+                                if r.code == Code::AccessAccept
+                                    && r.message_authenticator_first =>
+                            {
+                                result.accepts += 1;
+                                result.accepted.push(slot.work);
+                            }
+                            Ok(r) if r.code == Code::AccessReject => result.rejects += 1,
+                            _ => result.bad_replies += 1,
                         }
-                        Ok(r) if r.code == Code::AccessReject => result.rejects += 1,
-                        _ => result.bad_replies += 1,
                     }
                 }
                 Err(e)
                     if matches!(
                         e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                            | std::io::ErrorKind::ConnectionRefused
                     ) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
                 Err(e) => return Err(e).context("receive"),
             }
             if last_sweep.elapsed() >= Duration::from_millis(50) {
