@@ -313,8 +313,8 @@ impl Store for NoSyncStore {
     fn sync(&self) -> Result<(), StoreError> {
         Ok(())
     }
-    fn counts(&self) -> (usize, usize) {
-        self.0.counts()
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        self.0.checkpoint()
     }
 }
 

@@ -97,13 +97,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let settings = Arc::new(settings);
     let services = open_services(&settings)?;
-    let (users, tokens) = services.store.counts();
-    tracing::info!(
-        path = %settings.storage.path.display(),
-        users,
-        tokens,
-        "store opened"
-    );
+    tracing::info!(path = %settings.storage.path.display(), "store opened");
     if settings.uses_default_secret() {
         tracing::warn!(
             "a RADIUS client uses the default secret `testing123`: for trying out only; \
@@ -150,7 +144,8 @@ pub async fn serve(
     if let Err(e) = serving.await {
         tracing::error!(error = %e, "server task ended abnormally");
     }
-    services.store.sync()?;
+    // Leave nothing to recover at the next start.
+    services.store.checkpoint()?;
     let counters: Vec<String> = stats
         .snapshot()
         .into_iter()

@@ -499,8 +499,8 @@ mod tests {
             self.events.lock().expect("events").push("synced");
             Ok(())
         }
-        fn counts(&self) -> (usize, usize) {
-            self.inner.counts()
+        fn checkpoint(&self) -> Result<(), StoreError> {
+            self.inner.checkpoint()
         }
     }
 

@@ -60,6 +60,7 @@ pub trait Store: Send + Sync + 'static {
     fn replace_token(&self, expected: &Token, new: &Token) -> Result<bool, StoreError>;
     /// Makes every write that returned before this call durable on disk.
     fn sync(&self) -> Result<(), StoreError>;
-    /// Number of users and tokens (for start-up logs).
-    fn counts(&self) -> (usize, usize);
+    /// Makes every write durable in the store proper, leaving nothing to recover at the next
+    /// open (clean shutdown).
+    fn checkpoint(&self) -> Result<(), StoreError>;
 }

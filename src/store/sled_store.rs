@@ -150,7 +150,7 @@ impl SledStore {
 
     /// Makes sled itself durable and lets the log forget what it held. Appends wait meanwhile,
     /// so sled holds exactly the records numbered up to the checkpoint.
-    fn checkpoint(&self) -> Result<(), StoreError> {
+    fn checkpoint_now(&self) -> Result<(), StoreError> {
         let mut pending = lock(&self.pending);
         self.db.flush().map_err(io)?;
         self.log_file
@@ -375,7 +375,7 @@ impl Store for SledStore {
         if full || self.needs_checkpoint.swap(false, Ordering::AcqRel) {
             drop(wal);
             // The records taken above are in sled, which the checkpoint makes durable.
-            self.checkpoint()?;
+            self.checkpoint_now()?;
         } else {
             wal.write(&records)
                 .map_err(|e| StoreError::Io(format!("{WAL_FILE}: {e}")))?;
@@ -384,7 +384,8 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn counts(&self) -> (usize, usize) {
-        (self.users.len(), self.tokens.len())
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        let _turn = lock(&self.sync_turn);
+        self.checkpoint_now()
     }
 }
