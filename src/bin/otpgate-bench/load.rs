@@ -37,6 +37,8 @@ struct InFlight {
     sent: Instant,
     request: BuiltRequest,
     work: usize,
+    /// The password as sent (with the code), for `--accepted-log`.
+    password: String,
 }
 
 #[derive(Default)]
@@ -47,7 +49,11 @@ struct ThreadResult {
     timeouts: u64,
     bad_replies: u64,
     latencies_us: Vec<u32>,
-    accepted: Vec<usize>,
+    /// (work index, password as sent) of each accept.
+    accepted: Vec<(usize, String)>,
+    /// When the last reply arrived: throughput is measured up to here, not over time spent
+    /// waiting for requests that then time out.
+    last_reply: Option<Instant>,
 }
 
 pub fn run(args: &LoadArgs) -> Result<()> {
@@ -110,8 +116,12 @@ pub fn run(args: &LoadArgs) -> Result<()> {
         total.bad_replies += r.bad_replies;
         total.latencies_us.extend(r.latencies_us);
         total.accepted.extend(r.accepted);
+        total.last_reply = total.last_reply.max(r.last_reply);
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = total
+        .last_reply
+        .map_or_else(|| started.elapsed(), |last| last.duration_since(started))
+        .as_secs_f64();
     let cpu = match (args.server_pid, cpu_before) {
         (Some(pid), Some(before)) => Some(server_cpu_seconds(pid)? - before),
         _ => None,
@@ -169,11 +179,12 @@ impl Context_ {
                 }
                 let id = next_id;
                 next_id = next_id.wrapping_add(1);
-                let request = build(work, id, &self.secret)?;
+                let (request, password) = build(work, id, &self.secret)?;
                 slots[usize::from(id)] = Some(InFlight {
                     sent: Instant::now(),
                     request,
                     work: index,
+                    password,
                 });
                 outstanding += 1;
                 fresh.push(id);
@@ -202,6 +213,7 @@ impl Context_ {
                             continue;
                         };
                         outstanding -= 1;
+                        result.last_reply = Some(Instant::now());
                         let micros = slot.sent.elapsed().as_micros();
                         result
                             .latencies_us
@@ -212,7 +224,7 @@ impl Context_ {
                                     && r.message_authenticator_first =>
                             {
                                 result.accepts += 1;
-                                result.accepted.push(slot.work);
+                                result.accepted.push((slot.work, slot.password));
                             }
                             Ok(r) if r.code == Code::AccessReject => result.rejects += 1,
                             _ => result.bad_replies += 1,
@@ -260,14 +272,16 @@ fn bind_for(target: SocketAddr) -> Result<UdpSocket> {
     Ok(socket)
 }
 
-fn build(work: &Work, id: u8, secret: &[u8]) -> Result<BuiltRequest> {
+/// The request for `work` (password + current code when it has a seed) and the password sent.
+fn build(work: &Work, id: u8, secret: &[u8]) -> Result<(BuiltRequest, String)> {
     let mut password = work.password.clone();
     if let Some(seed) = &work.seed {
         let step = totp::step_at(otpgate::auth::unix_now(), 30);
         password.push_str(&totp::code(seed, step, 6, Algorithm::Sha1));
     }
-    nas::access_request(id, &work.user, password.as_bytes(), secret, true)
-        .map_err(|e| anyhow::anyhow!("building a request: {e}"))
+    let request = nas::access_request(id, &work.user, password.as_bytes(), secret, true)
+        .map_err(|e| anyhow::anyhow!("building a request: {e}"))?;
+    Ok((request, password))
 }
 
 fn read_users(path: &Path, first: usize, count: usize) -> Result<Vec<Work>> {
@@ -329,14 +343,14 @@ fn read_replay(path: &Path) -> Result<Vec<Work>> {
     Ok(work)
 }
 
-/// Writes `username,password` (password including the code that was accepted) per accept.
-/// The codes are spent: replaying them must fail, which is the point of the file.
-fn write_accepted(path: &Path, work: &[Work], accepted: &[usize]) -> Result<()> {
+/// Writes `username,password` (the password as sent, code included) per accept. The codes are
+/// spent: replaying them must fail, which is the point of the file.
+fn write_accepted(path: &Path, work: &[Work], accepted: &[(usize, String)]) -> Result<()> {
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = BufWriter::new(file);
-    for &index in accepted {
-        if let Some(w) = work.get(index) {
-            writeln!(out, "{},{}", w.user, w.password)?;
+    for (index, password) in accepted {
+        if let Some(w) = work.get(*index) {
+            writeln!(out, "{},{password}", w.user)?;
         }
     }
     out.flush()?;

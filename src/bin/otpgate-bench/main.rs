@@ -16,6 +16,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the hot path allocates many small, short-lived buffers (packets, records, sled's
+/// node copies), which glibc's allocator serves markedly slower (see README "Performance").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "otpgate-bench",
