@@ -21,6 +21,18 @@ use super::{Store, StoreError, Token, User};
 /// Schema of the records in this build; bump and migrate on open when records change.
 const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// Imports larger than this are written in chunks of this many rows, under a journal.
+const IMPORT_CHUNK: usize = 10_000;
+const IMPORT_JOURNAL_KEY: &[u8] = b"import_in_progress";
+
+/// The keys an import in progress writes, so an interrupted one can be rolled back.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct ImportJournal {
+    users: Vec<String>,
+    tokens: Vec<String>,
+    owners: Vec<String>,
+}
+
 /// The token write-ahead log, beside sled's files.
 const WAL_FILE: &str = "tokens.wal";
 /// Default record cache (sled's own default is 1 GiB).
@@ -31,6 +43,7 @@ pub struct SledStore {
     users: sled::Tree,
     tokens: sled::Tree,
     owners: sled::Tree,
+    meta: sled::Tree,
     /// sled's log file, kept open to fdatasync it after each flush.
     log_file: File,
     path: PathBuf,
@@ -128,6 +141,7 @@ impl SledStore {
             users,
             tokens,
             owners,
+            meta,
             log_file,
             path: path.to_path_buf(),
             sync_turn: Mutex::new(()),
@@ -138,6 +152,15 @@ impl SledStore {
             // Opening checkpoints: the replayed records are then in sled for good.
             needs_checkpoint: AtomicBool::new(true),
         };
+        if let Some(journal) = store.meta.get(IMPORT_JOURNAL_KEY).map_err(io)? {
+            let journal: ImportJournal = decode(|| "meta/import journal".into(), &journal)?;
+            tracing::warn!(
+                users = journal.users.len(),
+                tokens = journal.tokens.len(),
+                "rolling back an import that was interrupted"
+            );
+            store.roll_back_import(&journal)?;
+        }
         store.sync()?;
         if replayed > 0 {
             tracing::info!(
@@ -148,14 +171,72 @@ impl SledStore {
         Ok(store)
     }
 
+    /// Writes an import of `len` rows in chunks (`write(from, to)`), so a million rows need
+    /// neither a million-row batch in memory nor give up all-or-nothing: up to
+    /// [`IMPORT_CHUNK`] rows are one atomic batch; beyond that a journal naming every key is
+    /// made durable first and removed once the rows are, and [`SledStore::open`] rolls back an
+    /// import the journal shows was interrupted.
+    fn import_in_chunks(
+        &self,
+        journal: ImportJournal,
+        mut write: impl FnMut(usize, usize) -> Result<(), StoreError>,
+        len: usize,
+    ) -> Result<(), StoreError> {
+        if len <= IMPORT_CHUNK {
+            return write(0, len);
+        }
+        self.meta
+            .insert(IMPORT_JOURNAL_KEY, encode(&journal)?)
+            .map_err(io)?;
+        self.flush_sled()?;
+        let mut from = 0;
+        while from < len {
+            let to = (from + IMPORT_CHUNK).min(len);
+            if let Err(e) = write(from, to) {
+                // Undo what was written, then report the failure.
+                self.roll_back_import(&journal)?;
+                return Err(e);
+            }
+            from = to;
+        }
+        self.flush_sled()?;
+        self.meta.remove(IMPORT_JOURNAL_KEY).map_err(io)?;
+        self.flush_sled()
+    }
+
+    /// Removes every key an interrupted import may have written, and its journal.
+    fn roll_back_import(&self, journal: &ImportJournal) -> Result<(), StoreError> {
+        for (tree, keys) in [
+            (&self.users, &journal.users),
+            (&self.tokens, &journal.tokens),
+            (&self.owners, &journal.owners),
+        ] {
+            for chunk in keys.chunks(IMPORT_CHUNK) {
+                let mut batch = sled::Batch::default();
+                for key in chunk {
+                    batch.remove(key.as_bytes());
+                }
+                tree.apply_batch(batch).map_err(io)?;
+            }
+        }
+        self.flush_sled()?;
+        self.meta.remove(IMPORT_JOURNAL_KEY).map_err(io)?;
+        self.flush_sled()
+    }
+
+    /// sled's flush followed by the fdatasync it lacks.
+    fn flush_sled(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(io)?;
+        self.log_file
+            .sync_data()
+            .map_err(|e| StoreError::Io(format!("fdatasync of the log: {e}")))
+    }
+
     /// Makes sled itself durable and lets the log forget what it held. Appends wait meanwhile,
     /// so sled holds exactly the records numbered up to the checkpoint.
     fn checkpoint_now(&self) -> Result<(), StoreError> {
         let mut pending = lock(&self.pending);
-        self.db.flush().map_err(io)?;
-        self.log_file
-            .sync_data()
-            .map_err(|e| StoreError::Io(format!("fdatasync of the log: {e}")))?;
+        self.flush_sled()?;
         lock(&self.wal)
             .checkpoint(pending.last_seq())
             .map_err(|e| StoreError::Io(format!("{WAL_FILE} checkpoint: {e}")))?;
@@ -213,8 +294,8 @@ impl Store for SledStore {
     }
 
     fn create_users(&self, users: &[User]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
         let mut seen = std::collections::HashSet::new();
+        let mut rows = Vec::with_capacity(users.len());
         for user in users {
             if !seen.insert(user.username.as_str())
                 || self
@@ -224,10 +305,24 @@ impl Store for SledStore {
             {
                 return Err(StoreError::UserExists(user.username.clone()));
             }
-            batch.insert(user.username.as_bytes(), encode(user)?);
+            rows.push((user.username.as_bytes().to_vec(), encode(user)?));
         }
         self.needs_checkpoint.store(true, Ordering::Release);
-        self.users.apply_batch(batch).map_err(io)
+        let journal = ImportJournal {
+            users: users.iter().map(|u| u.username.clone()).collect(),
+            ..ImportJournal::default()
+        };
+        self.import_in_chunks(
+            journal,
+            |from, to| {
+                let mut batch = sled::Batch::default();
+                for (key, value) in rows.get(from..to).unwrap_or_default() {
+                    batch.insert(key.as_slice(), value.as_slice());
+                }
+                self.users.apply_batch(batch).map_err(io)
+            },
+            rows.len(),
+        )
     }
 
     fn update_user(&self, user: &User) -> Result<(), StoreError> {
@@ -264,10 +359,9 @@ impl Store for SledStore {
     }
 
     fn create_tokens(&self, tokens: &[Token]) -> Result<(), StoreError> {
-        let mut token_batch = sled::Batch::default();
-        let mut owner_batch = sled::Batch::default();
         let mut serials = std::collections::HashSet::new();
         let mut owners = std::collections::HashMap::new();
+        let mut rows = Vec::with_capacity(tokens.len());
         for token in tokens {
             if !serials.insert(token.serial.as_str())
                 || self
@@ -289,17 +383,35 @@ impl Store for SledStore {
                         serial,
                     });
                 }
-                owner_batch.insert(owner.as_bytes(), token.serial.as_bytes());
             }
-            token_batch.insert(token.serial.as_bytes(), encode(token)?);
+            rows.push((token, encode(token)?));
         }
         self.needs_checkpoint.store(true, Ordering::Release);
-        // Both batches in one transaction: a crash leaves all or nothing.
-        tx_result((&self.tokens, &self.owners).transaction(|(t, o)| {
-            t.apply_batch(&token_batch)?;
-            o.apply_batch(&owner_batch)?;
-            Ok(())
-        }))
+        let journal = ImportJournal {
+            tokens: tokens.iter().map(|t| t.serial.clone()).collect(),
+            owners: tokens.iter().filter_map(|t| t.owner.clone()).collect(),
+            ..ImportJournal::default()
+        };
+        self.import_in_chunks(
+            journal,
+            |from, to| {
+                let mut token_batch = sled::Batch::default();
+                let mut owner_batch = sled::Batch::default();
+                for (token, value) in rows.get(from..to).unwrap_or_default() {
+                    token_batch.insert(token.serial.as_bytes(), value.as_slice());
+                    if let Some(owner) = &token.owner {
+                        owner_batch.insert(owner.as_bytes(), token.serial.as_bytes());
+                    }
+                }
+                // Both batches in one transaction: a chunk is all or nothing.
+                tx_result((&self.tokens, &self.owners).transaction(|(t, o)| {
+                    t.apply_batch(&token_batch)?;
+                    o.apply_batch(&owner_batch)?;
+                    Ok(())
+                }))
+            },
+            rows.len(),
+        )
     }
 
     fn replace_token(&self, expected: &Token, new: &Token) -> Result<bool, StoreError> {
@@ -387,5 +499,98 @@ impl Store for SledStore {
     fn checkpoint(&self) -> Result<(), StoreError> {
         let _turn = lock(&self.sync_turn);
         self.checkpoint_now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(i: usize) -> User {
+        User {
+            username: format!("u{i}"),
+            password_hash: "{SSHA256}x".into(),
+            email: None,
+            first_name: None,
+            last_name: None,
+            assurance_level: 2,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn large_import_is_chunked_and_complete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(&dir.path().join("db")).expect("open");
+        let users: Vec<User> = (0..IMPORT_CHUNK * 2 + 7).map(user).collect();
+        store.create_users(&users).expect("import");
+        assert!(store.user("u0").expect("read").is_some());
+        assert!(store
+            .user(&format!("u{}", IMPORT_CHUNK * 2 + 6))
+            .expect("read")
+            .is_some());
+        assert!(store.meta.get(IMPORT_JOURNAL_KEY).expect("meta").is_none());
+        // A second import naming an existing user writes nothing.
+        let again = vec![user(999_999), user(5)];
+        assert!(matches!(
+            store.create_users(&again),
+            Err(StoreError::UserExists(name)) if name == "u5"
+        ));
+        assert!(store.user("u999999").expect("read").is_none());
+    }
+
+    #[test]
+    fn failed_chunk_rolls_the_whole_import_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(&dir.path().join("db")).expect("open");
+        let n = IMPORT_CHUNK * 3;
+        let journal = ImportJournal {
+            users: (0..n).map(|i| format!("u{i}")).collect(),
+            ..ImportJournal::default()
+        };
+        let result = store.import_in_chunks(
+            journal,
+            |from, to| {
+                if from >= IMPORT_CHUNK * 2 {
+                    return Err(StoreError::Io("disk full".into()));
+                }
+                for i in from..to {
+                    store
+                        .users
+                        .insert(format!("u{i}").as_bytes(), encode(&user(i))?)
+                        .map_err(io)?;
+                }
+                Ok(())
+            },
+            n,
+        );
+        assert!(result.is_err());
+        assert!(store.user("u0").expect("read").is_none(), "rolled back");
+        assert!(store.meta.get(IMPORT_JOURNAL_KEY).expect("meta").is_none());
+    }
+
+    #[test]
+    fn interrupted_import_is_rolled_back_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        {
+            let store = SledStore::open(&path).expect("open");
+            let journal = ImportJournal {
+                users: vec!["half".into(), "never".into()],
+                ..ImportJournal::default()
+            };
+            store
+                .meta
+                .insert(IMPORT_JOURNAL_KEY, encode(&journal).expect("encode"))
+                .expect("journal");
+            store
+                .users
+                .insert("half", encode(&user(1)).expect("encode"))
+                .expect("row");
+            store.flush_sled().expect("flush");
+        }
+        let store = SledStore::open(&path).expect("reopen");
+        assert!(store.users.get("half").expect("read").is_none());
+        assert!(store.meta.get(IMPORT_JOURNAL_KEY).expect("meta").is_none());
     }
 }
