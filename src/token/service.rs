@@ -434,6 +434,15 @@ mod tests {
         }
     }
 
+    /// A service whose user `bob` has HOTP token `H1` (counter 0), Active.
+    fn service_with_bob(dir: &std::path::Path) -> TokenService {
+        let svc = service(dir);
+        svc.store().create_users(&[user("bob")]).expect("user");
+        svc.import(vec![imported("H1", TokenKind::Hotp, Some("bob"))], NOW)
+            .expect("import");
+        svc
+    }
+
     fn hotp_code(counter: u64) -> String {
         hotp::code(SEED, counter, 6, Algorithm::Sha1)
     }
@@ -441,10 +450,7 @@ mod tests {
     #[test]
     fn hotp_accept_moves_counter_and_replay_fails() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let svc = service(dir.path());
-        svc.store().create_users(&[user("bob")]).expect("user");
-        svc.import(vec![imported("H1", TokenKind::Hotp, Some("bob"))], NOW)
-            .expect("import");
+        let svc = service_with_bob(dir.path());
         assert_eq!(
             svc.check_otp("H1", &hotp_code(2), NOW).expect("check"),
             OtpOutcome::Accepted
@@ -477,10 +483,7 @@ mod tests {
     #[test]
     fn failures_lock_and_resync_unlocks() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let svc = service(dir.path());
-        svc.store().create_users(&[user("bob")]).expect("user");
-        svc.import(vec![imported("H1", TokenKind::Hotp, Some("bob"))], NOW)
-            .expect("import");
+        let svc = service_with_bob(dir.path());
         assert_eq!(
             svc.check_otp("H1", "000000", NOW).expect("check"),
             OtpOutcome::Rejected {
@@ -566,10 +569,7 @@ mod tests {
     #[test]
     fn concurrent_requests_with_one_code_succeed_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let svc = Arc::new(service(dir.path()));
-        svc.store().create_users(&[user("bob")]).expect("user");
-        svc.import(vec![imported("H1", TokenKind::Hotp, Some("bob"))], NOW)
-            .expect("import");
+        let svc = Arc::new(service_with_bob(dir.path()));
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let svc = Arc::clone(&svc);
@@ -587,10 +587,7 @@ mod tests {
     #[test]
     fn expired_token_is_not_usable_and_import_is_all_or_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let svc = service(dir.path());
-        svc.store().create_users(&[user("bob")]).expect("user");
-        svc.import(vec![imported("H1", TokenKind::Hotp, Some("bob"))], NOW)
-            .expect("import");
+        let svc = service_with_bob(dir.path());
         let token = svc.store().token("H1").expect("read").expect("exists");
         let mut expired = token.clone();
         expired.expires_at = Some(NOW - 1);

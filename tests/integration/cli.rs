@@ -150,20 +150,7 @@ fn failed_import_writes_nothing_and_names_the_line() {
 fn user_import_accepts_migrated_hash_formats() {
     let app = Appliance::new("");
     let file = app.dir.path().join("users.csv");
-    // {SSHA256} of "secret" with salt "salt", generated with python hashlib.
-    let ssha = {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        h.update(b"secret");
-        h.update(b"salt");
-        let mut body = h.finalize().to_vec();
-        body.extend_from_slice(b"salt");
-        use base64::Engine;
-        format!(
-            "{{SSHA256}}{}",
-            base64::engine::general_purpose::STANDARD.encode(body)
-        )
-    };
+    let ssha = ssha256("secret", b"salt");
     std::fs::write(
         &file,
         format!(

@@ -293,3 +293,18 @@ pub fn peer_available(tool: &str, package: &str) -> bool {
     }
     found
 }
+
+/// `{SSHA256}` hash (FreeRADIUS SSHA2-256 / LDAP form): base64(SHA-256(password || salt) || salt).
+pub fn ssha256(password: &str, salt: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(password.as_bytes());
+    h.update(salt);
+    let mut body = h.finalize().to_vec();
+    body.extend_from_slice(salt);
+    format!(
+        "{{SSHA256}}{}",
+        base64::engine::general_purpose::STANDARD.encode(body)
+    )
+}

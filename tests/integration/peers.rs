@@ -153,19 +153,7 @@ fn imported_ssha256_user_logs_in_and_is_rehashed_to_argon2id() {
         return;
     }
     let mut app = Appliance::new("");
-    let hash = {
-        use base64::Engine;
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        h.update(b"ivan-pw");
-        h.update(b"NaCl");
-        let mut body = h.finalize().to_vec();
-        body.extend_from_slice(b"NaCl");
-        format!(
-            "{{SSHA256}}{}",
-            base64::engine::general_purpose::STANDARD.encode(body)
-        )
-    };
+    let hash = ssha256("ivan-pw", b"NaCl");
     let file = app.dir.path().join("users.csv");
     std::fs::write(&file, format!("ivan,{hash},,,\n")).expect("write");
     app.cli_ok(&["user", "import", file.to_str().expect("path")], None);
