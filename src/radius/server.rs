@@ -37,6 +37,8 @@ use super::stats::Stats;
 const DEDUP_CAPACITY: usize = 262_144;
 /// Datagrams taken per `recvmmsg`.
 pub const BATCH: usize = 64;
+/// Decided batches a worker may queue for its committer before it waits.
+const COMMIT_QUEUE: usize = 8;
 /// How often a worker looks at the stop flag while idle.
 const IDLE_WAKE: Duration = Duration::from_millis(100);
 /// Unknown-client warnings are logged at most once per this many seconds.
@@ -167,15 +169,33 @@ impl<H: RequestHandler> Server<H> {
         }
     }
 
+    /// Receives and decides batches. A batch whose decisions wrote state goes to this worker's
+    /// committer thread, which makes it durable and sends its replies while the worker already
+    /// decides the next batch; a batch that wrote nothing is answered at once.
     fn worker(self: Arc<Self>, socket: UdpSocket, stop: Arc<AtomicBool>) {
         let socket = Arc::new(socket);
         if let Err(e) = socket.set_read_timeout(Some(IDLE_WAKE)) {
             tracing::error!(error = %e, "cannot set the socket read timeout; worker stops");
             return;
         }
+        let (to_committer, batches) =
+            std::sync::mpsc::sync_channel::<Vec<(Disposition, SocketAddr)>>(COMMIT_QUEUE);
+        let committer = {
+            let server = Arc::clone(&self);
+            let socket = Arc::clone(&socket);
+            std::thread::Builder::new()
+                .name("otpgate-commit-udp".into())
+                .spawn(move || server.committer(&socket, batches))
+        };
+        let committer = match committer {
+            Ok(handle) => handle,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a committer thread; worker stops");
+                return;
+            }
+        };
         // One more than the largest legal packet, so an oversized datagram is detected.
         let mut batch = RecvBatch::new(BATCH, MAX_PACKET_LEN + 1);
-        let mut dispositions: Vec<(Disposition, SocketAddr)> = Vec::with_capacity(BATCH);
         while !stop.load(Ordering::Relaxed) {
             let received = match batch.receive(&socket) {
                 Ok(n) => n,
@@ -197,23 +217,46 @@ impl<H: RequestHandler> Server<H> {
                 }
             };
             Stats::count(&self.stats.batches);
-            dispositions.clear();
+            let mut dispositions = Vec::with_capacity(received);
             for i in 0..received {
                 if let Some((datagram, peer)) = batch.get(i) {
                     dispositions.push((self.on_datagram(&socket, datagram, peer), peer));
                 }
             }
-            self.answer_batch(&socket, &mut dispositions);
+            if wrote(&dispositions) {
+                if let Err(returned) = to_committer.send(dispositions) {
+                    // The committer is gone (it only stops when this sender is dropped).
+                    let mut dispositions = returned.0;
+                    self.answer_batch(&socket, &mut dispositions);
+                }
+            } else {
+                self.answer_batch(&socket, &mut dispositions);
+            }
+        }
+        drop(to_committer);
+        if committer.join().is_err() {
+            tracing::error!("a committer thread ended abnormally");
+        }
+    }
+
+    /// Makes batches durable and answers them: every batch already queued shares one sync.
+    fn committer(
+        &self,
+        socket: &UdpSocket,
+        batches: std::sync::mpsc::Receiver<Vec<(Disposition, SocketAddr)>>,
+    ) {
+        while let Ok(first) = batches.recv() {
+            let mut all = first;
+            for more in batches.try_iter() {
+                all.extend(more);
+            }
+            self.answer_batch(socket, &mut all);
         }
     }
 
     /// Syncs once for the batch's writes, then sends every reply in one go.
     fn answer_batch(&self, socket: &UdpSocket, dispositions: &mut Vec<(Disposition, SocketAddr)>) {
-        let wrote = dispositions.iter().any(|(d, _)| match d {
-            Disposition::Decided(fast) => fast.decided.wrote,
-            _ => false,
-        });
-        let durable = !wrote || {
+        let durable = !wrote(dispositions) || {
             Stats::count(&self.stats.batch_syncs);
             match self.handler.make_durable() {
                 Ok(()) => true,
@@ -389,6 +432,14 @@ impl<H: RequestHandler> Server<H> {
             tracing::warn!(%peer, dropped_total = total, "dropped request from unknown client");
         }
     }
+}
+
+/// Whether any decision of a batch wrote state (so its replies must wait for a sync).
+fn wrote(dispositions: &[(Disposition, SocketAddr)]) -> bool {
+    dispositions.iter().any(|(d, _)| match d {
+        Disposition::Decided(fast) => fast.decided.wrote,
+        _ => false,
+    })
 }
 
 /// Encodes a reply, counts it and remembers it for retransmissions; `None` (and the cache entry

@@ -589,7 +589,16 @@ mod tests {
                 .expect("row");
             store.flush_sled().expect("flush");
         }
-        let store = SledStore::open(&path).expect("reopen");
+        // sled's background flusher may hold the file lock a moment after the drop.
+        let mut reopened = SledStore::open(&path);
+        for _ in 0..50 {
+            if !matches!(reopened, Err(StoreError::Locked { .. })) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            reopened = SledStore::open(&path);
+        }
+        let store = reopened.expect("reopen");
         assert!(store.users.get("half").expect("read").is_none());
         assert!(store.meta.get(IMPORT_JOURNAL_KEY).expect("meta").is_none());
     }
