@@ -54,7 +54,7 @@ use otpgate::otp::import::ImportedToken;
 use otpgate::otp::{hotp, totp, Algorithm, TokenKind};
 use otpgate::radius::clients::Client;
 use otpgate::radius::nas;
-use otpgate::radius::packet::{encode_reply, read_header, AccessRequest, ReplyCode};
+use otpgate::radius::packet::{encode_reply, read_header, AccessRequest, ReplyCode, Secret};
 use otpgate::radius::{server, Request, RequestHandler};
 use otpgate::store::commit::GroupCommit;
 use otpgate::store::seal::SeedCipher;
@@ -170,13 +170,17 @@ struct Extracted {
     calling_station_id: Option<String>,
 }
 
-fn check_request(datagram: &[u8], require_message_authenticator: bool) -> Option<Extracted> {
+fn check_request(
+    datagram: &[u8],
+    secret: &Secret,
+    require_message_authenticator: bool,
+) -> Option<Extracted> {
     let header = read_header(datagram).ok()?;
     let request =
-        AccessRequest::decode(datagram, header, SECRET, require_message_authenticator).ok()?;
+        AccessRequest::decode(datagram, header, secret, require_message_authenticator).ok()?;
     Some(Extracted {
         user_name: request.user_name(),
-        password: request.user_password(SECRET),
+        password: request.user_password(secret),
         has_chap_password: request.has_chap_password(),
         calling_station_id: request.calling_station_id(),
     })
@@ -187,36 +191,37 @@ fn bench_radius(c: &mut Criterion) {
     configure(&mut group);
     // PAP password + 6-digit OTP, as a VPN user types it.
     let password = b"correct-horse-battery123456";
+    let secret = Secret::new(SECRET).expect("secret");
     let with_ma = nas::access_request(7, "user00042", password, SECRET, true)
         .expect("build an Access-Request");
     let without_ma = nas::access_request(7, "user00042", password, SECRET, false)
         .expect("build an Access-Request");
-    let checked = check_request(&with_ma.bytes, true).expect("the request is valid");
+    let checked = check_request(&with_ma.bytes, &secret, true).expect("the request is valid");
     assert_eq!(checked.user_name.as_deref(), Some("user00042"));
     assert_eq!(
         checked.password.as_deref().map(Vec::as_slice),
         Some(&password[..])
     );
     assert!(!checked.has_chap_password && checked.calling_station_id.is_none());
-    assert!(check_request(&without_ma.bytes, false).is_some());
+    assert!(check_request(&without_ma.bytes, &secret, false).is_some());
 
     group.bench_function("request_decode+message_authenticator+password", |b| {
-        b.iter(|| check_request(black_box(&with_ma.bytes), true))
+        b.iter(|| check_request(black_box(&with_ma.bytes), &secret, true))
     });
     group.bench_function("request_decode+password/no_message_authenticator", |b| {
-        b.iter(|| check_request(black_box(&without_ma.bytes), false))
+        b.iter(|| check_request(black_box(&without_ma.bytes), &secret, false))
     });
 
     let header = read_header(&with_ma.bytes).expect("header");
     let request =
-        AccessRequest::decode(&with_ma.bytes, header, SECRET, true).expect("decode request");
-    let accept = encode_reply(&request, ReplyCode::Accept, None, SECRET).expect("encode accept");
+        AccessRequest::decode(&with_ma.bytes, header, &secret, true).expect("decode request");
+    let accept = encode_reply(&request, ReplyCode::Accept, None, &secret).expect("encode accept");
     nas::check_reply(&accept, &with_ma, SECRET).expect("the Accept is authentic");
-    let reject = encode_reply(&request, ReplyCode::Reject, Some(GENERIC_FAILURE), SECRET)
+    let reject = encode_reply(&request, ReplyCode::Reject, Some(GENERIC_FAILURE), &secret)
         .expect("encode reject");
     nas::check_reply(&reject, &with_ma, SECRET).expect("the Reject is authentic");
     group.bench_function("reply_encode/accept", |b| {
-        b.iter(|| encode_reply(black_box(&request), ReplyCode::Accept, None, SECRET))
+        b.iter(|| encode_reply(black_box(&request), ReplyCode::Accept, None, &secret))
     });
     group.bench_function("reply_encode/reject+reply_message", |b| {
         b.iter(|| {
@@ -224,7 +229,7 @@ fn bench_radius(c: &mut Criterion) {
                 black_box(&request),
                 ReplyCode::Reject,
                 Some(GENERIC_FAILURE),
-                SECRET,
+                &secret,
             )
         })
     });
@@ -483,7 +488,7 @@ impl Pipeline {
         };
         let client = Arc::new(Client {
             name: "bench-nas".into(),
-            secret: Zeroizing::new(SECRET.to_vec()),
+            secret: Secret::new(SECRET).expect("secret"),
             application: "default".into(),
         });
         Pipeline {

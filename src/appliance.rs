@@ -32,6 +32,8 @@ pub enum ServeError {
     Bind { address: SocketAddr, reason: String },
     #[error("cannot start the commit thread: {0}")]
     Thread(String),
+    #[error("RADIUS clients: {0}")]
+    Clients(String),
 }
 
 /// The store and the token service over it, as the command line and the server open them.
@@ -131,7 +133,7 @@ pub async fn serve(
     let stats = Arc::new(Stats::default());
     let server = Arc::new(Server::new(
         authenticator,
-        ClientTable::new(&settings.radius.clients),
+        ClientTable::new(&settings.radius.clients).map_err(ServeError::Clients)?,
         &settings.radius,
         Arc::clone(&stats),
         tokio::runtime::Handle::current(),

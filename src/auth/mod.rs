@@ -559,7 +559,7 @@ mod tests {
         Request {
             client: Arc::new(Client {
                 name: "nas".into(),
-                secret: Zeroizing::new(b"secret".to_vec()),
+                secret: crate::radius::packet::Secret::new(b"secret").expect("secret"),
                 application: "default".into(),
             }),
             peer: "127.0.0.1:1000".parse().expect("addr"),

@@ -5,15 +5,15 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::packet::Secret;
 use ipnet::IpNet;
-use zeroize::Zeroizing;
 
 use crate::config::ClientSettings;
 
 /// One configured NAS.
 pub struct Client {
     pub name: String,
-    pub secret: Zeroizing<Vec<u8>>,
+    pub secret: Secret,
     pub application: String,
 }
 
@@ -23,22 +23,22 @@ pub struct ClientTable {
 }
 
 impl ClientTable {
-    pub fn new(settings: &[ClientSettings]) -> ClientTable {
-        let mut entries: Vec<(IpNet, Arc<Client>)> = settings
-            .iter()
-            .map(|c| {
-                (
-                    c.address,
-                    Arc::new(Client {
-                        name: c.name.clone(),
-                        secret: Zeroizing::new(c.secret.as_bytes().to_vec()),
-                        application: c.application.clone(),
-                    }),
-                )
-            })
-            .collect();
+    pub fn new(settings: &[ClientSettings]) -> Result<ClientTable, String> {
+        let mut entries = Vec::with_capacity(settings.len());
+        for c in settings {
+            let secret = Secret::new(c.secret.as_bytes())
+                .map_err(|e| format!("client `{}`: {e}", c.name))?;
+            entries.push((
+                c.address,
+                Arc::new(Client {
+                    name: c.name.clone(),
+                    secret,
+                    application: c.application.clone(),
+                }),
+            ));
+        }
         entries.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
-        ClientTable { entries }
+        Ok(ClientTable { entries })
     }
 
     /// The client a packet from `ip` belongs to. IPv4-mapped IPv6 sources (from a dual-stack
@@ -70,7 +70,8 @@ mod tests {
         let table = ClientTable::new(&[
             settings("wide", "10.0.0.0/8"),
             settings("vpn", "10.1.2.3/32"),
-        ]);
+        ])
+        .expect("table");
         let name = |ip: &str| {
             table
                 .lookup(ip.parse().expect("ip"))

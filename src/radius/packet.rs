@@ -36,6 +36,37 @@ const REPLY_MESSAGE_BUDGET: usize = 768;
 
 type HmacMd5 = Hmac<Md5>;
 
+/// A client's shared secret, with the HMAC-MD5 key schedule for its Message-Authenticators done
+/// once (saves two MD5 blocks per HMAC, four per request). Derefs to the secret's bytes.
+#[derive(Clone)]
+pub struct Secret {
+    bytes: Zeroizing<Vec<u8>>,
+    hmac: HmacMd5,
+}
+
+impl Secret {
+    /// HMAC accepts keys of any length, so this fails only in theory; callers report it.
+    pub fn new(bytes: &[u8]) -> Result<Secret, String> {
+        let hmac = <HmacMd5 as Mac>::new_from_slice(bytes).map_err(|e| e.to_string())?;
+        Ok(Secret {
+            bytes: Zeroizing::new(bytes.to_vec()),
+            hmac,
+        })
+    }
+
+    /// A fresh HMAC-MD5 keyed with the secret.
+    fn mac(&self) -> HmacMd5 {
+        self.hmac.clone()
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Why an incoming packet is dropped without a reply. Each variant has its own counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -98,7 +129,7 @@ impl AccessRequest {
     pub fn decode(
         buf: &[u8],
         header: Header,
-        secret: &[u8],
+        secret: &Secret,
         require_message_authenticator: bool,
     ) -> Result<AccessRequest, DropReason> {
         if header.code != Code::AccessRequest as u8 {
@@ -149,7 +180,7 @@ impl AccessRequest {
 
     /// Recovers the hidden User-Password (RFC 2865 section 5.2). `None` when absent or when its
     /// length is not a multiple of 16 within 16..=128 octets.
-    pub fn user_password(&self, secret: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    pub fn user_password(&self, secret: &Secret) -> Option<Zeroizing<Vec<u8>>> {
         let avp = self.packet.lookup(ATTR_USER_PASSWORD)?;
         let hidden_len = avp.encode_bytes().len();
         if !(16..=128).contains(&hidden_len) || hidden_len % 16 != 0 {
@@ -172,7 +203,7 @@ impl AccessRequest {
 
 /// Verifies the Message-Authenticator of a request: HMAC-MD5 keyed with the secret over the
 /// packet with the attribute's value zeroed (RFC 3579 section 3.2).
-fn verify_message_authenticator(packet: &[u8], secret: &[u8]) -> Result<(), DropReason> {
+fn verify_message_authenticator(packet: &[u8], secret: &Secret) -> Result<(), DropReason> {
     let offset = find_attribute(packet, ATTR_MESSAGE_AUTHENTICATOR).ok_or(DropReason::Malformed)?;
     let value = packet
         .get(offset + 2..offset + 2 + MA_LEN)
@@ -180,8 +211,7 @@ fn verify_message_authenticator(packet: &[u8], secret: &[u8]) -> Result<(), Drop
     if packet.get(offset + 1) != Some(&((MA_LEN + 2) as u8)) {
         return Err(DropReason::Malformed);
     }
-    let mut mac =
-        HmacMd5::new_from_slice(secret).map_err(|_| DropReason::BadMessageAuthenticator)?;
+    let mut mac = secret.mac();
     mac.update(&packet[..offset + 2]);
     mac.update(&[0u8; MA_LEN]);
     mac.update(&packet[offset + 2 + MA_LEN..]);
@@ -225,7 +255,7 @@ pub fn encode_reply(
     request: &AccessRequest,
     code: ReplyCode,
     reply_message: Option<&str>,
-    secret: &[u8],
+    secret: &Secret,
 ) -> Result<Vec<u8>, String> {
     let code = match code {
         ReplyCode::Accept => Code::AccessAccept,
@@ -262,7 +292,7 @@ pub fn encode_reply(
 fn sign_reply(
     bytes: &mut [u8],
     request_authenticator: &[u8; 16],
-    secret: &[u8],
+    secret: &Secret,
 ) -> Result<(), String> {
     let ma_value = HEADER_LEN + 2..HEADER_LEN + 2 + MA_LEN;
     if bytes.len() < ma_value.end || bytes[HEADER_LEN] != ATTR_MESSAGE_AUTHENTICATOR {
@@ -271,14 +301,14 @@ fn sign_reply(
     // RFC 3579 section 3.2: computed with the Request Authenticator in the header.
     bytes[4..HEADER_LEN].copy_from_slice(request_authenticator);
     bytes[ma_value.clone()].fill(0);
-    let mut mac = HmacMd5::new_from_slice(secret).map_err(|e| e.to_string())?;
+    let mut mac = secret.mac();
     mac.update(bytes);
     let tag = mac.finalize().into_bytes();
     bytes[ma_value].copy_from_slice(&tag);
     // RFC 2865 section 3: MD5(Code+ID+Length+RequestAuth+Attributes+Secret).
     let mut md5 = Md5::new();
     md5.update(&*bytes);
-    md5.update(secret);
+    md5.update(&**secret);
     let response_authenticator = md5.finalize();
     bytes[4..HEADER_LEN].copy_from_slice(&response_authenticator);
     Ok(())
@@ -291,8 +321,12 @@ mod tests {
 
     const SECRET: &[u8] = b"xyzzy5461";
 
+    fn secret() -> Secret {
+        Secret::new(SECRET).expect("secret")
+    }
+
     fn decode(bytes: &[u8], require: bool) -> Result<AccessRequest, DropReason> {
-        AccessRequest::decode(bytes, read_header(bytes)?, SECRET, require)
+        AccessRequest::decode(bytes, read_header(bytes)?, &secret(), require)
     }
 
     #[test]
@@ -303,7 +337,7 @@ mod tests {
         assert_eq!(request.user_name().as_deref(), Some("alice"));
         assert_eq!(
             request
-                .user_password(SECRET)
+                .user_password(&secret())
                 .as_deref()
                 .map(|p| p.as_slice()),
             Some(&b"pw123456"[..])
@@ -315,7 +349,7 @@ mod tests {
         let password = vec![b'p'; 128];
         let built = nas::access_request(1, "u", &password, SECRET, true).expect("build");
         let request = decode(&built.bytes, true).expect("valid");
-        assert_eq!(request.user_password(SECRET).map(|p| p.len()), Some(128));
+        assert_eq!(request.user_password(&secret()).map(|p| p.len()), Some(128));
     }
 
     #[test]
@@ -388,7 +422,7 @@ mod tests {
         let request = decode(&built.bytes, true).expect("valid");
         let long_text = "x".repeat(300);
         let reply =
-            encode_reply(&request, ReplyCode::Reject, Some(&long_text), SECRET).expect("encode");
+            encode_reply(&request, ReplyCode::Reject, Some(&long_text), &secret()).expect("encode");
         let checked = nas::check_reply(&reply, &built, SECRET).expect("authentic");
         assert!(checked.message_authenticator_first);
         assert_eq!(checked.identifier, 9);
