@@ -33,6 +33,11 @@ struct ImportJournal {
     owners: Vec<String>,
 }
 
+/// Checkpoint once the log holds this fraction of its capacity: a checkpoint stalls token
+/// writes while sled flushes, for a time that grows with what accumulated, so smaller and more
+/// frequent checkpoints keep the worst-case latency down.
+const CHECKPOINT_FRACTION: u64 = 8;
+
 /// The token write-ahead log, beside sled's files.
 const WAL_FILE: &str = "tokens.wal";
 /// Default record cache (sled's own default is 1 GiB).
@@ -483,7 +488,7 @@ impl Store for SledStore {
         let number = self.syncs_started.fetch_add(1, Ordering::AcqRel) + 1;
         let records = lock(&self.pending).take();
         let mut wal = lock(&self.wal);
-        let full = wal.would_use(records.len()) > wal.capacity() / 2;
+        let full = wal.would_use(records.len()) > wal.capacity() / CHECKPOINT_FRACTION;
         if full || self.needs_checkpoint.swap(false, Ordering::AcqRel) {
             drop(wal);
             // The records taken above are in sled, which the checkpoint makes durable.
