@@ -304,7 +304,7 @@ impl Default for RawStorage {
         RawStorage {
             path: "./otpgate-data".into(),
             key_file: None,
-            cache_mb: 128,
+            cache_mb: 32,
         }
     }
 }

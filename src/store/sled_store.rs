@@ -41,7 +41,7 @@ const CHECKPOINT_FRACTION: u64 = 8;
 /// The token write-ahead log, beside sled's files.
 const WAL_FILE: &str = "tokens.wal";
 /// Default record cache (sled's own default is 1 GiB).
-pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 pub struct SledStore {
     db: sled::Db,
