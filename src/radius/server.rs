@@ -474,3 +474,139 @@ fn finish_reply(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The fast path's contract, over a real socket: no reply that depends on a write leaves
+    //! before `make_durable` has returned, and a failed sync turns the decision into the
+    //! handler's `unavailable` reply.
+
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{ClientSettings, Settings};
+    use crate::radius::nas;
+
+    const SECRET: &str = "server-test-secret";
+
+    /// Accepts everything "with a write"; its sync takes a while and records when it ended.
+    struct SlowSync {
+        synced_at: Mutex<Vec<Instant>>,
+        fail: bool,
+    }
+
+    impl RequestHandler for SlowSync {
+        fn decide_now(&self, _request: &Request) -> Option<Decided> {
+            Some(Decided {
+                reply: Reply {
+                    code: ReplyCode::Accept,
+                    message: None,
+                },
+                wrote: true,
+            })
+        }
+
+        fn make_durable(&self) -> Result<(), String> {
+            std::thread::sleep(Duration::from_millis(150));
+            self.synced_at
+                .lock()
+                .map_err(|e| e.to_string())?
+                .push(Instant::now());
+            if self.fail {
+                Err("disk full".into())
+            } else {
+                Ok(())
+            }
+        }
+
+        fn unavailable(&self) -> Reply {
+            Reply {
+                code: ReplyCode::Reject,
+                message: Some("try later".into()),
+            }
+        }
+
+        async fn handle(&self, _request: Request) -> Reply {
+            self.unavailable()
+        }
+    }
+
+    fn serve(
+        fail: bool,
+    ) -> (
+        Arc<SlowSync>,
+        SocketAddr,
+        Arc<AtomicBool>,
+        tokio::runtime::Runtime,
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut settings =
+            Settings::load_with_env(None, Some(Default::default())).expect("defaults");
+        settings.radius.clients = vec![ClientSettings {
+            name: "test".into(),
+            address: "127.0.0.1/32".parse().expect("cidr"),
+            secret: SECRET.into(),
+            application: "default".into(),
+        }];
+        let handler = Arc::new(SlowSync {
+            synced_at: Mutex::new(Vec::new()),
+            fail,
+        });
+        let server = Arc::new(Server::new(
+            Arc::clone(&handler),
+            ClientTable::new(&settings.radius.clients).expect("clients"),
+            &settings.radius,
+            Arc::new(Stats::default()),
+            runtime.handle().clone(),
+        ));
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        runtime.spawn(server.serve(vec![socket], Arc::clone(&stop)));
+        (handler, addr, stop, runtime)
+    }
+
+    fn exchange(addr: SocketAddr) -> (nas::CheckedReply, Instant) {
+        let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let request =
+            nas::access_request(1, "u", b"pw123456", SECRET.as_bytes(), true).expect("request");
+        client.send_to(&request.bytes, addr).expect("send");
+        let mut buf = [0u8; 4096];
+        let (n, _) = client.recv_from(&mut buf).expect("a reply");
+        let arrived = Instant::now();
+        let reply = nas::check_reply(&buf[..n], &request, SECRET.as_bytes()).expect("authentic");
+        (reply, arrived)
+    }
+
+    #[test]
+    fn accept_leaves_only_after_its_batch_is_durable() {
+        let (handler, addr, stop, runtime) = serve(false);
+        let (reply, arrived) = exchange(addr);
+        assert_eq!(reply.code, radius::core::code::Code::AccessAccept);
+        let synced = handler.synced_at.lock().expect("lock").clone();
+        assert!(
+            synced.first().is_some_and(|t| *t <= arrived),
+            "the Accept arrived before make_durable returned"
+        );
+        stop.store(true, Ordering::Relaxed);
+        runtime.shutdown_timeout(Duration::from_secs(2));
+    }
+
+    #[test]
+    fn failed_sync_sends_the_unavailable_reply_instead() {
+        let (_handler, addr, stop, runtime) = serve(true);
+        let (reply, _) = exchange(addr);
+        assert_eq!(reply.code, radius::core::code::Code::AccessReject);
+        assert_eq!(reply.reply_message.as_deref(), Some("try later"));
+        stop.store(true, Ordering::Relaxed);
+        runtime.shutdown_timeout(Duration::from_secs(2));
+    }
+}
