@@ -91,6 +91,15 @@ impl RecvBatch {
     }
 }
 
+/// Whether a receive error only means "nothing arrived in time" (the socket's read timeout, a
+/// signal), as opposed to a real failure worth counting.
+pub fn is_idle(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 /// Sends every `(datagram, peer)` with as few `sendmmsg` calls as the kernel allows. Returns
 /// how many could not be sent.
 pub fn send_batch(socket: &UdpSocket, replies: &[(&[u8], SocketAddr)]) -> usize {

@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 
 use super::clients::{Client, ClientTable};
 use super::dedup::{DedupCache, RequestKey, Seen};
-use super::mmsg::{send_batch, RecvBatch};
+use super::mmsg::{is_idle, send_batch, RecvBatch};
 use super::packet::{
     encode_reply, read_header, AccessRequest, DropReason, ReplyCode, MAX_PACKET_LEN,
 };
@@ -199,16 +199,7 @@ impl<H: RequestHandler> Server<H> {
         while !stop.load(Ordering::Relaxed) {
             let received = match batch.receive(&socket) {
                 Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
+                Err(e) if is_idle(&e) => continue,
                 Err(e) => {
                     // ICMP errors from earlier sends surface here; never stop for them.
                     Stats::count(&self.stats.receive_errors);

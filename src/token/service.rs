@@ -143,22 +143,13 @@ impl TokenService {
                 )
                 .map(|counter| new.counter = counter.saturating_add(1))
                 .is_some(),
-                TokenKind::Totp { period } => totp::verify(
-                    &seed,
-                    token.algorithm,
-                    token.digits,
-                    period,
-                    now,
-                    token.drift,
-                    self.otp.totp_window,
-                    token.last_step,
-                    code,
-                )
-                .map(|m| {
-                    new.last_step = Some(m.step);
-                    new.drift = m.drift;
-                })
-                .is_some(),
+                TokenKind::Totp { period } => self
+                    .totp_match(&token, &seed, period, code, now, token.last_step)
+                    .map(|m| {
+                        new.last_step = Some(m.step);
+                        new.drift = m.drift;
+                    })
+                    .is_some(),
             };
             let outcome = if matched {
                 new.failures = 0;
@@ -196,6 +187,30 @@ impl TokenService {
         Err(TokenError::Contention(serial.to_string()))
     }
 
+    /// The TOTP step `code` belongs to within the configured window around the token's
+    /// expected step (RFC 6238 section 5.2), none at or before `last_used`.
+    fn totp_match(
+        &self,
+        token: &Token,
+        seed: &[u8],
+        period: u64,
+        code: &str,
+        now: u64,
+        last_used: Option<u64>,
+    ) -> Option<totp::TotpMatch> {
+        totp::verify(
+            seed,
+            token.algorithm,
+            token.digits,
+            period,
+            now,
+            token.drift,
+            self.otp.totp_window,
+            last_used,
+            code,
+        )
+    }
+
     /// Whether `code` is one the token accepted before (behind the replay guard), within the
     /// same window a fresh code would be searched in.
     fn is_used_code(&self, token: &Token, seed: &[u8], code: &str, now: u64) -> bool {
@@ -213,18 +228,9 @@ impl TokenService {
                     )
                     .is_some()
             }
-            TokenKind::Totp { period } => totp::verify(
-                seed,
-                token.algorithm,
-                token.digits,
-                period,
-                now,
-                token.drift,
-                self.otp.totp_window,
-                None,
-                code,
-            )
-            .is_some_and(|m| token.last_step.is_some_and(|last| m.step <= last)),
+            TokenKind::Totp { period } => self
+                .totp_match(token, seed, period, code, now, None)
+                .is_some_and(|m| token.last_step.is_some_and(|last| m.step <= last)),
         }
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use otpgate::otp::{totp, Algorithm};
-use otpgate::radius::mmsg::{send_batch, RecvBatch};
+use otpgate::radius::mmsg::{is_idle, send_batch, RecvBatch};
 use otpgate::radius::nas::{self, BuiltRequest};
 use radius::core::code::Code;
 
@@ -231,14 +231,8 @@ impl Context_ {
                         }
                     }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                            | std::io::ErrorKind::ConnectionRefused
-                    ) => {}
+                // A refused send (server not up yet, or killed mid-run) shows up here too.
+                Err(e) if is_idle(&e) || e.kind() == std::io::ErrorKind::ConnectionRefused => {}
                 Err(e) => return Err(e).context("receive"),
             }
             if last_sweep.elapsed() >= Duration::from_millis(50) {
