@@ -23,15 +23,27 @@ const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 /// Imports larger than this are written in chunks of this many rows, under a journal.
 const IMPORT_CHUNK: usize = 10_000;
-const IMPORT_JOURNAL_KEY: &[u8] = b"import_in_progress";
+/// Journal keys: `import/u/<n>`, `import/t/<n>`, `import/o/<n>` (users, tokens, owners).
+const IMPORT_JOURNAL_PREFIX: &str = "import/";
+/// Names per journal value: small enough to stay inside sled's log.
+const JOURNAL_PIECE: usize = 1_000;
 
 /// The keys an import in progress writes, so an interrupted one can be rolled back.
-#[derive(Default, serde::Serialize, serde::Deserialize)]
+#[derive(Default)]
 struct ImportJournal {
     users: Vec<String>,
     tokens: Vec<String>,
     owners: Vec<String>,
 }
+
+impl ImportJournal {
+    fn parts(&self) -> [(char, &Vec<String>); 3] {
+        [('u', &self.users), ('t', &self.tokens), ('o', &self.owners)]
+    }
+}
+
+/// How far numbering jumps at each open (far more records than one batch can hold).
+const SEQ_EPOCH_GAP: u64 = 1 << 32;
 
 /// Checkpoint once the log holds this fraction of its capacity: a checkpoint stalls token
 /// writes while sled flushes, for a time that grows with what accumulated, so smaller and more
@@ -152,13 +164,14 @@ impl SledStore {
             sync_turn: Mutex::new(()),
             syncs_started: AtomicU64::new(0),
             syncs_completed: AtomicU64::new(0),
-            pending: Mutex::new(Pending::after(wal.last_seq())),
+            // Number new records far past anything a torn batch may have left beyond the
+            // last good record, so such a leftover can never pass for a new record.
+            pending: Mutex::new(Pending::after(wal.last_seq().saturating_add(SEQ_EPOCH_GAP))),
             wal: Mutex::new(wal),
             // Opening checkpoints: the replayed records are then in sled for good.
             needs_checkpoint: AtomicBool::new(true),
         };
-        if let Some(journal) = store.meta.get(IMPORT_JOURNAL_KEY).map_err(io)? {
-            let journal: ImportJournal = decode(|| "meta/import journal".into(), &journal)?;
+        if let Some(journal) = store.read_journal()? {
             tracing::warn!(
                 users = journal.users.len(),
                 tokens = journal.tokens.len(),
@@ -188,24 +201,77 @@ impl SledStore {
         len: usize,
     ) -> Result<(), StoreError> {
         if len <= IMPORT_CHUNK {
-            return write(0, len);
-        }
-        self.meta
-            .insert(IMPORT_JOURNAL_KEY, encode(&journal)?)
-            .map_err(io)?;
-        self.flush_sled()?;
-        let mut from = 0;
-        while from < len {
-            let to = (from + IMPORT_CHUNK).min(len);
-            if let Err(e) = write(from, to) {
-                // Undo what was written, then report the failure.
-                self.roll_back_import(&journal)?;
-                return Err(e);
+            write(0, len)?;
+        } else {
+            self.write_journal(&journal)?;
+            let mut from = 0;
+            while from < len {
+                let to = (from + IMPORT_CHUNK).min(len);
+                if let Err(e) = write(from, to) {
+                    // Undo what was written, then report the failure.
+                    self.roll_back_import(&journal)?;
+                    return Err(e);
+                }
+                from = to;
             }
-            from = to;
+            self.flush_sled()?;
+            self.remove_journal()?;
         }
-        self.flush_sled()?;
-        self.meta.remove(IMPORT_JOURNAL_KEY).map_err(io)?;
+        // Flagged after the write: a sync that started before it must not clear the flag.
+        self.needs_checkpoint.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// The journal is kept as many small values (sled would put one large value in a separate
+    /// blob file that its flush does not fsync), then made durable.
+    fn write_journal(&self, journal: &ImportJournal) -> Result<(), StoreError> {
+        for (kind, keys) in journal.parts() {
+            for (n, piece) in keys.chunks(JOURNAL_PIECE).enumerate() {
+                let key = format!("{IMPORT_JOURNAL_PREFIX}{kind}/{n:08}");
+                self.meta
+                    .insert(key.as_bytes(), encode(&piece.to_vec())?)
+                    .map_err(io)?;
+            }
+        }
+        self.flush_sled()
+    }
+
+    /// Reads back a journal left by an interrupted import, if any.
+    fn read_journal(&self) -> Result<Option<ImportJournal>, StoreError> {
+        let mut journal = ImportJournal::default();
+        let mut found = false;
+        for entry in self.meta.scan_prefix(IMPORT_JOURNAL_PREFIX) {
+            let (key, value) = entry.map_err(io)?;
+            found = true;
+            let piece: Vec<String> = decode(|| "meta/import journal".into(), &value)?;
+            let kind = key.get(IMPORT_JOURNAL_PREFIX.len()).copied();
+            match kind {
+                Some(b'u') => journal.users.extend(piece),
+                Some(b't') => journal.tokens.extend(piece),
+                Some(b'o') => journal.owners.extend(piece),
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                        reason: "unknown import journal part".into(),
+                    })
+                }
+            }
+        }
+        Ok(found.then_some(journal))
+    }
+
+    fn remove_journal(&self) -> Result<(), StoreError> {
+        let keys: Vec<sled::IVec> = self
+            .meta
+            .scan_prefix(IMPORT_JOURNAL_PREFIX)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            batch.remove(key);
+        }
+        self.meta.apply_batch(batch).map_err(io)?;
         self.flush_sled()
     }
 
@@ -225,8 +291,7 @@ impl SledStore {
             }
         }
         self.flush_sled()?;
-        self.meta.remove(IMPORT_JOURNAL_KEY).map_err(io)?;
-        self.flush_sled()
+        self.remove_journal()
     }
 
     /// sled's flush followed by the fdatasync it lacks.
@@ -312,7 +377,6 @@ impl Store for SledStore {
             }
             rows.push((user.username.as_bytes().to_vec(), encode(user)?));
         }
-        self.needs_checkpoint.store(true, Ordering::Release);
         let journal = ImportJournal {
             users: users.iter().map(|u| u.username.clone()).collect(),
             ..ImportJournal::default()
@@ -331,10 +395,9 @@ impl Store for SledStore {
     }
 
     fn update_user(&self, user: &User) -> Result<(), StoreError> {
-        self.needs_checkpoint.store(true, Ordering::Release);
         let value = encode(user)?;
         let name = user.username.clone();
-        tx_result(self.users.transaction(|tx| {
+        let written = tx_result(self.users.transaction(|tx| {
             if tx.get(name.as_bytes())?.is_none() {
                 return Err(ConflictableTransactionError::Abort(StoreError::NoSuchUser(
                     name.clone(),
@@ -342,7 +405,9 @@ impl Store for SledStore {
             }
             tx.insert(name.as_bytes(), value.as_slice())?;
             Ok(())
-        }))
+        }));
+        self.needs_checkpoint.store(true, Ordering::Release);
+        written
     }
 
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
@@ -391,7 +456,6 @@ impl Store for SledStore {
             }
             rows.push((token, encode(token)?));
         }
-        self.needs_checkpoint.store(true, Ordering::Release);
         let journal = ImportJournal {
             tokens: tokens.iter().map(|t| t.serial.clone()).collect(),
             owners: tokens.iter().filter_map(|t| t.owner.clone()).collect(),
@@ -489,13 +553,20 @@ impl Store for SledStore {
         let records = lock(&self.pending).take();
         let mut wal = lock(&self.wal);
         let full = wal.would_use(records.len()) > wal.capacity() / CHECKPOINT_FRACTION;
-        if full || self.needs_checkpoint.swap(false, Ordering::AcqRel) {
+        let result = if full || self.needs_checkpoint.swap(false, Ordering::AcqRel) {
             drop(wal);
             // The records taken above are in sled, which the checkpoint makes durable.
-            self.checkpoint_now()?;
+            self.checkpoint_now()
         } else {
             wal.write(&records)
-                .map_err(|e| StoreError::Io(format!("{WAL_FILE}: {e}")))?;
+                .map_err(|e| StoreError::Io(format!("{WAL_FILE}: {e}")))
+        };
+        if let Err(e) = result {
+            // The records taken are lost to the log (and after a failed fdatasync the kernel
+            // may have dropped their pages): only a checkpoint can cover them now. Until one
+            // succeeds, no sync returns Ok.
+            self.needs_checkpoint.store(true, Ordering::Release);
+            return Err(e);
         }
         self.syncs_completed.store(number, Ordering::Release);
         Ok(())
@@ -534,7 +605,7 @@ mod tests {
             .user(&format!("u{}", IMPORT_CHUNK * 2 + 6))
             .expect("read")
             .is_some());
-        assert!(store.meta.get(IMPORT_JOURNAL_KEY).expect("meta").is_none());
+        assert!(store.read_journal().expect("journal").is_none());
         // A second import naming an existing user writes nothing.
         let again = vec![user(999_999), user(5)];
         assert!(matches!(
@@ -571,7 +642,31 @@ mod tests {
         );
         assert!(result.is_err());
         assert!(store.user("u0").expect("read").is_none(), "rolled back");
-        assert!(store.meta.get(IMPORT_JOURNAL_KEY).expect("meta").is_none());
+        assert!(store.read_journal().expect("journal").is_none());
+    }
+
+    /// Reopens `path`, waiting out sled's background flusher still holding the file lock.
+    fn reopen(path: &Path) -> SledStore {
+        let mut reopened = SledStore::open(path);
+        for _ in 0..50 {
+            if !matches!(reopened, Err(StoreError::Locked { .. })) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            reopened = SledStore::open(path);
+        }
+        reopened.expect("reopen")
+    }
+
+    #[test]
+    fn record_numbering_jumps_at_each_open() {
+        // A torn batch may leave intact records past the last good one; new records must never
+        // reuse their numbers, or a stale one could be replayed after a newer one.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        let first = lock(&SledStore::open(&path).expect("open").pending).last_seq();
+        let second = lock(&reopen(&path).pending).last_seq();
+        assert!(second >= first + SEQ_EPOCH_GAP, "{first} -> {second}");
     }
 
     #[test]
@@ -581,30 +676,18 @@ mod tests {
         {
             let store = SledStore::open(&path).expect("open");
             let journal = ImportJournal {
-                users: vec!["half".into(), "never".into()],
+                users: (0..2500).map(|i| format!("half{i}")).collect(),
                 ..ImportJournal::default()
             };
-            store
-                .meta
-                .insert(IMPORT_JOURNAL_KEY, encode(&journal).expect("encode"))
-                .expect("journal");
+            store.write_journal(&journal).expect("journal");
             store
                 .users
-                .insert("half", encode(&user(1)).expect("encode"))
+                .insert("half7", encode(&user(1)).expect("encode"))
                 .expect("row");
             store.flush_sled().expect("flush");
         }
-        // sled's background flusher may hold the file lock a moment after the drop.
-        let mut reopened = SledStore::open(&path);
-        for _ in 0..50 {
-            if !matches!(reopened, Err(StoreError::Locked { .. })) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            reopened = SledStore::open(&path);
-        }
-        let store = reopened.expect("reopen");
-        assert!(store.users.get("half").expect("read").is_none());
-        assert!(store.meta.get(IMPORT_JOURNAL_KEY).expect("meta").is_none());
+        let store = reopen(&path);
+        assert!(store.users.get("half7").expect("read").is_none());
+        assert!(store.read_journal().expect("journal").is_none());
     }
 }

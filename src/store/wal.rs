@@ -111,7 +111,15 @@ impl Wal {
             .truncate(false)
             .mode(0o600)
             .open(path)?;
-        if !exists || file.metadata()?.len() < capacity {
+        let len = file.metadata()?.len();
+        if exists && len != 0 && len != capacity {
+            // Zero-filling a log of another size would wipe records not yet replayed.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("is {len} bytes, expected {capacity}; refusing to reuse it"),
+            ));
+        }
+        if !exists || len == 0 {
             // Real blocks, not a sparse file: later writes then change no metadata.
             let zeros = vec![0u8; 1024 * 1024];
             let mut at = 0;
@@ -124,7 +132,20 @@ impl Wal {
             }
             file.sync_all()?;
         }
-        let (checkpoint_seq, checkpoint_offset) = read_header(&file)?.unwrap_or((0, DATA_START));
+        let (checkpoint_seq, checkpoint_offset) = match read_header(&file, capacity)? {
+            Some(header) => header,
+            // No header yet: fine only if no record was ever written (a crash between the
+            // zero-fill and the first header). Otherwise replaying from sequence 1 would roll
+            // tokens back to old states: refuse and say so.
+            None if never_written(&file)? => (0, DATA_START),
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "header is damaged but the log holds records; refusing to guess where \
+                     replay starts (restore the store from backup)",
+                ))
+            }
+        };
         let mut wal = Wal {
             file,
             capacity,
@@ -134,7 +155,7 @@ impl Wal {
             checkpoint_seq,
         };
         let replay = wal.read_after_checkpoint()?;
-        if replay.is_empty() && read_header(&wal.file)?.is_none() {
+        if replay.is_empty() && read_header(&wal.file, capacity)?.is_none() {
             wal.write_header()?;
         }
         Ok((wal, replay))
@@ -232,25 +253,39 @@ impl Wal {
     /// elsewhere (sled was flushed while no record could be appended), so their space can be
     /// reused; records not yet written must then be dropped by the caller.
     pub fn checkpoint(&mut self, last_seq: u64) -> io::Result<()> {
+        let offset = self.write_offset;
+        write_header_at(&self.file, last_seq, offset)?;
+        // Only once the header is durable does the log move on.
         self.checkpoint_seq = last_seq;
         self.last_written_seq = last_seq;
-        self.checkpoint_offset = self.write_offset;
-        self.write_header()
+        self.checkpoint_offset = offset;
+        Ok(())
     }
 
     fn write_header(&self) -> io::Result<()> {
-        let mut block = [0u8; 24];
-        block[0..4].copy_from_slice(&HEADER_MAGIC.to_le_bytes());
-        block[4..12].copy_from_slice(&self.checkpoint_seq.to_le_bytes());
-        block[12..20].copy_from_slice(&self.checkpoint_offset.to_le_bytes());
-        let crc = crc32fast::hash(&block[0..20]);
-        block[20..24].copy_from_slice(&crc.to_le_bytes());
-        self.file.write_all_at(&block, 0)?;
-        self.file.sync_data()
+        write_header_at(&self.file, self.checkpoint_seq, self.checkpoint_offset)
     }
 }
 
-fn read_header(file: &File) -> io::Result<Option<(u64, u64)>> {
+fn write_header_at(file: &File, seq: u64, offset: u64) -> io::Result<()> {
+    let mut block = [0u8; 24];
+    block[0..4].copy_from_slice(&HEADER_MAGIC.to_le_bytes());
+    block[4..12].copy_from_slice(&seq.to_le_bytes());
+    block[12..20].copy_from_slice(&offset.to_le_bytes());
+    let crc = crc32fast::hash(&block[0..20]);
+    block[20..24].copy_from_slice(&crc.to_le_bytes());
+    file.write_all_at(&block, 0)?;
+    file.sync_data()
+}
+
+/// Whether the first record slot is still zero (no record was ever written).
+fn never_written(file: &File) -> io::Result<bool> {
+    let mut head = [0u8; RECORD_HEADER];
+    file.read_exact_at(&mut head, DATA_START)?;
+    Ok(head.iter().all(|b| *b == 0))
+}
+
+fn read_header(file: &File, capacity: u64) -> io::Result<Option<(u64, u64)>> {
     let mut block = [0u8; 24];
     file.read_exact_at(&mut block, 0)?;
     let magic = u32::from_le_bytes([block[0], block[1], block[2], block[3]]);
@@ -260,7 +295,10 @@ fn read_header(file: &File) -> io::Result<Option<(u64, u64)>> {
     }
     let seq = u64::from_le_bytes(block[4..12].try_into().unwrap_or_default());
     let offset = u64::from_le_bytes(block[12..20].try_into().unwrap_or_default());
-    Ok(Some((seq, offset.max(DATA_START))))
+    if !(DATA_START..capacity).contains(&offset) {
+        return Ok(None);
+    }
+    Ok(Some((seq, offset)))
 }
 
 /// Sequence number of the last record in a run of whole records.
@@ -357,6 +395,20 @@ mod tests {
         let (wal, replay) = Wal::open(&path, capacity).expect("reopen");
         assert_eq!(replay, vec![vec![200u8; 900], vec![201u8; 900]]);
         assert_eq!(wal.last_seq(), last);
+    }
+
+    #[test]
+    fn damaged_header_with_records_is_refused_and_size_change_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal");
+        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        write_records(&mut wal, &[b"one"]);
+        wal.file.write_all_at(&[0xff; 8], 4).expect("damage header");
+        drop(wal);
+        assert!(Wal::open(&path, SMALL * 16).is_err(), "damaged header");
+        let other = dir.path().join("other");
+        drop(Wal::open(&other, SMALL * 16).expect("create"));
+        assert!(Wal::open(&other, SMALL * 32).is_err(), "size changed");
     }
 
     #[test]

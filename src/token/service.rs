@@ -16,6 +16,10 @@ use crate::store::{Store, StoreError, Token, TokenState};
 
 use super::state::{next_state, Event, TransitionError};
 
+/// Largest HOTP start counter accepted: leaves the counter room to move past every code
+/// (at the very top of u64 it could not, and the last code would stay valid).
+const MAX_START_COUNTER: u64 = 1 << 62;
+
 /// Compare-and-swap attempts before giving up on a token under heavy contention.
 const MAX_CAS_ATTEMPTS: usize = 64;
 
@@ -355,6 +359,12 @@ impl TokenService {
     pub fn import(&self, imported: Vec<ImportedToken>, now: u64) -> Result<usize, TokenError> {
         let mut tokens = Vec::with_capacity(imported.len());
         for item in imported {
+            if item.counter > MAX_START_COUNTER {
+                return Err(TokenError::Import(format!(
+                    "token `{}`: HOTP start counter {} is beyond {MAX_START_COUNTER}",
+                    item.serial, item.counter
+                )));
+            }
             let state = match &item.owner {
                 Some(owner) => {
                     if self.store.user(owner)?.is_none() {
