@@ -100,12 +100,6 @@ pub async fn serve(
     let settings = Arc::new(settings);
     let services = open_services(&settings)?;
     tracing::info!(path = %settings.storage.path.display(), "store opened");
-    if settings.uses_default_secret() {
-        tracing::warn!(
-            "a RADIUS client uses the default secret `testing123`: for trying out only; \
-             configure [[radius.clients]] with a strong secret before production"
-        );
-    }
     for (client, why) in settings.weak_secrets() {
         tracing::warn!(client = %client, "the shared secret of this client {why}");
     }

@@ -246,14 +246,6 @@ impl Settings {
         self.applications.iter().find(|a| a.name == name)
     }
 
-    /// True when a client still uses the trying-out secret.
-    pub fn uses_default_secret(&self) -> bool {
-        self.radius
-            .clients
-            .iter()
-            .any(|c| c.secret == DEFAULT_CLIENT_SECRET)
-    }
-
     /// Clients whose secret is weak or an example placeholder, with why (for start-up warnings
     /// and `check-config`).
     pub fn weak_secrets(&self) -> Vec<(String, &'static str)> {
@@ -262,7 +254,8 @@ impl Settings {
             .iter()
             .filter_map(|c| {
                 let why = if c.secret == DEFAULT_CLIENT_SECRET {
-                    "is the default `testing123`, for trying out only"
+                    "is the default `testing123`: for trying out only; configure \
+                     [[radius.clients]] with a strong secret before production"
                 } else if c.secret.to_ascii_lowercase().contains("change-me") {
                     "is still the example placeholder"
                 } else if c.secret.len() < RECOMMENDED_SECRET_LEN {
@@ -940,7 +933,7 @@ mod tests {
             vec!["127.0.0.1:1812".parse().expect("addr")]
         );
         assert_eq!(s.radius.clients.len(), 1);
-        assert!(s.uses_default_secret());
+        assert_eq!(s.weak_secrets().len(), 1, "testing123 is warned about");
         assert!(s.radius.require_message_authenticator);
         assert_eq!(s.otp.max_failures, 5);
         assert_eq!(s.storage.key_file, PathBuf::from("./otpgate-data/seed.key"));
