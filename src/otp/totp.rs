@@ -239,4 +239,39 @@ mod tests {
         assert_eq!(TotpMatch::at(max, 0).drift, i64::MAX);
         assert_eq!(TotpMatch::at(0, max).drift, i64::MIN);
     }
+
+    proptest::proptest! {
+        /// Window arithmetic (RFC 6238 section 5.2): a code from any step within the window of
+        /// the expected one verifies, reports that step and the drift to it, and never verifies
+        /// again once that step is the last used one; a code outside the window never does.
+        #[test]
+        fn window_and_replay_guard(
+            now in 3_600u64..4_000_000_000,
+            offset in -3i64..=3,
+            window in 0u64..=3,
+            drift in -2i64..=2,
+        ) {
+            let seed = b"12345678901234567890";
+            let period = 30;
+            let current = step_at(now, period);
+            let expected = current.saturating_add_signed(drift);
+            let step = expected.saturating_add_signed(offset);
+            let code = code(seed, step, 6, Algorithm::Sha1);
+            let found = verify(seed, Algorithm::Sha1, 6, period, now, drift, window, None, &code);
+            if offset.unsigned_abs() <= window {
+                let m = found.ok_or_else(|| proptest::test_runner::TestCaseError::fail("missed"))?;
+                // Another step in the window may share the 6-digit code by chance; then the
+                // one nearest the expected step wins.
+                proptest::prop_assert!(m.step.abs_diff(expected) <= offset.unsigned_abs());
+                proptest::prop_assert_eq!(m.drift, m.step as i64 - current as i64);
+                let again = verify(
+                    seed, Algorithm::Sha1, 6, period, now, drift, window, Some(m.step), &code,
+                );
+                proptest::prop_assert!(again.is_none_or(|a| a.step > m.step));
+            } else if let Some(m) = found {
+                // Only a chance collision with another step inside the window can match.
+                proptest::prop_assert!(m.step.abs_diff(expected) <= window);
+            }
+        }
+    }
 }
