@@ -140,10 +140,9 @@ level = "info"
         self.log_reader = Some(std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.split("address=").nth(1) {
-                    if line.contains("radius listening") {
-                        let addr = addr.split_whitespace().next().unwrap_or_default();
-                        let _ = tx.send(addr.to_string());
+                if line.contains("radius listening") {
+                    if let Some(addr) = listening_address(&line) {
+                        let _ = tx.send(addr);
                     }
                 }
                 logs.lock().expect("logs").push(line);
@@ -220,6 +219,15 @@ impl Drop for Appliance {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The address in the "radius listening" line, text (`address=...`) or JSON log format.
+fn listening_address(line: &str) -> Option<String> {
+    if let Ok(event) = serde_json::from_str::<serde_json::Value>(line) {
+        return event["address"].as_str().map(str::to_string);
+    }
+    let addr = line.split("address=").nth(1)?;
+    addr.split_whitespace().next().map(str::to_string)
 }
 
 pub fn request(user: &str, password: &str, secret: &str, with_ma: bool) -> BuiltRequest {

@@ -350,3 +350,31 @@ fn garbage_does_not_crash_or_stall_the_server() {
     let logs = app.logs().join("\n");
     assert!(!logs.contains("panicked"), "{logs}");
 }
+
+#[test]
+fn json_decision_log_has_the_fields_and_no_secret() {
+    let mut app = appliance_with_users("");
+    app.env.push(("OTPGATE__LOG__FORMAT".into(), "json".into()));
+    let addr = app.start();
+    assert!(addr.port() != 0);
+    let code = hotp(SEED_B, 0);
+    let reply = app.auth("bob", &format!("bob-pw{code}")).expect("reply");
+    assert_eq!(reply.code, Code::AccessAccept);
+    assert!(app.stop());
+    let decision = app
+        .logs()
+        .into_iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .find(|v| v["message"] == "decision")
+        .expect("a JSON decision event");
+    assert_eq!(decision["user"], "bob");
+    assert_eq!(decision["client"], "test-nas");
+    assert_eq!(decision["result"], "accept");
+    assert_eq!(decision["reason"], "ok");
+    for line in app.logs() {
+        assert!(
+            !line.contains("bob-pw") && !line.contains(&code),
+            "secret in log: {line}"
+        );
+    }
+}
