@@ -1,6 +1,8 @@
 //! The RADIUS layer: bytes and peers, not tokens. [`packet`] checks requests and builds replies
 //! over the `radius` crate, [`dedup`] is the RFC 5080 reply cache, [`clients`] the NAS table,
-//! [`server`] the UDP loops that hand checked requests to a [`server::RequestHandler`].
+//! [`mmsg`] batched datagram I/O, [`server`] the UDP workers that hand checked requests to a
+//! [`server::RequestHandler`], [`stats`] their counters. [`nas`] is the other side (building
+//! requests, checking replies) for the tests and the load generator.
 
 pub mod clients;
 pub mod dedup;

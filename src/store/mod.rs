@@ -1,8 +1,10 @@
-//! Storage: a trait the rest of otpgate codes against, its sled implementation, the sealing of
-//! token seeds at rest and the group commit that makes writes durable before a reply leaves.
+//! Storage: a trait the rest of otpgate codes against, its sled implementation ([`sled_store`])
+//! with the token write-ahead log that makes a login's state change cheap to make durable
+//! ([`wal`]), the sealing of token seeds at rest ([`seal`]) and the group commit the async path
+//! waits on ([`commit`]).
 //!
 //! The trait keeps the door open for another back end (roadmap: a shared distributed store);
-//! nothing outside this module names sled.
+//! outside this module only the wiring in `appliance` (and tests) names sled.
 
 pub mod commit;
 pub mod records;
