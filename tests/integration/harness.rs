@@ -21,6 +21,8 @@ pub struct Appliance {
     pub addr: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
     log_reader: Option<std::thread::JoinHandle<()>>,
+    /// Further "radius listening" addresses, in the order logged.
+    listening: Option<mpsc::Receiver<String>>,
     /// Environment overrides (`OTPGATE__SECTION__KEY`) given to `serve`.
     pub env: Vec<(String, String)>,
 }
@@ -63,6 +65,7 @@ level = "info"
             addr: None,
             logs: Arc::new(Mutex::new(Vec::new())),
             log_reader: None,
+            listening: None,
             env: Vec::new(),
         }
     }
@@ -154,7 +157,17 @@ level = "info"
             Err(_) => panic!("server did not start: {}", self.logs().join("\n")),
         };
         self.addr = Some(addr);
+        self.listening = Some(rx);
         addr
+    }
+
+    /// The next listen address the server logged (with several `listen` entries).
+    pub fn another_address(&self) -> SocketAddr {
+        let rx = self.listening.as_ref().expect("server started");
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(a) => a.parse().expect("listening address"),
+            Err(_) => panic!("no further listen address: {}", self.logs().join("\n")),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {

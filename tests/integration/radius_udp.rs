@@ -378,3 +378,35 @@ fn json_decision_log_has_the_fields_and_no_secret() {
         );
     }
 }
+
+#[test]
+fn serves_ipv6_and_ipv4_with_clients_from_the_environment() {
+    let mut app = appliance_with_users("");
+    for (key, value) in [
+        ("OTPGATE__RADIUS__LISTEN", "127.0.0.1:0,[::1]:0"),
+        ("OTPGATE__RADIUS__CLIENTS__1__NAME", "v6-nas"),
+        ("OTPGATE__RADIUS__CLIENTS__1__ADDRESS", "::1/128"),
+        ("OTPGATE__RADIUS__CLIENTS__1__SECRET", "v6-secret-from-env"),
+    ] {
+        app.env.push((key.into(), value.into()));
+    }
+    let v4 = app.start();
+    let v6 = app.another_address();
+    assert!(v4.is_ipv4() && v6.is_ipv6(), "{v4} {v6}");
+    let socket = UdpSocket::bind("[::1]:0").expect("bind ::1");
+    let request = request(
+        "bob",
+        &format!("bob-pw{}", hotp(SEED_B, 0)),
+        "v6-secret-from-env",
+        true,
+    );
+    let reply = exchange_on(&socket, v6, &request.bytes, Duration::from_secs(5)).expect("reply");
+    let checked = otpgate::radius::nas::check_reply(&reply, &request, b"v6-secret-from-env")
+        .expect("signed with the v6 client's secret");
+    assert_eq!(checked.code, Code::AccessAccept);
+    // The IPv4 side still answers its own client.
+    let reply = app
+        .auth("alice", &format!("alice-pw{}", totp_now(SEED_A)))
+        .expect("reply");
+    assert_eq!(reply.code, Code::AccessAccept);
+}
