@@ -66,6 +66,30 @@ pub fn bind_udp(address: SocketAddr, workers: usize) -> Result<Vec<UdpSocket>, S
         address,
         reason: e.to_string(),
     };
+    if address.port() != 0 {
+        // SO_REUSEPORT would let a second otpgate (same user) silently share the port and
+        // answer part of the traffic from another store. A plain bind first fails if anyone
+        // already listens there.
+        let probe = Socket::new(
+            Domain::for_address(address),
+            Type::DGRAM,
+            Some(Protocol::UDP),
+        )
+        .map_err(fail)?;
+        if address.is_ipv6() {
+            // As the real sockets: `[::]` must not collide with our own `0.0.0.0`.
+            probe.set_only_v6(true).map_err(fail)?;
+        }
+        probe.bind(&address.into()).map_err(|e| ServeError::Bind {
+            address,
+            reason: if e.kind() == std::io::ErrorKind::AddrInUse {
+                "address in use (is another otpgate or RADIUS server running?)".into()
+            } else {
+                e.to_string()
+            },
+        })?;
+        drop(probe);
+    }
     let mut sockets: Vec<UdpSocket> = Vec::with_capacity(workers);
     let mut target = address;
     for _ in 0..workers.max(1) {

@@ -700,15 +700,8 @@ impl RawSettings {
             if client.name.trim().is_empty() {
                 return Err(invalid(&key("name"), "must not be empty".into()));
             }
-            let address = parse_cidr(&client.address).ok_or_else(|| {
-                invalid(
-                    &key("address"),
-                    format!(
-                        "`{}` is not a CIDR (e.g. 192.0.2.10/32, 10.0.0.0/8, ::1/128)",
-                        client.address
-                    ),
-                )
-            })?;
+            let address =
+                parse_cidr(&client.address).map_err(|problem| invalid(&key("address"), problem))?;
             if client.secret.len() < MIN_SECRET_LEN {
                 return Err(invalid(
                     &key("secret"),
@@ -891,13 +884,23 @@ fn env_error(var: &str, problem: String) -> ConfigError {
 }
 
 /// Accepts `a.b.c.d/len`, `v6/len`, or a bare address (taken as a single host).
-fn parse_cidr(text: &str) -> Option<IpNet> {
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
     let text = text.trim();
     if let Ok(net) = text.parse::<IpNet>() {
         // A client entry with host bits set is almost always a typo; refuse it.
-        return (net.trunc() == net).then_some(net);
+        if net.trunc() != net {
+            return Err(format!(
+                "`{text}` has host bits set; did you mean `{}` (the network) or `{}/{}` (the host)?",
+                net.trunc(),
+                net.addr(),
+                net.max_prefix_len()
+            ));
+        }
+        return Ok(net);
     }
-    text.parse::<std::net::IpAddr>().ok().map(IpNet::from)
+    text.parse::<std::net::IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("`{text}` is not a CIDR (e.g. 192.0.2.10/32, 10.0.0.0/8, ::1/128)"))
 }
 
 #[cfg(test)]
@@ -975,7 +978,7 @@ mod tests {
             "[[radius.clients]]\nname = \"vpn\"\naddress = \"10.0.0.1/8\"\n\
              secret = \"a-long-secret-value\"\n",
         );
-        assert!(p.contains("address"), "{p}");
+        assert!(p.contains("address") && p.contains("host bits"), "{p}");
     }
 
     #[test]

@@ -331,6 +331,9 @@ fn token_json(token: &Token) -> serde_json::Value {
         },
         "algorithm": token.algorithm.as_str(),
         "digits": token.digits,
+        "next_counter": matches!(token.kind, otpgate::otp::TokenKind::Hotp).then_some(token.counter),
+        "last_step": token.last_step,
+        "drift_steps": token.drift,
         "failures": token.failures,
         "last_auth": token.last_auth.map(|t| time_text(Some(t))),
         "created_at": time_text(Some(token.created_at)),
@@ -354,8 +357,13 @@ fn print_token(token: &Token, json: bool) -> Result<()> {
         token.digits,
         token.algorithm.as_str()
     );
-    if let otpgate::otp::TokenKind::Totp { period } = token.kind {
-        println!("period:        {period} s");
+    match token.kind {
+        otpgate::otp::TokenKind::Totp { period } => {
+            println!("period:        {period} s");
+            let last = token.last_step.map_or("-".into(), |s| s.to_string());
+            println!("last step:     {last} (drift {} steps)", token.drift);
+        }
+        otpgate::otp::TokenKind::Hotp => println!("next counter:  {}", token.counter),
     }
     println!("failures:      {}", token.failures);
     println!("last auth:     {}", time_text(token.last_auth));

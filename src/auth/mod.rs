@@ -134,6 +134,11 @@ impl Authenticator {
             Err(Early::Final(outcome)) => return outcome,
             Err(Early::AfterDummyHash(outcome)) => {
                 self.spend_dummy_verify().await;
+                if matches!(outcome, Outcome::UnknownUser | Outcome::PasswordTooShort) {
+                    if let Some(origin) = origin_of(request) {
+                        self.throttle.record_failure(&origin, Instant::now());
+                    }
+                }
                 return outcome;
             }
         };
@@ -160,14 +165,10 @@ impl Authenticator {
     /// Steps 1 and the first half of 2, no hashing: the account, its token, the split of the
     /// password and the OTP, the parsed hash.
     fn prepare<'r>(&self, request: &'r Request) -> Result<(Origin<'r>, Prepared), Early> {
-        let Some(username) = request.user_name.as_deref() else {
+        let Some(origin) = origin_of(request) else {
             return Err(Early::Final(Outcome::NoUserName));
         };
-        let origin = Origin {
-            user: username,
-            nas: &request.client.name,
-            calling_station_id: request.calling_station_id.as_deref(),
-        };
+        let username = origin.user;
         if self.throttle.is_throttled(&origin, Instant::now()) {
             return Err(Early::Final(Outcome::Throttled));
         }
@@ -184,8 +185,9 @@ impl Authenticator {
             Early::Final(Outcome::InternalError)
         };
         // 1. Account.
+        // Failures decided here are counted by `decide`, once, after the dummy hash: this
+        // step also runs on the fast path before the request is handed to `decide`.
         let Some(user) = store.user(username).map_err(internal)? else {
-            self.throttle.record_failure(&origin, Instant::now());
             return Err(Early::AfterDummyHash(Outcome::UnknownUser));
         };
         let Some(token) = store.token_of_user(username).map_err(internal)? else {
@@ -197,7 +199,6 @@ impl Authenticator {
             .len()
             .checked_sub(usize::from(token.digits))
         else {
-            self.throttle.record_failure(&origin, Instant::now());
             return Err(Early::AfterDummyHash(Outcome::PasswordTooShort));
         };
         let (password, otp) = password_and_otp.split_at(split);
@@ -359,6 +360,15 @@ impl Authenticator {
             message: outcome.reply_message().map(str::to_string),
         }
     }
+}
+
+/// Who a request comes from, for throttling; `None` without a User-Name.
+fn origin_of(request: &Request) -> Option<Origin<'_>> {
+    Some(Origin {
+        user: request.user_name.as_deref()?,
+        nas: &request.client.name,
+        calling_station_id: request.calling_station_id.as_deref(),
+    })
 }
 
 /// What `prepare` found: enough to check the password and then the OTP.

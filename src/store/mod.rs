@@ -38,6 +38,12 @@ pub enum StoreError {
     TokenExists(String),
     #[error("user `{user}` already has token `{serial}`")]
     OwnerTaken { user: String, serial: String },
+    #[error("user `{user}` is the owner of two tokens in this import: `{first}` and `{second}`")]
+    OwnerTwice {
+        user: String,
+        first: String,
+        second: String,
+    },
     #[error("stored record `{key}` is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("storage I/O failed: {0}")]

@@ -442,15 +442,17 @@ impl Store for SledStore {
                 return Err(StoreError::TokenExists(token.serial.clone()));
             }
             if let Some(owner) = &token.owner {
-                let taken_here = owners.insert(owner.as_str(), token.serial.as_str());
-                let taken_before = self.owners.get(owner.as_bytes()).map_err(io)?;
-                if let Some(serial) = taken_here
-                    .map(str::to_string)
-                    .or_else(|| taken_before.map(|s| String::from_utf8_lossy(&s).into_owned()))
-                {
+                if let Some(first) = owners.insert(owner.as_str(), token.serial.as_str()) {
+                    return Err(StoreError::OwnerTwice {
+                        user: owner.clone(),
+                        first: first.to_string(),
+                        second: token.serial.clone(),
+                    });
+                }
+                if let Some(serial) = self.owners.get(owner.as_bytes()).map_err(io)? {
                     return Err(StoreError::OwnerTaken {
                         user: owner.clone(),
-                        serial,
+                        serial: String::from_utf8_lossy(&serial).into_owned(),
                     });
                 }
             }

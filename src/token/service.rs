@@ -43,10 +43,10 @@ pub enum TokenError {
     OwnedByOther { serial: String },
     #[error("user `{user}` already has token `{serial}`")]
     UserHasToken { user: String, serial: String },
-    #[error("token `{serial}`: {source}")]
+    #[error("token `{serial}`: {refused}")]
     Transition {
         serial: String,
-        source: TransitionError,
+        refused: TransitionError,
     },
     #[error("token `{0}` keeps changing under concurrent use; try again")]
     Contention(String),
@@ -169,12 +169,13 @@ impl TokenService {
             } else {
                 new.failures = token.failures.saturating_add(1);
                 if new.failures >= self.otp.max_failures {
-                    new.state = next_state(token.state, Event::FailureLimit).map_err(|source| {
-                        TokenError::Transition {
-                            serial: serial.to_string(),
-                            source,
-                        }
-                    })?;
+                    new.state =
+                        next_state(token.state, Event::FailureLimit).map_err(|refused| {
+                            TokenError::Transition {
+                                serial: serial.to_string(),
+                                refused,
+                            }
+                        })?;
                     new.state_changed_at = now;
                     OtpOutcome::LockedNow
                 } else {
@@ -305,9 +306,9 @@ impl TokenService {
                 .ok_or_else(|| TokenError::NoSuchToken(serial.to_string()))?;
             let mut new = token.clone();
             new.state =
-                next_state(token.state, event).map_err(|source| TokenError::Transition {
+                next_state(token.state, event).map_err(|refused| TokenError::Transition {
                     serial: serial.to_string(),
-                    source,
+                    refused,
                 })?;
             adjust(&mut new)?;
             let seed = self.cipher.open(&token.serial, &token.sealed_seed)?;

@@ -410,3 +410,39 @@ fn serves_ipv6_and_ipv4_with_clients_from_the_environment() {
         .expect("reply");
     assert_eq!(reply.code, Code::AccessAccept);
 }
+
+#[test]
+fn unknown_user_attempts_count_once_each() {
+    // Regression: the fast path handed these to the async path after counting them, and the
+    // async path counted them again, so the throttle fired at half its setting.
+    let mut app = appliance_with_users("[throttle]\nuser_failures = 4\n");
+    app.start();
+    for _ in 0..5 {
+        app.auth("ghost", "whatever123456").expect("reply");
+    }
+    assert!(app.stop());
+    let logs = app.logs().join("\n");
+    assert_eq!(logs.matches("reason=\"unknown_user\"").count(), 4, "{logs}");
+    assert_eq!(logs.matches("reason=\"throttled\"").count(), 1, "{logs}");
+}
+
+#[test]
+fn a_second_server_on_the_same_port_is_refused() {
+    let mut first = appliance_with_users("");
+    let addr = first.start();
+    let second = Appliance::new("");
+    let out = std::process::Command::new(BIN)
+        .arg("-c")
+        .arg(&second.config)
+        .arg("serve")
+        .env("OTPGATE__RADIUS__LISTEN", addr.to_string())
+        .output()
+        .expect("run a second server");
+    assert!(!out.status.success(), "must not share the port silently");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&addr.to_string()) && err.contains("in use"),
+        "{err}"
+    );
+    assert!(first.stop());
+}
