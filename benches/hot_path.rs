@@ -20,10 +20,11 @@
 //!     (a `recvmmsg` batch); `no_durable_commit` is the same without `make_durable`.
 //!   - `async/*`: `RequestHandler::handle` (the path for costly hashes) on a 2-worker tokio
 //!     runtime, 1 or 64 requests in flight (with 64, time per request = 1 / throughput), with the
-//!     durable group commit (`GroupCommit::start`, as `otpgate serve` does) and without (the same
-//!     `Authenticator` over a commit whose store `sync` does nothing); argon2id users too.
+//!     durable store sync on the blocking pool (as `otpgate serve` does) and without (an
+//!     `Authenticator` over the same store wrapped so that `sync` does nothing); argon2id users
+//!     too.
 //!   - `parts/*`: the pieces: store reads, `check_otp`, record (postcard) encoding, seed opening,
-//!     one flush + fdatasync, and the two cross-thread hand-offs of the async path.
+//!     one flush + fdatasync, and the cross-thread hand-off of the async path.
 //!
 //! Run everything with `cargo bench --bench hot_path`; one group with e.g.
 //! `cargo bench --bench hot_path -- otp`. The argument is a regular expression matched against
@@ -56,7 +57,6 @@ use otpgate::radius::clients::Client;
 use otpgate::radius::nas;
 use otpgate::radius::packet::{encode_reply, read_header, AccessRequest, ReplyCode, Secret};
 use otpgate::radius::{server, Request, RequestHandler};
-use otpgate::store::commit::GroupCommit;
 use otpgate::store::seal::SeedCipher;
 use otpgate::store::{Store, StoreError, Token, User};
 use otpgate::token::{OtpOutcome, TokenService};
@@ -323,15 +323,6 @@ impl Store for NoSyncStore {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Handoff {
-    /// `tokio::task::spawn_blocking` and back, as the async path's password check does.
-    SpawnBlocking,
-    /// `GroupCommit::durable` on a store whose sync does nothing: channel to the commit thread
-    /// and the oneshot back, as every OTP decision on the async path does.
-    GroupCommitNoSync,
-}
-
 /// Which users a request is for.
 #[derive(Clone, Copy)]
 enum Hashes {
@@ -390,7 +381,6 @@ struct Pipeline {
     tokens: Arc<TokenService>,
     durable: Arc<Authenticator>,
     no_sync: Arc<Authenticator>,
-    no_sync_commit: GroupCommit,
     client: Arc<Client>,
     peer: SocketAddr,
     ssha: Pool,
@@ -461,10 +451,12 @@ impl Pipeline {
         assert_eq!(count, USERS + ARGON2_USERS);
         services.store.sync().expect("sync the imported store");
 
-        let durable_commit =
-            GroupCommit::start(Arc::clone(&services.store)).expect("start the commit thread");
         let no_sync_store: Arc<dyn Store> = Arc::new(NoSyncStore(Arc::clone(&services.store)));
-        let no_sync_commit = GroupCommit::start(no_sync_store).expect("start the commit thread");
+        let no_sync_tokens = Arc::new(TokenService::new(
+            no_sync_store,
+            SeedCipher::load_or_create(&settings.storage.key_file).expect("load the seed key"),
+            settings.otp.clone(),
+        ));
         // `otpgate serve` runs on a multi-threaded runtime with one worker per core (2 here).
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -474,16 +466,15 @@ impl Pipeline {
         // `Authenticator::new` takes the handle of the runtime it will run on.
         let (durable, no_sync) = {
             let _entered = runtime.enter();
-            let authenticator = |commit| {
+            let authenticator = |tokens: &Arc<TokenService>| {
                 Arc::new(Authenticator::new(
                     Arc::clone(&settings),
-                    Arc::clone(&services.tokens),
-                    commit,
+                    Arc::clone(tokens),
                 ))
             };
             (
-                authenticator(durable_commit),
-                authenticator(no_sync_commit.clone()),
+                authenticator(&services.tokens),
+                authenticator(&no_sync_tokens),
             )
         };
         let client = Arc::new(Client {
@@ -497,7 +488,6 @@ impl Pipeline {
             tokens: services.tokens,
             durable,
             no_sync,
-            no_sync_commit,
             client,
             peer: "127.0.0.1:40000".parse().expect("peer address"),
             ssha,
@@ -613,20 +603,17 @@ impl Pipeline {
         elapsed
     }
 
-    /// `iters` empty hand-offs, one after the other, from a task on the runtime.
-    fn run_handoff(&self, work: Handoff, iters: u64) -> Duration {
-        let commit = self.no_sync_commit.clone();
+    /// `iters` empty `spawn_blocking` round trips, one after the other, from a task on the
+    /// runtime: the hand-off the async path makes for the password hash and for the sync.
+    fn run_handoff(&self, iters: u64) -> Duration {
         self.runtime.block_on(async move {
             let task = tokio::spawn(async move {
                 let started = Instant::now();
                 let mut failures = 0u64;
                 for i in 0..iters {
-                    let ok = match work {
-                        Handoff::SpawnBlocking => tokio::task::spawn_blocking(move || black_box(i))
-                            .await
-                            .is_ok(),
-                        Handoff::GroupCommitNoSync => commit.durable().await.is_ok(),
-                    };
+                    let ok = tokio::task::spawn_blocking(move || black_box(i))
+                        .await
+                        .is_ok();
                     failures += u64::from(!ok);
                 }
                 (started.elapsed(), failures)
@@ -780,22 +767,11 @@ fn bench_pipeline(c: &mut Criterion) {
             .expect("the seed opens");
         b.iter(|| cipher.open(black_box(&token.serial), black_box(&token.sealed_seed)))
     });
-    // The two cross-thread hand-offs of a request on the async path, with nothing to do.
-    for (work, id) in [
-        (
-            Handoff::SpawnBlocking,
-            "parts/handoff/spawn_blocking_round_trip",
-        ),
-        (
-            Handoff::GroupCommitNoSync,
-            "parts/handoff/group_commit_round_trip_no_sync",
-        ),
-    ] {
-        group.bench_function(id, |b| {
-            let p = fixture(&mut pipeline);
-            b.iter_custom(|iters| p.run_handoff(work, iters))
-        });
-    }
+    // The cross-thread hand-off of a request on the async path, with nothing to do.
+    group.bench_function("parts/handoff/spawn_blocking_round_trip", |b| {
+        let p = fixture(&mut pipeline);
+        b.iter_custom(|iters| p.run_handoff(iters))
+    });
 
     // argon2id users end to end (async path, durable): the hash dominates.
     group

@@ -13,7 +13,6 @@ use crate::config::Settings;
 use crate::radius::clients::ClientTable;
 use crate::radius::stats::Stats;
 use crate::radius::Server;
-use crate::store::commit::GroupCommit;
 use crate::store::seal::{SealError, SeedCipher};
 use crate::store::sled_store::SledStore;
 use crate::store::{Store, StoreError};
@@ -30,8 +29,6 @@ pub enum ServeError {
     Seal(#[from] SealError),
     #[error("cannot listen on {address}: {reason}")]
     Bind { address: SocketAddr, reason: String },
-    #[error("cannot start the commit thread: {0}")]
-    Thread(String),
     #[error("RADIUS clients: {0}")]
     Clients(String),
 }
@@ -133,12 +130,9 @@ pub async fn serve(
              are accepted (Blast-RADIUS, CVE-2024-3596)"
         );
     }
-    let commit = GroupCommit::start(Arc::clone(&services.store))
-        .map_err(|e| ServeError::Thread(e.to_string()))?;
     let authenticator = Arc::new(Authenticator::new(
         Arc::clone(&settings),
         Arc::clone(&services.tokens),
-        commit,
     ));
     let mut sockets = Vec::new();
     for address in &settings.radius.listen {

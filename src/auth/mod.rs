@@ -19,7 +19,6 @@ use crate::config::{AssuranceLevel, Settings};
 use crate::radius::packet::ReplyCode;
 use crate::radius::server::Decided;
 use crate::radius::{Reply, Request, RequestHandler};
-use crate::store::commit::GroupCommit;
 use crate::store::{Token, TokenState, User};
 use crate::token::{OtpOutcome, TokenService};
 
@@ -102,7 +101,6 @@ impl Outcome {
 pub struct Authenticator {
     settings: Arc<Settings>,
     tokens: Arc<TokenService>,
-    commit: GroupCommit,
     throttle: Throttle,
     /// Bounds concurrent password hashing: argon2id costs ~19 MiB and a core per hash, so a
     /// burst of logins queues here instead of exhausting memory.
@@ -113,21 +111,20 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// Must be called within the tokio runtime that will run the async path.
-    pub fn new(settings: Arc<Settings>, tokens: Arc<TokenService>, commit: GroupCommit) -> Self {
+    pub fn new(settings: Arc<Settings>, tokens: Arc<TokenService>) -> Self {
         let throttle = Throttle::new(&settings.throttle);
         let hashing = tokio::sync::Semaphore::new(settings.password.max_concurrent_hashes);
         Authenticator {
             settings,
             tokens,
-            commit,
             throttle,
             hashing,
             runtime: tokio::runtime::Handle::current(),
         }
     }
 
-    /// Decides one request on the async path: hashing on the bounded pool, durability through
-    /// the group commit.
+    /// Decides one request on the async path: hashing on the bounded pool, then a store sync
+    /// (shared with concurrent callers) on the blocking pool.
     pub async fn decide(&self, request: &Request) -> Outcome {
         let (origin, prepared) = match self.prepare(request) {
             Ok(ready) => ready,
@@ -151,7 +148,13 @@ impl Authenticator {
         };
         let (outcome, wrote, rehash) = self.after_password(request, &origin, prepared, verified);
         if wrote {
-            if let Err(e) = self.commit.durable().await {
+            // `Store::sync` shares one flush among concurrent callers (the UDP committers too).
+            let store = Arc::clone(self.tokens.store());
+            let synced = tokio::task::spawn_blocking(move || store.sync())
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(e) = synced {
                 tracing::error!(error = %e, "could not make the decision durable; refusing");
                 return Outcome::InternalError;
             }
@@ -560,8 +563,7 @@ mod tests {
                 0,
             )
             .expect("import");
-        let commit = GroupCommit::start(dyn_store).expect("commit thread");
-        let auth = Authenticator::new(Arc::new(settings), tokens, commit);
+        let auth = Authenticator::new(Arc::new(settings), tokens);
         (dir, store, auth)
     }
 

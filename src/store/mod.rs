@@ -1,12 +1,11 @@
 //! Storage: a trait the rest of otpgate codes against, its sled implementation ([`sled_store`])
 //! with the token write-ahead log that makes a login's state change cheap to make durable
-//! ([`wal`]), the sealing of token seeds at rest ([`seal`]) and the group commit the async path
-//! waits on ([`commit`]).
+//! ([`wal`]) and the sealing of token seeds at rest ([`seal`]). Concurrent callers of
+//! [`Store::sync`] share syncs (see the sled implementation), which is the group commit.
 //!
 //! The trait keeps the door open for another back end (roadmap: a shared distributed store);
 //! outside this module only the wiring in `appliance` (and tests) names sled.
 
-pub mod commit;
 pub mod records;
 pub mod seal;
 pub mod sled_store;
@@ -51,7 +50,7 @@ pub enum StoreError {
 }
 
 /// The records otpgate keeps and the operations on them. Writes are atomic; they are durable
-/// only after [`Store::sync`] (or a [`commit::GroupCommit`] round) has returned.
+/// only after [`Store::sync`] has returned.
 pub trait Store: Send + Sync + 'static {
     fn user(&self, username: &str) -> Result<Option<User>, StoreError>;
     /// Creates all users or none; fails with `UserExists` naming the first one already there.

@@ -3,8 +3,8 @@
 //! compare-and-swap, retrying when a concurrent request changed the token first. One CAS per
 //! OTP success is also what stops two requests carrying the same code from both succeeding.
 //!
-//! Operations make their change atomic; the caller makes it durable (group commit on the
-//! RADIUS path, [`crate::store::Store::sync`] on the command line) before it answers.
+//! Operations make their change atomic; the caller makes it durable with
+//! [`crate::store::Store::sync`] (shared by a whole batch on the RADIUS path) before it answers.
 
 use std::sync::Arc;
 
