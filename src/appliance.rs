@@ -55,6 +55,20 @@ pub fn open_services(settings: &Settings) -> Result<Services, ServeError> {
     Ok(Services { store, tokens })
 }
 
+/// An unbound UDP socket for `address`'s family; IPv6 ones v6-only, so that `[::]` never
+/// collides with `0.0.0.0`.
+fn udp_socket(address: SocketAddr) -> std::io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    Ok(socket)
+}
+
 /// Binds `workers` UDP sockets to `address` with `SO_REUSEPORT`, so the kernel spreads
 /// requests over the worker threads. IPv6 sockets are v6-only so `[::]` and `0.0.0.0` can both
 /// be listed. With port 0 the first socket picks the port and the others join it.
@@ -67,16 +81,7 @@ pub fn bind_udp(address: SocketAddr, workers: usize) -> Result<Vec<UdpSocket>, S
         // SO_REUSEPORT would let a second otpgate (same user) silently share the port and
         // answer part of the traffic from another store. A plain bind first fails if anyone
         // already listens there.
-        let probe = Socket::new(
-            Domain::for_address(address),
-            Type::DGRAM,
-            Some(Protocol::UDP),
-        )
-        .map_err(fail)?;
-        if address.is_ipv6() {
-            // As the real sockets: `[::]` must not collide with our own `0.0.0.0`.
-            probe.set_only_v6(true).map_err(fail)?;
-        }
+        let probe = udp_socket(address).map_err(fail)?;
         probe.bind(&address.into()).map_err(|e| ServeError::Bind {
             address,
             reason: if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -90,15 +95,7 @@ pub fn bind_udp(address: SocketAddr, workers: usize) -> Result<Vec<UdpSocket>, S
     let mut sockets: Vec<UdpSocket> = Vec::with_capacity(workers);
     let mut target = address;
     for _ in 0..workers.max(1) {
-        let socket = Socket::new(
-            Domain::for_address(address),
-            Type::DGRAM,
-            Some(Protocol::UDP),
-        )
-        .map_err(fail)?;
-        if address.is_ipv6() {
-            socket.set_only_v6(true).map_err(fail)?;
-        }
+        let socket = udp_socket(address).map_err(fail)?;
         socket.set_reuse_port(true).map_err(fail)?;
         // Best effort: the kernel caps it at net.core.rmem_max.
         let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER_BYTES);

@@ -7,13 +7,22 @@ use std::mem::{size_of, zeroed};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 
-/// Buffers for up to `capacity` datagrams of up to `len` octets each.
+/// Buffers for up to `capacity` datagrams of up to `len` octets each, with the kernel's
+/// address and header arrays kept between calls (nothing is allocated per batch).
 pub struct RecvBatch {
     buffers: Vec<Vec<u8>>,
     lengths: Vec<usize>,
     peers: Vec<Option<SocketAddr>>,
     count: usize,
+    addrs: Vec<libc::sockaddr_storage>,
+    iovecs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
 }
+
+// SAFETY: the raw pointers in `iovecs`/`headers` only ever point into this struct's own
+// buffers, are rewritten before every use, and are never dereferenced outside `receive`,
+// which takes `&mut self`.
+unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
     pub fn new(capacity: usize, len: usize) -> RecvBatch {
@@ -22,6 +31,10 @@ impl RecvBatch {
             lengths: vec![0; capacity],
             peers: vec![None; capacity],
             count: 0,
+            // SAFETY: all-zero is a valid value for these plain C structs.
+            addrs: vec![unsafe { zeroed() }; capacity],
+            iovecs: Vec::with_capacity(capacity),
+            headers: vec![unsafe { zeroed() }; capacity],
         }
     }
 
@@ -29,27 +42,27 @@ impl RecvBatch {
     /// already queued, up to the capacity. Returns how many were received.
     pub fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         let capacity = self.buffers.len();
-        // SAFETY: all-zero is a valid value for these plain C structs.
-        let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { zeroed() }; capacity];
-        let mut iovecs: Vec<libc::iovec> = self
-            .buffers
-            .iter_mut()
-            .map(|b| libc::iovec {
+        self.iovecs.clear();
+        self.iovecs
+            .extend(self.buffers.iter_mut().map(|b| libc::iovec {
                 iov_base: b.as_mut_ptr().cast(),
                 iov_len: b.len(),
-            })
-            .collect();
-        // SAFETY: as above.
-        let mut headers: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; capacity];
-        for ((header, iov), addr) in headers
+            }));
+        for ((header, iov), addr) in self
+            .headers
             .iter_mut()
-            .zip(iovecs.iter_mut())
-            .zip(addrs.iter_mut())
+            .zip(self.iovecs.iter_mut())
+            .zip(self.addrs.iter_mut())
         {
+            // The kernel overwrote these fields last time; set them all again.
+            header.msg_len = 0;
             header.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
             header.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             header.msg_hdr.msg_iov = iov;
             header.msg_hdr.msg_iovlen = 1;
+            header.msg_hdr.msg_control = std::ptr::null_mut();
+            header.msg_hdr.msg_controllen = 0;
+            header.msg_hdr.msg_flags = 0;
         }
         // SAFETY: every header points at a live iovec over a live buffer of the stated length
         // and at a live sockaddr_storage of the stated size; all outlive the call, and the
@@ -57,7 +70,7 @@ impl RecvBatch {
         let received = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
-                headers.as_mut_ptr(),
+                self.headers.as_mut_ptr(),
                 capacity as libc::c_uint,
                 libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
@@ -69,12 +82,12 @@ impl RecvBatch {
         }
         let received = received as usize;
         for i in 0..received {
-            self.lengths[i] = headers[i].msg_len as usize;
+            self.lengths[i] = self.headers[i].msg_len as usize;
             // A datagram longer than the buffer is truncated: flag it by its length.
-            if headers[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            if self.headers[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 self.lengths[i] = self.buffers[i].len();
             }
-            self.peers[i] = to_socket_addr(&addrs[i]);
+            self.peers[i] = to_socket_addr(&self.addrs[i]);
         }
         self.count = received;
         Ok(received)
@@ -247,6 +260,11 @@ mod tests {
                 let (n, _) = client.recv_from(&mut buf).expect("reply");
                 assert_eq!(&buf[..n], &[i; 10]);
             }
+            // The same batch, reused: its kernel arrays are set up afresh.
+            client.send_to(&[9u8; 3], to).expect("send");
+            assert_eq!(batch.receive(&server).expect("recv again"), 1);
+            assert_eq!(batch.get(0), Some((&[9u8; 3][..], from)));
+            assert!(batch.get(1).is_none());
         }
     }
 

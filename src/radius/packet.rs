@@ -148,14 +148,13 @@ impl AccessRequest {
             [_] => verify_message_authenticator(bytes, secret)?,
             _ => return Err(DropReason::Malformed),
         }
-        let request = AccessRequest { header, packet };
         // The reply echoes every Proxy-State; refuse up front a request whose reply could not
         // fit in 4096 octets, rather than evaluate it (consuming a code) and be unable to answer.
-        let echoed: usize = request.proxy_states().iter().map(|s| s.len() + 2).sum();
+        let echoed = attribute_octets(bytes, ATTR_PROXY_STATE);
         if HEADER_LEN + MA_LEN + 2 + REPLY_MESSAGE_BUDGET + echoed > MAX_PACKET_LEN {
             return Err(DropReason::Malformed);
         }
-        Ok(request)
+        Ok(AccessRequest { header, packet })
     }
 
     /// User-Name (RFC 2865 section 5.1), if present and UTF-8.
@@ -220,6 +219,22 @@ fn verify_message_authenticator(packet: &[u8], secret: &Secret) -> Result<(), Dr
         .map_err(|_| DropReason::BadMessageAuthenticator)
 }
 
+/// Octets (headers included) taken by the attributes of type `wanted` in a framed packet.
+fn attribute_octets(packet: &[u8], wanted: u8) -> usize {
+    let mut at = HEADER_LEN;
+    let mut total = 0;
+    while let (Some(&typ), Some(&len)) = (packet.get(at), packet.get(at + 1)) {
+        if len < 2 {
+            break;
+        }
+        if typ == wanted {
+            total += usize::from(len);
+        }
+        at += usize::from(len);
+    }
+    total
+}
+
 /// Offset of the first attribute of type `wanted` in a framed packet.
 pub(crate) fn find_attribute(packet: &[u8], wanted: u8) -> Option<usize> {
     let mut at = HEADER_LEN;
@@ -261,7 +276,6 @@ pub fn encode_reply(
         ReplyCode::Accept => Code::AccessAccept,
         ReplyCode::Reject => Code::AccessReject,
     };
-    let proxy_states = request.packet.lookup_all(ATTR_PROXY_STATE);
     let message = reply_message.map(str::as_bytes).unwrap_or_default();
     let mut bytes = Vec::with_capacity(HEADER_LEN + 2 + MA_LEN + message.len() + 8);
     bytes.extend_from_slice(&[code as u8, request.header.identifier, 0, 0]);
@@ -272,8 +286,7 @@ pub fn encode_reply(
         bytes.extend_from_slice(&[ATTR_REPLY_MESSAGE, (chunk.len() + 2) as u8]);
         bytes.extend_from_slice(chunk);
     }
-    for state in proxy_states {
-        let value = state.encode_bytes();
+    for value in request.proxy_states() {
         let len = u8::try_from(value.len() + 2).map_err(|_| "Proxy-State too long")?;
         bytes.extend_from_slice(&[ATTR_PROXY_STATE, len]);
         bytes.extend_from_slice(&value);

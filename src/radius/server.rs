@@ -274,7 +274,9 @@ impl<H: RequestHandler> Server<H> {
                     } else {
                         self.handler.unavailable()
                     };
-                    if let Some(bytes) = self.finish(&key, &request, &client, &reply) {
+                    if let Some(bytes) =
+                        finish_reply(&self.dedup, &self.stats, &key, &request, &client, &reply)
+                    {
                         encoded.push((bytes, peer));
                     }
                 }
@@ -289,17 +291,6 @@ impl<H: RequestHandler> Server<H> {
         for _ in 0..failed {
             Stats::count(&self.stats.send_errors);
         }
-    }
-
-    /// Encodes a reply, counts it and remembers it for retransmissions.
-    fn finish(
-        &self,
-        key: &RequestKey,
-        request: &AccessRequest,
-        client: &Client,
-        reply: &Reply,
-    ) -> Option<Arc<[u8]>> {
-        finish_reply(&self.dedup, &self.stats, key, request, client, reply)
     }
 
     fn on_datagram(

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -63,7 +63,6 @@ pub struct SledStore {
     meta: sled::Tree,
     /// sled's log file, kept open to fdatasync it after each flush.
     log_file: File,
-    path: PathBuf,
     /// One sync at a time; see [`Store::sync`] on [`SledStore`].
     sync_turn: Mutex<()>,
     syncs_started: AtomicU64,
@@ -160,7 +159,6 @@ impl SledStore {
             owners,
             meta,
             log_file,
-            path: path.to_path_buf(),
             sync_turn: Mutex::new(()),
             syncs_started: AtomicU64::new(0),
             syncs_completed: AtomicU64::new(0),
@@ -312,10 +310,6 @@ impl SledStore {
             .map_err(|e| StoreError::Io(format!("{WAL_FILE} checkpoint: {e}")))?;
         pending.clear();
         Ok(())
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

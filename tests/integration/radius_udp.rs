@@ -355,8 +355,7 @@ fn garbage_does_not_crash_or_stall_the_server() {
 fn json_decision_log_has_the_fields_and_no_secret() {
     let mut app = appliance_with_users("");
     app.env.push(("OTPGATE__LOG__FORMAT".into(), "json".into()));
-    let addr = app.start();
-    assert!(addr.port() != 0);
+    app.start();
     let code = hotp(SEED_B, 0);
     let reply = app.auth("bob", &format!("bob-pw{code}")).expect("reply");
     assert_eq!(reply.code, Code::AccessAccept);
