@@ -586,16 +586,12 @@ impl RawSettings {
             None => path.join("seed.key"),
         };
 
-        if !(16..=65_536).contains(&self.storage.cache_mb) {
-            return Err(invalid(
-                "storage.cache_mb",
-                format!(
-                    "must be between 16 and 65536, got {}",
-                    self.storage.cache_mb
-                ),
-            ));
-        }
-        let cache_mb = self.storage.cache_mb;
+        let cache_mb = in_range(
+            &invalid,
+            "storage.cache_mb",
+            self.storage.cache_mb,
+            16..=65_536,
+        )?;
 
         // [[applications]]
         let raw_apps = self.applications.unwrap_or_else(default_applications);
@@ -668,30 +664,21 @@ impl RawSettings {
             }
             listen.push(parsed);
         }
-        if !(1..=65_536).contains(&self.radius.max_in_flight) {
-            return Err(invalid(
-                "radius.max_in_flight",
-                format!(
-                    "must be between 1 and 65536, got {}",
-                    self.radius.max_in_flight
-                ),
-            ));
-        }
-        if self.radius.dedup_window_secs == 0 || self.radius.dedup_window_secs > 300 {
-            return Err(invalid(
-                "radius.dedup_window_secs",
-                "must be between 1 and 300 seconds (RFC 5080 suggests about 30)".into(),
-            ));
-        }
+        let max_in_flight = in_range(
+            &invalid,
+            "radius.max_in_flight",
+            self.radius.max_in_flight,
+            1..=65_536,
+        )?;
+        let dedup_window_secs = in_range(
+            &invalid,
+            "radius.dedup_window_secs",
+            self.radius.dedup_window_secs,
+            1..=300,
+        )?;
         let workers = match self.radius.workers {
-            Some(n) if (1..=64).contains(&n) => n,
-            Some(n) => {
-                return Err(invalid(
-                    "radius.workers",
-                    format!("must be between 1 and 64, got {n}"),
-                ))
-            }
-            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            Some(n) => in_range(&invalid, "radius.workers", n, 1..=64)?,
+            None => cores(),
         };
         let raw_clients = self.radius.clients.unwrap_or_else(default_clients);
         let mut clients: Vec<ClientSettings> = Vec::with_capacity(raw_clients.len());
@@ -742,39 +729,22 @@ impl RawSettings {
         }
 
         // [otp]
-        if self.otp.max_failures == 0 || self.otp.max_failures > 100 {
-            return Err(invalid(
-                "otp.max_failures",
-                format!("must be between 1 and 100, got {}", self.otp.max_failures),
-            ));
-        }
-        if self.otp.totp_window > 10 {
-            return Err(invalid(
-                "otp.totp_window",
-                format!(
-                    "{} steps either side is too wide (at most 10)",
-                    self.otp.totp_window
-                ),
-            ));
-        }
-        if self.otp.hotp_look_ahead == 0 || self.otp.hotp_look_ahead > 1000 {
-            return Err(invalid(
+        let otp = OtpSettings {
+            max_failures: in_range(&invalid, "otp.max_failures", self.otp.max_failures, 1..=100)?,
+            totp_window: in_range(&invalid, "otp.totp_window", self.otp.totp_window, 0..=10)?,
+            hotp_look_ahead: in_range(
+                &invalid,
                 "otp.hotp_look_ahead",
-                format!(
-                    "must be between 1 and 1000, got {}",
-                    self.otp.hotp_look_ahead
-                ),
-            ));
-        }
-        if self.otp.resync_window == 0 || self.otp.resync_window > 10_000 {
-            return Err(invalid(
+                self.otp.hotp_look_ahead,
+                1..=1000,
+            )?,
+            resync_window: in_range(
+                &invalid,
                 "otp.resync_window",
-                format!(
-                    "must be between 1 and 10000, got {}",
-                    self.otp.resync_window
-                ),
-            ));
-        }
+                self.otp.resync_window,
+                1..=10_000,
+            )?,
+        };
 
         // [password]
         let argon2 = Argon2Params {
@@ -786,33 +756,32 @@ impl RawSettings {
             .validate()
             .map_err(|problem| invalid("password.argon2_*", problem))?;
         let max_concurrent_hashes = match self.password.max_concurrent_hashes {
-            Some(n) if (1..=256).contains(&n) => n,
-            Some(n) => {
-                return Err(invalid(
-                    "password.max_concurrent_hashes",
-                    format!("must be between 1 and 256, got {n}"),
-                ))
-            }
+            Some(n) => in_range(&invalid, "password.max_concurrent_hashes", n, 1..=256)?,
             // One per core: hashing is CPU-bound, more at once only adds memory.
-            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            None => cores(),
         };
 
         // [throttle]
-        if self.throttle.user_failures == 0 {
-            return Err(invalid(
+        let throttle = ThrottleSettings {
+            user_failures: in_range(
+                &invalid,
                 "throttle.user_failures",
-                "must be at least 1".into(),
-            ));
-        }
-        if self.throttle.client_failures == 0 {
-            return Err(invalid(
+                self.throttle.user_failures,
+                1..=u32::MAX,
+            )?,
+            client_failures: in_range(
+                &invalid,
                 "throttle.client_failures",
-                "must be at least 1".into(),
-            ));
-        }
-        if self.throttle.window_secs == 0 {
-            return Err(invalid("throttle.window_secs", "must be at least 1".into()));
-        }
+                self.throttle.client_failures,
+                1..=u32::MAX,
+            )?,
+            window: Duration::from_secs(in_range(
+                &invalid,
+                "throttle.window_secs",
+                self.throttle.window_secs,
+                1..=u64::MAX,
+            )?),
+        };
 
         // [log]
         let format = match self.log.format.as_str() {
@@ -845,27 +814,18 @@ impl RawSettings {
                 listen,
                 require_message_authenticator: self.radius.require_message_authenticator,
                 clients,
-                max_in_flight: self.radius.max_in_flight,
-                dedup_window: Duration::from_secs(self.radius.dedup_window_secs),
+                max_in_flight,
+                dedup_window: Duration::from_secs(dedup_window_secs),
                 workers,
             },
             applications,
-            otp: OtpSettings {
-                max_failures: self.otp.max_failures,
-                totp_window: self.otp.totp_window,
-                hotp_look_ahead: self.otp.hotp_look_ahead,
-                resync_window: self.otp.resync_window,
-            },
+            otp,
             password: PasswordSettings {
                 argon2,
                 rehash_on_login: self.password.rehash_on_login,
                 max_concurrent_hashes,
             },
-            throttle: ThrottleSettings {
-                user_failures: self.throttle.user_failures,
-                client_failures: self.throttle.client_failures,
-                window: Duration::from_secs(self.throttle.window_secs),
-            },
+            throttle,
             log: LogSettings {
                 format,
                 level: self.log.level,
@@ -881,6 +841,32 @@ fn env_error(var: &str, problem: String) -> ConfigError {
         key: var.to_string(),
         problem,
     }
+}
+
+/// Every numeric bound is checked the same way and says the same thing.
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(
+            key,
+            format!(
+                "must be between {} and {}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
+/// Number of cores, the default for per-core pools.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// Accepts `a.b.c.d/len`, `v6/len`, or a bare address (taken as a single host).
