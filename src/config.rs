@@ -479,89 +479,54 @@ impl RawSettings {
         }
         if !clients.is_empty() {
             let list = self.radius.clients.get_or_insert_with(default_clients);
-            for (index, fields) in clients {
-                if index > list.len() {
-                    let var = fields.first().map_or("", |f| f.0.as_str()).to_string();
-                    return Err(env_error(
-                        &var,
-                        format!(
-                            "index {index} skips entries: {} client(s) so far",
-                            list.len()
-                        ),
-                    ));
-                }
-                let mut entry = list.get(index).cloned().unwrap_or(RawClient {
-                    name: String::new(),
-                    address: String::new(),
-                    secret: String::new(),
-                    application: default_application_name(),
-                });
-                for (var, field, value) in fields {
-                    match field.as_str() {
-                        "name" => entry.name = value,
-                        "address" => entry.address = value,
-                        "secret" => entry.secret = value,
-                        "application" => entry.application = value,
-                        other => {
-                            return Err(env_error(
-                                &var,
-                                format!(
-                                    "unknown client field `{other}`; expected NAME, ADDRESS, \
-                                     SECRET or APPLICATION"
-                                ),
-                            ))
-                        }
+            let blank = RawClient {
+                name: String::new(),
+                address: String::new(),
+                secret: String::new(),
+                application: default_application_name(),
+            };
+            apply_entries(list, clients, blank, "client", |entry, field, value| {
+                match field {
+                    "name" => entry.name = value,
+                    "address" => entry.address = value,
+                    "secret" => entry.secret = value,
+                    "application" => entry.application = value,
+                    other => {
+                        return Err(format!(
+                            "unknown client field `{other}`; expected NAME, ADDRESS, SECRET or \
+                             APPLICATION"
+                        ))
                     }
                 }
-                match list.get_mut(index) {
-                    Some(slot) => *slot = entry,
-                    None => list.push(entry),
-                }
-            }
+                Ok(())
+            })?;
         }
         if !apps.is_empty() {
             let list = self.applications.get_or_insert_with(default_applications);
-            for (index, fields) in apps {
-                if index > list.len() {
-                    let var = fields.first().map_or("", |f| f.0.as_str()).to_string();
-                    return Err(env_error(
-                        &var,
-                        format!(
-                            "index {index} skips entries: {} application(s) so far",
-                            list.len()
-                        ),
-                    ));
-                }
-                let mut entry = list.get(index).cloned().unwrap_or(RawApplication {
-                    name: String::new(),
-                    required_level: default_required_level(),
-                    otp_mode: default_otp_mode(),
-                });
-                for (var, field, value) in fields {
-                    match field.as_str() {
-                        "name" => entry.name = value,
-                        "required_level" => {
-                            entry.required_level = value.trim().parse().map_err(|_| {
-                                env_error(&var, format!("`{value}` is not a number"))
-                            })?
-                        }
-                        "otp_mode" => entry.otp_mode = value,
-                        other => {
-                            return Err(env_error(
-                                &var,
-                                format!(
-                                    "unknown application field `{other}`; expected NAME, \
-                                     REQUIRED_LEVEL or OTP_MODE"
-                                ),
-                            ))
-                        }
+            let blank = RawApplication {
+                name: String::new(),
+                required_level: default_required_level(),
+                otp_mode: default_otp_mode(),
+            };
+            apply_entries(list, apps, blank, "application", |entry, field, value| {
+                match field {
+                    "name" => entry.name = value,
+                    "required_level" => {
+                        entry.required_level = value
+                            .trim()
+                            .parse()
+                            .map_err(|_| format!("`{value}` is not a number"))?
+                    }
+                    "otp_mode" => entry.otp_mode = value,
+                    other => {
+                        return Err(format!(
+                            "unknown application field `{other}`; expected NAME, \
+                             REQUIRED_LEVEL or OTP_MODE"
+                        ))
                     }
                 }
-                match list.get_mut(index) {
-                    Some(slot) => *slot = entry,
-                    None => list.push(entry),
-                }
-            }
+                Ok(())
+            })?;
         }
         Ok(())
     }
@@ -833,6 +798,38 @@ impl RawSettings {
             source_name,
         })
     }
+}
+
+/// Sets fields of array entries from `OTPGATE__..__<i>__<FIELD>` variables grouped by index:
+/// an index names an existing entry, or the next one (a new entry starting from `blank`).
+fn apply_entries<T: Clone>(
+    list: &mut Vec<T>,
+    by_index: BTreeMap<usize, Vec<(String, String, String)>>,
+    blank: T,
+    kind: &str,
+    set: impl Fn(&mut T, &str, String) -> Result<(), String>,
+) -> Result<(), ConfigError> {
+    for (index, fields) in by_index {
+        if index > list.len() {
+            let var = fields.first().map_or("", |f| f.0.as_str());
+            return Err(env_error(
+                var,
+                format!(
+                    "index {index} skips entries: {} {kind}(s) so far",
+                    list.len()
+                ),
+            ));
+        }
+        let mut entry = list.get(index).cloned().unwrap_or_else(|| blank.clone());
+        for (var, field, value) in fields {
+            set(&mut entry, &field, value).map_err(|problem| env_error(&var, problem))?;
+        }
+        match list.get_mut(index) {
+            Some(slot) => *slot = entry,
+            None => list.push(entry),
+        }
+    }
+    Ok(())
 }
 
 fn env_error(var: &str, problem: String) -> ConfigError {
