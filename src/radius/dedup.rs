@@ -94,14 +94,6 @@ impl DedupCache {
         self.lock().entries.remove(key);
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the maps inconsistent in a way that
         // matters (worst case a stale entry), so recover from poisoning.
@@ -176,7 +168,7 @@ mod tests {
         for id in 0..5 {
             assert_eq!(cache.begin(key(id), t0), Seen::New);
         }
-        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.lock().entries.len(), 2);
         assert_eq!(cache.begin(key(4), t0), Seen::InProgress);
     }
 
