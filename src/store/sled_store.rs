@@ -10,7 +10,9 @@ use std::fs::File;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
@@ -45,9 +47,9 @@ impl ImportJournal {
 /// How far numbering jumps at each open (far more records than one batch can hold).
 const SEQ_EPOCH_GAP: u64 = 1 << 32;
 
-/// Checkpoint once the log holds this fraction of its capacity: a checkpoint stalls token
-/// writes while sled flushes, for a time that grows with what accumulated, so smaller and more
-/// frequent checkpoints keep the worst-case latency down.
+/// Once the log holds this fraction of its capacity, the background checkpointer flushes sled
+/// while token writes and their syncs go on (a fuzzy checkpoint, see [`Wal::mark`]); only a
+/// log that fills up regardless makes a sync wait for a checkpoint of its own.
 const CHECKPOINT_FRACTION: u64 = 8;
 
 /// The token write-ahead log, beside sled's files.
@@ -62,7 +64,7 @@ pub struct SledStore {
     owners: sled::Tree,
     meta: sled::Tree,
     /// sled's log file, kept open to fdatasync it after each flush.
-    log_file: File,
+    log_file: Arc<File>,
     /// One sync at a time; see [`Store::sync`] on [`SledStore`].
     sync_turn: Mutex<()>,
     syncs_started: AtomicU64,
@@ -70,9 +72,53 @@ pub struct SledStore {
     /// Token records not yet in the write-ahead log. Held across each token write and its
     /// append, so the log's order is the order of the writes.
     pending: Mutex<Pending>,
-    wal: Mutex<Wal>,
+    wal: Arc<Mutex<Wal>>,
     /// A write the log does not cover (users, new tokens) happened: the next sync flushes sled.
     needs_checkpoint: AtomicBool,
+    /// Wakes the background checkpointer; dropping it stops the thread.
+    checkpointer: Option<(SyncSender<()>, JoinHandle<()>)>,
+}
+
+/// What a checkpoint needs, shared with the background checkpointer thread.
+struct Durable {
+    db: sled::Db,
+    log_file: Arc<File>,
+    wal: Arc<Mutex<Wal>>,
+}
+
+impl Durable {
+    /// sled's flush followed by the fdatasync it lacks.
+    fn flush_sled(&self) -> Result<(), StoreError> {
+        flush_sled(&self.db, &self.log_file)
+    }
+
+    /// The background checkpointer: on each wake-up, marks the end of the log, flushes sled
+    /// (token writes and log syncs go on meanwhile) and then lets the log forget every record
+    /// up to the mark. Every record up to the mark was written to sled before it was appended,
+    /// so the flush holds it; records after the mark stay in the log and are replayed over it.
+    fn run(self, wake_ups: Receiver<()>) {
+        while wake_ups.recv().is_ok() {
+            let mark = lock(&self.wal).mark();
+            let result = self.flush_sled().and_then(|()| {
+                lock(&self.wal)
+                    .checkpoint_at(mark)
+                    .map_err(|e| StoreError::Io(format!("{WAL_FILE} checkpoint: {e}")))
+            });
+            if let Err(e) = result {
+                // Nothing is lost: the log still holds every record. If it fills up, a sync
+                // checkpoints itself and reports the error to its caller.
+                tracing::error!(error = %e, "background checkpoint failed");
+            }
+        }
+    }
+}
+
+/// sled's flush followed by the fdatasync it lacks (sled issue 1452).
+fn flush_sled(db: &sled::Db, log_file: &File) -> Result<(), StoreError> {
+    db.flush().map_err(io)?;
+    log_file
+        .sync_data()
+        .map_err(|e| StoreError::Io(format!("fdatasync of the log: {e}")))
 }
 
 impl SledStore {
@@ -139,7 +185,7 @@ impl SledStore {
                 }
             }
         }
-        let log_file = File::open(path.join("db")).map_err(|e| open_err(e.to_string()))?;
+        let log_file = Arc::new(File::open(path.join("db")).map_err(|e| open_err(e.to_string()))?);
         let (wal, replay) = Wal::open(&path.join(WAL_FILE), wal::DEFAULT_CAPACITY)
             .map_err(|e| open_err(format!("{WAL_FILE}: {e}")))?;
         let replayed = replay.len();
@@ -152,6 +198,18 @@ impl SledStore {
                     .map_err(io)?;
             }
         }
+        let wal = Arc::new(Mutex::new(wal));
+        let durable = Durable {
+            db: db.clone(),
+            log_file: Arc::clone(&log_file),
+            wal: Arc::clone(&wal),
+        };
+        let (wake, wake_ups) = sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("otpgate-checkpoint".into())
+            .spawn(move || durable.run(wake_ups))
+            .map_err(|e| open_err(format!("cannot start the checkpointer thread: {e}")))?;
+        let first_seq = lock(&wal).last_seq().saturating_add(SEQ_EPOCH_GAP);
         let store = SledStore {
             db,
             users,
@@ -164,10 +222,11 @@ impl SledStore {
             syncs_completed: AtomicU64::new(0),
             // Number new records far past anything a torn batch may have left beyond the
             // last good record, so such a leftover can never pass for a new record.
-            pending: Mutex::new(Pending::after(wal.last_seq().saturating_add(SEQ_EPOCH_GAP))),
-            wal: Mutex::new(wal),
+            pending: Mutex::new(Pending::after(first_seq)),
+            wal,
             // Opening checkpoints: the replayed records are then in sled for good.
             needs_checkpoint: AtomicBool::new(true),
+            checkpointer: Some((wake, thread)),
         };
         if let Some(journal) = store.read_journal()? {
             tracing::warn!(
@@ -292,12 +351,15 @@ impl SledStore {
         self.remove_journal()
     }
 
-    /// sled's flush followed by the fdatasync it lacks.
     fn flush_sled(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(io)?;
-        self.log_file
-            .sync_data()
-            .map_err(|e| StoreError::Io(format!("fdatasync of the log: {e}")))
+        flush_sled(&self.db, &self.log_file)
+    }
+
+    /// Asks the background checkpointer for a checkpoint (one already asked for is enough).
+    fn wake_checkpointer(&self) {
+        if let Some((wake, _)) = &self.checkpointer {
+            let _ = wake.try_send(());
+        }
     }
 
     /// Makes sled itself durable and lets the log forget what it held. Appends wait meanwhile,
@@ -533,7 +595,8 @@ impl Store for SledStore {
     }
 
     /// Token changes become durable through the write-ahead log (one write and one fdatasync
-    /// of pre-allocated blocks); anything else, or a log past half full, through a checkpoint.
+    /// of pre-allocated blocks); anything else, or a log with no room left, through a
+    /// checkpoint. A log past [`CHECKPOINT_FRACTION`] wakes the background checkpointer.
     ///
     /// Syncs are numbered. A caller that arrives while another sync runs waits for it, then
     /// returns at once if a sync that *started after it arrived* has completed meanwhile: that
@@ -548,7 +611,11 @@ impl Store for SledStore {
         let number = self.syncs_started.fetch_add(1, Ordering::AcqRel) + 1;
         let records = lock(&self.pending).take();
         let mut wal = lock(&self.wal);
-        let full = wal.would_use(records.len()) > wal.capacity() / CHECKPOINT_FRACTION;
+        let used = wal.would_use(records.len());
+        if used > wal.capacity() / CHECKPOINT_FRACTION {
+            self.wake_checkpointer();
+        }
+        let full = used > wal.capacity();
         let result = if full || self.needs_checkpoint.swap(false, Ordering::AcqRel) {
             drop(wal);
             // The records taken above are in sled, which the checkpoint makes durable.
@@ -571,6 +638,19 @@ impl Store for SledStore {
     fn checkpoint(&self) -> Result<(), StoreError> {
         let _turn = lock(&self.sync_turn);
         self.checkpoint_now()
+    }
+}
+
+impl Drop for SledStore {
+    /// Stops the background checkpointer (after the checkpoint it may be running), so the
+    /// store is closed when this returns.
+    fn drop(&mut self) {
+        if let Some((wake, thread)) = self.checkpointer.take() {
+            drop(wake);
+            if thread.join().is_err() {
+                tracing::error!("the checkpointer thread ended abnormally");
+            }
+        }
     }
 }
 
@@ -685,5 +765,78 @@ mod tests {
         let store = reopen(&path);
         assert!(store.users.get("half7").expect("read").is_none());
         assert!(store.read_journal().expect("journal").is_none());
+    }
+
+    fn token(i: usize) -> Token {
+        Token {
+            serial: format!("T{i}"),
+            kind: crate::otp::TokenKind::Hotp,
+            algorithm: crate::otp::Algorithm::Sha1,
+            digits: 6,
+            sealed_seed: vec![0; 48],
+            state: crate::store::TokenState::Active,
+            owner: None,
+            counter: 0,
+            last_step: None,
+            drift: 0,
+            failures: 0,
+            last_auth: None,
+            created_at: 0,
+            state_changed_at: 0,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn token_writes_go_on_during_background_checkpoints_and_survive_reopen() {
+        const TOKENS: usize = 40;
+        const ROUNDS: u64 = 150;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        let store = Arc::new(SledStore::open(&path).expect("open"));
+        let tokens: Vec<Token> = (0..TOKENS).map(token).collect();
+        store.create_tokens(&tokens).expect("create");
+        store.sync().expect("sync");
+        let writer = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let mut current = tokens;
+                for _ in 0..ROUNDS {
+                    for t in &mut current {
+                        let next = Token {
+                            counter: t.counter + 1,
+                            ..t.clone()
+                        };
+                        assert!(store.replace_token(t, &next).expect("write"), "no CAS race");
+                        *t = next;
+                    }
+                    store.sync().expect("sync");
+                }
+            })
+        };
+        while !writer.is_finished() {
+            store.wake_checkpointer();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        writer.join().expect("writer");
+        // With no writes left, a checkpoint empties the log.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while lock(&store.wal).would_use(0) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "checkpointer never ran"
+            );
+            store.wake_checkpointer();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(Arc::into_inner(store).expect("only owner"));
+        let store = reopen(&path);
+        for i in 0..TOKENS {
+            let t = store
+                .token(&format!("T{i}"))
+                .expect("read")
+                .expect("exists");
+            assert_eq!(t.counter, ROUNDS, "T{i}");
+        }
     }
 }

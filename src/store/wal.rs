@@ -45,6 +45,13 @@ pub struct Wal {
     checkpoint_seq: u64,
 }
 
+/// A position in the log: the last record written and where the next one goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    seq: u64,
+    offset: u64,
+}
+
 /// Records encoded but not yet written, numbered as they are appended.
 pub struct Pending {
     bytes: Vec<u8>,
@@ -240,6 +247,12 @@ impl Wal {
         }
         self.file.write_all_at(records, self.write_offset)?;
         self.write_offset += len;
+        if self.write_offset + RECORD_HEADER as u64 > self.capacity {
+            // No record header fits before the end: readers go back to the start by themselves
+            // (see `read_after_checkpoint`), so the next record goes there too. This keeps the
+            // write offset inside the ring, where a checkpoint header may name it.
+            self.write_offset = DATA_START;
+        }
         self.last_written_seq = last_seq_in(records).unwrap_or(self.last_written_seq);
         self.file.sync_data()
     }
@@ -259,6 +272,28 @@ impl Wal {
         self.checkpoint_seq = last_seq;
         self.last_written_seq = last_seq;
         self.checkpoint_offset = offset;
+        Ok(())
+    }
+
+    /// Where the log ends now. Once sled has been flushed *after* this was taken, every record
+    /// up to the mark is held by sled and [`Wal::checkpoint_at`] may forget it, while records
+    /// written meanwhile stay in the log after the mark.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            seq: self.last_written_seq,
+            offset: self.write_offset,
+        }
+    }
+
+    /// Records a checkpoint at `mark` (a fuzzy checkpoint: writes went on during the flush).
+    /// A checkpoint taken since that already covers the mark makes this a no-op.
+    pub fn checkpoint_at(&mut self, mark: Mark) -> io::Result<()> {
+        if mark.seq <= self.checkpoint_seq {
+            return Ok(());
+        }
+        write_header_at(&self.file, mark.seq, mark.offset)?;
+        self.checkpoint_seq = mark.seq;
+        self.checkpoint_offset = mark.offset;
         Ok(())
     }
 
@@ -425,5 +460,50 @@ mod tests {
         drop(wal);
         let (_, replay) = Wal::open(&path, SMALL * 16).expect("reopen");
         assert_eq!(replay, vec![b"after".to_vec()]);
+    }
+
+    #[test]
+    fn fuzzy_checkpoint_keeps_what_was_written_after_its_mark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal");
+        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        write_records(&mut wal, &[b"before one", b"before two"]);
+        let mark = wal.mark();
+        // Written while sled flushes: not covered by the flush, so kept.
+        write_records(&mut wal, &[b"during"]);
+        wal.checkpoint_at(mark).expect("checkpoint");
+        write_records(&mut wal, &[b"after"]);
+        // A stale mark never moves the checkpoint back.
+        wal.checkpoint_at(mark).expect("no-op");
+        drop(wal);
+        let (mut wal, replay) = Wal::open(&path, SMALL * 16).expect("reopen");
+        assert_eq!(replay, vec![b"during".to_vec(), b"after".to_vec()]);
+        wal.checkpoint(wal.last_seq()).expect("full checkpoint");
+        wal.checkpoint_at(mark)
+            .expect("older than the checkpoint: no-op");
+        drop(wal);
+        assert!(Wal::open(&path, SMALL * 16).expect("reopen").1.is_empty());
+    }
+
+    #[test]
+    fn a_write_ending_near_the_end_of_the_ring_leaves_a_checkpointable_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal");
+        let capacity = SMALL * 4;
+        let (mut wal, _) = Wal::open(&path, capacity).expect("open");
+        // One record that ends exactly at the end of the ring.
+        let room = usize::try_from(capacity - DATA_START).expect("fits") - RECORD_HEADER;
+        write_records(&mut wal, &[&vec![7u8; room]]);
+        assert_eq!(
+            wal.mark().offset,
+            DATA_START,
+            "next record goes to the start"
+        );
+        wal.checkpoint(wal.last_seq()).expect("checkpoint");
+        write_records(&mut wal, &[b"wrapped"]);
+        drop(wal);
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), capacity);
+        let (_, replay) = Wal::open(&path, capacity).expect("header names a valid offset");
+        assert_eq!(replay, vec![b"wrapped".to_vec()]);
     }
 }
