@@ -360,7 +360,7 @@ impl Authenticator {
         );
         Reply {
             code,
-            message: outcome.reply_message().map(str::to_string),
+            message: outcome.reply_message(),
         }
     }
 }
@@ -427,7 +427,7 @@ impl RequestHandler for Authenticator {
     fn unavailable(&self) -> Reply {
         Reply {
             code: ReplyCode::Reject,
-            message: Outcome::InternalError.reply_message().map(str::to_string),
+            message: Outcome::InternalError.reply_message(),
         }
     }
 
@@ -609,6 +609,6 @@ mod tests {
         let code = hotp::code(SEED, 0, 6, Algorithm::Sha1);
         let reply = auth.handle(request(&format!("pw{code}"))).await;
         assert_eq!(reply.code, ReplyCode::Reject);
-        assert_eq!(reply.message.as_deref(), Some(messages::TRY_LATER));
+        assert_eq!(reply.message, Some(messages::TRY_LATER));
     }
 }

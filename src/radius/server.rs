@@ -11,7 +11,8 @@
 //!    cache (retransmission -> the cached reply).
 //! 3. The handler decides at once what needs no waiting (a cheap password hash); its state
 //!    changes are made durable by one sync for the whole batch, then every reply leaves in one
-//!    `sendmmsg`. A request that needs a costly hash (argon2id...) goes to the async runtime
+//!    `sendmmsg`. Syncing and sending are the committers' job (a small pool shared by all
+//!    workers), so a worker decides its next batch meanwhile. A request that needs a costly hash (argon2id...) goes to the async runtime
 //!    instead, bounded by `max_in_flight`, and is answered from there.
 //!
 //! No Access-Accept leaves before the state change it depends on is durable.
@@ -19,7 +20,8 @@
 use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Semaphore;
@@ -37,8 +39,11 @@ use super::stats::Stats;
 const DEDUP_CAPACITY: usize = 262_144;
 /// Datagrams taken per `recvmmsg`.
 pub const BATCH: usize = 64;
-/// Decided batches a worker may queue for its committer before it waits.
-const COMMIT_QUEUE: usize = 8;
+/// Decided batches the workers may queue for the committers before they wait.
+const COMMIT_QUEUE: usize = 16;
+/// Committer threads. Two, so that one sends its batch's replies while the other already
+/// syncs the next batch: the disk is kept busy with syncs and never waits for a `sendmmsg`.
+const COMMITTERS: usize = 2;
 /// How often a worker looks at the stop flag while idle.
 const IDLE_WAKE: Duration = Duration::from_millis(100);
 /// Unknown-client warnings are logged at most once per this many seconds.
@@ -58,10 +63,11 @@ pub struct Request {
 }
 
 /// The pipeline's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reply {
     pub code: ReplyCode,
-    pub message: Option<String>,
+    /// Reply-Message: one of the fixed texts of `auth::messages`.
+    pub message: Option<&'static str>,
 }
 
 /// A decision taken at once, whose reply may depend on writes not yet durable.
@@ -87,12 +93,18 @@ pub trait RequestHandler: Send + Sync + 'static {
 /// What became of one datagram.
 enum Disposition {
     Dropped,
-    /// A retransmission: resend the cached reply.
-    Resend(Arc<[u8]>),
+    /// A retransmission: the first answer, encoded again.
+    Resend(Vec<u8>),
     /// Decided in this batch; sent after the batch's sync.
     Decided(Box<Fast>),
     /// Handed to the async path.
     Deferred,
+}
+
+/// A decided batch on its way to a committer.
+struct Commit {
+    socket: Arc<UdpSocket>,
+    dispositions: Vec<(Disposition, SocketAddr)>,
 }
 
 struct Fast {
@@ -106,7 +118,7 @@ struct Fast {
 pub struct Server<H> {
     handler: Arc<H>,
     clients: ClientTable,
-    dedup: Arc<DedupCache>,
+    dedup: Arc<DedupCache<Reply>>,
     stats: Arc<Stats>,
     require_message_authenticator: bool,
     in_flight: Arc<Semaphore>,
@@ -139,22 +151,45 @@ impl<H: RequestHandler> Server<H> {
     /// Serves every socket on its own thread until `stop` is set, then waits for the requests
     /// in flight on the async path to be answered.
     pub async fn serve(self: Arc<Self>, sockets: Vec<UdpSocket>, stop: Arc<AtomicBool>) {
+        let (to_committers, batches) = std::sync::mpsc::sync_channel::<Commit>(COMMIT_QUEUE);
+        let batches = Arc::new(Mutex::new(batches));
+        let mut committers = Vec::with_capacity(COMMITTERS);
+        for i in 0..COMMITTERS {
+            let server = Arc::clone(&self);
+            let batches = Arc::clone(&batches);
+            let spawned = std::thread::Builder::new()
+                .name(format!("otpgate-commit-{i}"))
+                .spawn(move || server.committer(&batches));
+            match spawned {
+                Ok(handle) => committers.push(handle),
+                Err(e) => tracing::error!(error = %e, "cannot start a committer thread"),
+            }
+        }
         let mut workers = Vec::with_capacity(sockets.len());
         for (i, socket) in sockets.into_iter().enumerate() {
             let server = Arc::clone(&self);
             let stop = Arc::clone(&stop);
+            // Without committers, a worker answers its batches itself.
+            let to_committers = (!committers.is_empty()).then(|| to_committers.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("otpgate-udp-{i}"))
-                .spawn(move || server.worker(socket, stop));
+                .spawn(move || server.worker(socket, to_committers, stop));
             match spawned {
                 Ok(handle) => workers.push(handle),
                 Err(e) => tracing::error!(error = %e, "cannot start a UDP worker thread"),
             }
         }
+        // The committers stop once every worker has stopped and dropped its sender.
+        drop(to_committers);
         let joined = tokio::task::spawn_blocking(move || {
             for worker in workers {
                 if worker.join().is_err() {
                     tracing::error!("a UDP worker ended abnormally");
+                }
+            }
+            for committer in committers {
+                if committer.join().is_err() {
+                    tracing::error!("a committer thread ended abnormally");
                 }
             }
         })
@@ -169,31 +204,20 @@ impl<H: RequestHandler> Server<H> {
         }
     }
 
-    /// Receives and decides batches. A batch whose decisions wrote state goes to this worker's
-    /// committer thread, which makes it durable and sends its replies while the worker already
-    /// decides the next batch; a batch that wrote nothing is answered at once.
-    fn worker(self: Arc<Self>, socket: UdpSocket, stop: Arc<AtomicBool>) {
+    /// Receives and decides batches. A batch whose decisions wrote state goes to the
+    /// committers, which make it durable and send its replies while the worker already decides
+    /// the next batch; a batch that wrote nothing is answered at once.
+    fn worker(
+        self: Arc<Self>,
+        socket: UdpSocket,
+        to_committers: Option<SyncSender<Commit>>,
+        stop: Arc<AtomicBool>,
+    ) {
         let socket = Arc::new(socket);
         if let Err(e) = socket.set_read_timeout(Some(IDLE_WAKE)) {
             tracing::error!(error = %e, "cannot set the socket read timeout; worker stops");
             return;
         }
-        let (to_committer, batches) =
-            std::sync::mpsc::sync_channel::<Vec<(Disposition, SocketAddr)>>(COMMIT_QUEUE);
-        let committer = {
-            let server = Arc::clone(&self);
-            let socket = Arc::clone(&socket);
-            std::thread::Builder::new()
-                .name("otpgate-commit-udp".into())
-                .spawn(move || server.committer(&socket, batches))
-        };
-        let committer = match committer {
-            Ok(handle) => handle,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start a committer thread; worker stops");
-                return;
-            }
-        };
         // One more than the largest legal packet, so an oversized datagram is detected.
         let mut batch = RecvBatch::new(BATCH, MAX_PACKET_LEN + 1);
         while !stop.load(Ordering::Relaxed) {
@@ -214,34 +238,32 @@ impl<H: RequestHandler> Server<H> {
                     dispositions.push((self.on_datagram(&socket, datagram, peer), peer));
                 }
             }
-            if wrote(&dispositions) {
-                if let Err(returned) = to_committer.send(dispositions) {
-                    // The committer is gone (it only stops when this sender is dropped).
-                    let mut dispositions = returned.0;
-                    self.answer_batch(&socket, &mut dispositions);
+            let commit = Commit {
+                socket: Arc::clone(&socket),
+                dispositions,
+            };
+            let unsent = match &to_committers {
+                Some(committers) if wrote(&commit.dispositions) => {
+                    // Fails only if the committers are gone; then answer here.
+                    committers.send(commit).err().map(|returned| returned.0)
                 }
-            } else {
-                self.answer_batch(&socket, &mut dispositions);
+                _ => Some(commit),
+            };
+            if let Some(mut commit) = unsent {
+                self.answer_batch(&commit.socket, &mut commit.dispositions);
             }
-        }
-        drop(to_committer);
-        if committer.join().is_err() {
-            tracing::error!("a committer thread ended abnormally");
         }
     }
 
-    /// Makes batches durable and answers them: every batch already queued shares one sync.
-    fn committer(
-        &self,
-        socket: &UdpSocket,
-        batches: std::sync::mpsc::Receiver<Vec<(Disposition, SocketAddr)>>,
-    ) {
-        while let Ok(first) = batches.recv() {
-            let mut all = first;
-            for more in batches.try_iter() {
-                all.extend(more);
-            }
-            self.answer_batch(socket, &mut all);
+    /// Makes batches durable and answers them. Concurrent committers share syncs (see
+    /// [`RequestHandler::make_durable`]): one sends while the other syncs.
+    fn committer(&self, batches: &Mutex<Receiver<Commit>>) {
+        loop {
+            let next = batches.lock().unwrap_or_else(|p| p.into_inner()).recv();
+            let Ok(mut commit) = next else {
+                return;
+            };
+            self.answer_batch(&commit.socket, &mut commit.dispositions);
         }
     }
 
@@ -257,7 +279,7 @@ impl<H: RequestHandler> Server<H> {
                 }
             }
         };
-        let mut encoded: Vec<(Arc<[u8]>, SocketAddr)> = Vec::with_capacity(dispositions.len());
+        let mut encoded: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(dispositions.len());
         for (disposition, peer) in dispositions.drain(..) {
             match disposition {
                 Disposition::Dropped | Disposition::Deferred => {}
@@ -274,9 +296,15 @@ impl<H: RequestHandler> Server<H> {
                     } else {
                         self.handler.unavailable()
                     };
-                    if let Some(bytes) =
-                        finish_reply(&self.dedup, &self.stats, &key, &request, &client, &reply)
-                    {
+                    if let Some(bytes) = finish_reply(
+                        &self.dedup,
+                        &self.stats,
+                        &key,
+                        peer,
+                        &request,
+                        &client,
+                        reply,
+                    ) {
                         encoded.push((bytes, peer));
                     }
                 }
@@ -331,11 +359,11 @@ impl<H: RequestHandler> Server<H> {
                 return Disposition::Dropped;
             }
         };
-        let key = RequestKey {
+        let key = RequestKey::new(
             peer,
-            identifier: request.header.identifier,
-            authenticator: request.header.authenticator,
-        };
+            request.header.identifier,
+            request.header.authenticator,
+        );
         match self.dedup.begin(key, Instant::now()) {
             Seen::New => {}
             Seen::InProgress => {
@@ -344,7 +372,14 @@ impl<H: RequestHandler> Server<H> {
             }
             Seen::Answered(reply) => {
                 Stats::count(&self.stats.duplicates_answered);
-                return Disposition::Resend(reply);
+                // The same request octets and decision give the same reply octets.
+                return match encode_reply(&request, reply.code, reply.message, &client.secret) {
+                    Ok(bytes) => Disposition::Resend(bytes),
+                    Err(e) => {
+                        tracing::error!(%peer, error = %e, "could not encode a reply");
+                        Disposition::Dropped
+                    }
+                };
             }
         }
         let decoded = Request {
@@ -388,7 +423,8 @@ impl<H: RequestHandler> Server<H> {
         let peer = decoded.peer;
         self.runtime.spawn(async move {
             let reply = handler.handle(decoded).await;
-            if let Some(bytes) = finish_reply(&dedup, &stats, &key, &request, &client, &reply) {
+            if let Some(bytes) = finish_reply(&dedup, &stats, &key, peer, &request, &client, reply)
+            {
                 if socket.send_to(&bytes, peer).is_err() {
                     Stats::count(&stats.send_errors);
                 }
@@ -427,31 +463,26 @@ fn wrote(dispositions: &[(Disposition, SocketAddr)]) -> bool {
 /// Encodes a reply, counts it and remembers it for retransmissions; `None` (and the cache entry
 /// forgotten) if it cannot be encoded.
 fn finish_reply(
-    dedup: &DedupCache,
+    dedup: &DedupCache<Reply>,
     stats: &Stats,
     key: &RequestKey,
+    peer: SocketAddr,
     request: &AccessRequest,
     client: &Client,
-    reply: &Reply,
-) -> Option<Arc<[u8]>> {
-    match encode_reply(
-        request,
-        reply.code,
-        reply.message.as_deref(),
-        &client.secret,
-    ) {
+    reply: Reply,
+) -> Option<Vec<u8>> {
+    match encode_reply(request, reply.code, reply.message, &client.secret) {
         Ok(bytes) => {
             Stats::count(match reply.code {
                 ReplyCode::Accept => &stats.accepts,
                 ReplyCode::Reject => &stats.rejects,
             });
-            let bytes: Arc<[u8]> = Arc::from(bytes);
-            dedup.complete(key, Arc::clone(&bytes));
+            dedup.complete(key, reply);
             Some(bytes)
         }
         Err(e) => {
             dedup.forget(key);
-            tracing::error!(peer = %key.peer, error = %e, "could not encode a reply");
+            tracing::error!(%peer, error = %e, "could not encode a reply");
             None
         }
     }
@@ -505,7 +536,7 @@ mod tests {
         fn unavailable(&self) -> Reply {
             Reply {
                 code: ReplyCode::Reject,
-                message: Some("try later".into()),
+                message: Some("try later"),
             }
         }
 
