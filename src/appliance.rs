@@ -111,12 +111,16 @@ pub fn bind_udp(address: SocketAddr, workers: usize) -> Result<Vec<UdpSocket>, S
 
 /// Runs the RADIUS server until `shutdown` resolves; then stops reading, answers what is in
 /// flight, makes the store durable and returns.
+/// `opened` runs once the store is open, before the first request (the binary gives the
+/// memory the opening freed back to the OS there).
 pub async fn serve(
     settings: Settings,
+    opened: impl FnOnce(),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let settings = Arc::new(settings);
     let services = open_services(&settings)?;
+    opened();
     tracing::info!(path = %settings.storage.path.display(), "store opened");
     for (client, why) in settings.weak_secrets() {
         tracing::warn!(client = %client, "the shared secret of this client {why}");

@@ -297,7 +297,7 @@ impl Default for RawStorage {
         RawStorage {
             path: "./otpgate-data".into(),
             key_file: None,
-            cache_mb: 32,
+            cache_mb: crate::store::sled_store::DEFAULT_CACHE_BYTES / (1024 * 1024),
         }
     }
 }
