@@ -1,5 +1,12 @@
-//! The embedded sled back end. Trees: `users` (username -> record), `tokens` (serial -> record),
-//! `owners` (username -> serial) and `meta` (schema version).
+//! The embedded sled back end. Trees: `users` (username -> record, and the owner index
+//! username + 0xFF -> serial of the user's token), `tokens` (serial -> record) and `meta`
+//! (schema version, import journal).
+//!
+//! The owner index lives beside the user records rather than in a tree of its own: a login
+//! reads the user and then the index, and with both in one sled leaf that is one node to page
+//! in instead of two (with a million users, most logins miss sled's cache; each miss costs
+//! several microseconds). 0xFF never occurs in UTF-8, so no user name can collide with an
+//! index key.
 //!
 //! Durability: sled 0.34.7's `flush()` writes its log but does not fsync it on Linux (sled
 //! issue 1452), so [`SledStore::sync`] follows it with an fdatasync of the log file itself.
@@ -21,11 +28,12 @@ use super::wal::{self, Pending, Wal};
 use super::{Store, StoreError, Token, User};
 
 /// Schema of the records in this build; bump and migrate on open when records change.
-const SCHEMA_VERSION: u32 = 1;
+/// 1: owner index in a tree `owners`; 2: owner index in `users` (see [`owner_key`]).
+const SCHEMA_VERSION: u32 = 2;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 /// Imports larger than this are written in chunks of this many rows, under a journal.
 const IMPORT_CHUNK: usize = 10_000;
-/// Journal keys: `import/u/<n>`, `import/t/<n>`, `import/o/<n>` (users, tokens, owners).
+/// Journal keys: `import/u/<n>`, `import/t/<n>`, `import/o/<n>` (users, tokens, owner index).
 const IMPORT_JOURNAL_PREFIX: &str = "import/";
 /// Names per journal value: small enough to stay inside sled's log.
 const JOURNAL_PIECE: usize = 1_000;
@@ -60,9 +68,9 @@ pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct SledStore {
     db: sled::Db,
+    /// User records and the owner index ([`owner_key`]).
     users: sled::Tree,
     tokens: sled::Tree,
-    owners: sled::Tree,
     meta: sled::Tree,
     /// sled's log file, kept open to fdatasync it after each flush.
     log_file: Arc<File>,
@@ -114,6 +122,48 @@ impl Durable {
     }
 }
 
+/// Key of the owner index entry of `username` in the `users` tree: the name and 0xFF, which
+/// sorts it right after the user's record (and no UTF-8 name can end in 0xFF).
+fn owner_key(username: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(username.len() + 1);
+    key.extend_from_slice(username.as_bytes());
+    key.push(0xFF);
+    key
+}
+
+/// Schema 1 -> 2: moves the owner index from its own tree into `users`. Safe to repeat if
+/// interrupted: the version is written only after the entries are durable.
+fn migrate_owner_index(
+    db: &sled::Db,
+    log_file: &File,
+    users: &sled::Tree,
+) -> Result<(), StoreError> {
+    const OLD_TREE: &[u8] = b"owners";
+    let owners = db.open_tree(OLD_TREE).map_err(io)?;
+    let mut moved = 0usize;
+    let mut batch = sled::Batch::default();
+    for entry in owners.iter() {
+        let (username, serial) = entry.map_err(io)?;
+        let username = String::from_utf8_lossy(&username).into_owned();
+        batch.insert(owner_key(&username), serial);
+        moved += 1;
+        if moved % IMPORT_CHUNK == 0 {
+            users.apply_batch(std::mem::take(&mut batch)).map_err(io)?;
+        }
+    }
+    users.apply_batch(batch).map_err(io)?;
+    flush_sled(db, log_file)?;
+    let meta = db.open_tree("meta").map_err(io)?;
+    meta.insert(SCHEMA_KEY, &2u32.to_be_bytes()).map_err(io)?;
+    flush_sled(db, log_file)?;
+    db.drop_tree(OLD_TREE).map_err(io)?;
+    tracing::info!(
+        entries = moved,
+        "store schema 1 -> 2: owner index moved beside the users"
+    );
+    Ok(())
+}
+
 /// sled's flush followed by the fdatasync it lacks (sled issue 1452).
 fn flush_sled(db: &sled::Db, log_file: &File) -> Result<(), StoreError> {
     db.flush().map_err(io)?;
@@ -163,8 +213,8 @@ impl SledStore {
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(e.to_string()));
         let users = tree("users")?;
         let tokens = tree("tokens")?;
-        let owners = tree("owners")?;
         let meta = tree("meta")?;
+        let log_file = Arc::new(File::open(path.join("db")).map_err(|e| open_err(e.to_string()))?);
         match meta.get(SCHEMA_KEY).map_err(io)? {
             None => {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
@@ -177,7 +227,9 @@ impl SledStore {
                         key: "meta/schema_version".into(),
                         reason: "not a 4-byte number".into(),
                     })?;
-                if found != SCHEMA_VERSION {
+                if found == 1 {
+                    migrate_owner_index(&db, &log_file, &users)?;
+                } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
                         path: shown,
                         found,
@@ -186,7 +238,6 @@ impl SledStore {
                 }
             }
         }
-        let log_file = Arc::new(File::open(path.join("db")).map_err(|e| open_err(e.to_string()))?);
         let (wal, replay) = Wal::open(&path.join(WAL_FILE), wal::DEFAULT_CAPACITY)
             .map_err(|e| open_err(format!("{WAL_FILE}: {e}")))?;
         let replayed = replay.len();
@@ -194,8 +245,8 @@ impl SledStore {
             let token: Token = decode(|| format!("{WAL_FILE} record"), &record)?;
             tokens.insert(token.serial.as_bytes(), record).map_err(io)?;
             if let Some(owner) = &token.owner {
-                owners
-                    .insert(owner.as_bytes(), token.serial.as_bytes())
+                users
+                    .insert(owner_key(owner), token.serial.as_bytes())
                     .map_err(io)?;
             }
         }
@@ -215,7 +266,6 @@ impl SledStore {
             db,
             users,
             tokens,
-            owners,
             meta,
             log_file,
             sync_turn: Mutex::new(()),
@@ -335,15 +385,26 @@ impl SledStore {
 
     /// Removes every key an interrupted import may have written, and its journal.
     fn roll_back_import(&self, journal: &ImportJournal) -> Result<(), StoreError> {
+        let owner_keys: Vec<Vec<u8>> = journal.owners.iter().map(|o| owner_key(o)).collect();
+        let user_keys: Vec<Vec<u8>> = journal
+            .users
+            .iter()
+            .map(|u| u.as_bytes().to_vec())
+            .collect();
+        let serials: Vec<Vec<u8>> = journal
+            .tokens
+            .iter()
+            .map(|t| t.as_bytes().to_vec())
+            .collect();
         for (tree, keys) in [
-            (&self.users, &journal.users),
-            (&self.tokens, &journal.tokens),
-            (&self.owners, &journal.owners),
+            (&self.users, &user_keys),
+            (&self.tokens, &serials),
+            (&self.users, &owner_keys),
         ] {
             for chunk in keys.chunks(IMPORT_CHUNK) {
                 let mut batch = sled::Batch::default();
                 for key in chunk {
-                    batch.remove(key.as_bytes());
+                    batch.remove(key.as_slice());
                 }
                 tree.apply_batch(batch).map_err(io)?;
             }
@@ -476,7 +537,7 @@ impl Store for SledStore {
     }
 
     fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError> {
-        match self.owners.get(username.as_bytes()).map_err(io)? {
+        match self.users.get(owner_key(username)).map_err(io)? {
             None => Ok(None),
             Some(serial) => {
                 let serial = String::from_utf8_lossy(&serial).into_owned();
@@ -506,7 +567,7 @@ impl Store for SledStore {
                         second: token.serial.clone(),
                     });
                 }
-                if let Some(serial) = self.owners.get(owner.as_bytes()).map_err(io)? {
+                if let Some(serial) = self.users.get(owner_key(owner)).map_err(io)? {
                     return Err(StoreError::OwnerTaken {
                         user: owner.clone(),
                         serial: String::from_utf8_lossy(&serial).into_owned(),
@@ -528,13 +589,13 @@ impl Store for SledStore {
                 for (token, value) in rows.get(from..to).unwrap_or_default() {
                     token_batch.insert(token.serial.as_bytes(), value.as_slice());
                     if let Some(owner) = &token.owner {
-                        owner_batch.insert(owner.as_bytes(), token.serial.as_bytes());
+                        owner_batch.insert(owner_key(owner), token.serial.as_bytes());
                     }
                 }
                 // Both batches in one transaction: a chunk is all or nothing.
-                tx_result((&self.tokens, &self.owners).transaction(|(t, o)| {
+                tx_result((&self.tokens, &self.users).transaction(|(t, u)| {
                     t.apply_batch(&token_batch)?;
-                    o.apply_batch(&owner_batch)?;
+                    u.apply_batch(&owner_batch)?;
                     Ok(())
                 }))
             },
@@ -564,12 +625,12 @@ impl Store for SledStore {
         // Rare (registration): the owner index changes too; logged, and checkpointed at the
         // next sync so the index and the record become durable together.
         self.needs_checkpoint.store(true, Ordering::Release);
-        let swapped = tx_result((&self.tokens, &self.owners).transaction(|(t, o)| {
+        let swapped = tx_result((&self.tokens, &self.users).transaction(|(t, u)| {
             if t.get(serial)?.as_deref() != Some(expected_bytes.as_slice()) {
                 return Ok(false);
             }
             if let Some(owner) = &new.owner {
-                if let Some(other) = o.get(owner.as_bytes())? {
+                if let Some(other) = u.get(owner_key(owner))? {
                     if other.as_ref() != serial {
                         return Err(ConflictableTransactionError::Abort(
                             StoreError::OwnerTaken {
@@ -579,11 +640,11 @@ impl Store for SledStore {
                         ));
                     }
                 }
-                o.insert(owner.as_bytes(), serial)?;
+                u.insert(owner_key(owner), serial)?;
             }
             if let Some(old_owner) = &expected.owner {
-                if o.get(old_owner.as_bytes())?.as_deref() == Some(serial) {
-                    o.remove(old_owner.as_bytes())?;
+                if u.get(owner_key(old_owner))?.as_deref() == Some(serial) {
+                    u.remove(owner_key(old_owner))?;
                 }
             }
             t.insert(serial, new_bytes.as_slice())?;
@@ -839,5 +900,66 @@ mod tests {
                 .expect("exists");
             assert_eq!(t.counter, ROUNDS, "T{i}");
         }
+    }
+
+    #[test]
+    fn schema_1_store_is_migrated_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        {
+            // The layout schema 1 wrote: the owner index in a tree of its own.
+            let db = sled::open(&path).expect("sled");
+            let users = db.open_tree("users").expect("users");
+            users
+                .insert("u1", encode(&user(1)).expect("encode"))
+                .expect("user");
+            let owned = Token {
+                owner: Some("u1".into()),
+                ..token(1)
+            };
+            db.open_tree("tokens")
+                .expect("tokens")
+                .insert("T1", encode(&owned).expect("encode"))
+                .expect("token");
+            db.open_tree("owners")
+                .expect("owners")
+                .insert("u1", "T1")
+                .expect("owner");
+            db.open_tree("meta")
+                .expect("meta")
+                .insert(SCHEMA_KEY, &1u32.to_be_bytes())
+                .expect("schema");
+            db.flush().expect("flush");
+        }
+        let store = reopen(&path);
+        let token = store
+            .token_of_user("u1")
+            .expect("read")
+            .expect("index moved");
+        assert_eq!(token.serial, "T1");
+        assert!(store.user("u1").expect("read").is_some());
+        assert_eq!(
+            store.meta.get(SCHEMA_KEY).expect("read").as_deref(),
+            Some(&SCHEMA_VERSION.to_be_bytes()[..])
+        );
+        assert!(!store
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == b"owners"));
+        drop(store);
+        // Opening again is a no-op.
+        let store = reopen(&path);
+        assert_eq!(
+            store.token_of_user("u1").expect("read").map(|t| t.serial),
+            Some("T1".to_string())
+        );
+    }
+
+    #[test]
+    fn owner_index_key_cannot_be_a_user_name() {
+        let key = owner_key("alice");
+        assert!(std::str::from_utf8(&key).is_err());
+        assert!(key.starts_with(b"alice"));
     }
 }
