@@ -15,6 +15,10 @@
 #   DURATION    seconds per load run (default 8)
 #   ROUNDS      rounds of the six runs (default 2); the table shows the mean over rounds
 #   LEVELS      in-flight levels (default "16 64 256")
+#   ORDERS      orders the users log in, each a set of runs (default "file shuffled"): `file` is
+#               the fixture's order (neighbours in the store's key order, kind to a B-tree's
+#               cache), `shuffled` a fixed random order (unrelated users, as in a reconnect
+#               storm; FreeRADIUS holds every user in memory and does not care)
 #   HASH        password hash in otpgate's users.csv: ssha256 (default; the same salted SHA-256
 #               as FreeRADIUS's SSHA2-256-Password) or argon2id (otpgate only does the argon2
 #               work then: report it separately; generating 1 M argon2id hashes takes hours,
@@ -35,6 +39,7 @@ USERS=${USERS:-1000000}
 DURATION=${DURATION:-8}
 ROUNDS=${ROUNDS:-2}
 LEVELS=${LEVELS:-16 64 256}
+ORDERS=${ORDERS:-file shuffled}
 HASH=${HASH:-ssha256}
 FR_THREADS=${FR_THREADS:-4}
 FR_PORT=${FR_PORT:-18120}
@@ -103,6 +108,9 @@ step_now() { echo $(($(date +%s) / 30)); }
 if ! [[ $USERS =~ ^[0-9]+$ ]] || ((USERS < 1000)); then die "USERS must be a number >= 1000"; fi
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number"
 [[ $DURATION =~ ^[0-9]+([.][0-9]+)?$ ]] || die "DURATION must be a number of seconds"
+for order in $ORDERS; do
+    [[ $order == file || $order == shuffled ]] || die "ORDERS: unknown order '$order' (file, shuffled)"
+done
 
 # --- 1. FreeRADIUS 3.2 from Debian, and our binaries ------------------------------------------
 if ! command -v freeradius >/dev/null 2>&1 || [[ ! -e /usr/lib/freeradius/rlm_totp.so ]]; then
@@ -230,10 +238,12 @@ take_half() {
     HALF_TAKEN=$h
 }
 
-# run SERVER LEVEL ROUND: one load run; the JSON report goes to results/SERVER-LEVEL-ROUND.json.
+# run SERVER ORDER LEVEL ROUND: one load run; the JSON report goes to
+# results/SERVER-ORDER-LEVEL-ROUND.json.
 run() {
-    local server=$1 level=$2 round=$3 port pid out
-    out=$WORK/results/$server-$level-$round.json
+    local server=$1 order=$2 level=$3 round=$4 port pid out shuffle=()
+    out=$WORK/results/$server-$order-$level-$round.json
+    [[ $order == shuffled ]] && shuffle=(--shuffle)
     if [[ $server == og ]]; then
         port=$OG_PORT pid=$OG_PID
         take_half
@@ -244,25 +254,27 @@ run() {
     fi
     "$BENCH" load --target "127.0.0.1:$port" --secret "$SECRET" --users "$LOADUSERS" \
         --first-user "$FIRST" --count "$HALF" --in-flight "$level" --duration "$DURATION" \
-        --server-pid "$pid" --json >"$out" || die "load run $server $level failed"
+        "${shuffle[@]}" --server-pid "$pid" --json >"$out" || die "load run $server $level failed"
     if [[ $server == og ]]; then LAST_STEP[HALF_TAKEN]=$(step_now); fi
-    log "$(printf '%-4s %3s in flight: %8s accepts/s, p99 %s ms, %s us/reply, rejects %s, timeouts %s, bad %s' \
-        "$server" "$level" "$(json "$out" accepts_per_s)" "$(json "$out" p99_ms)" \
+    log "$(printf '%-4s %-8s %3s in flight: %8s accepts/s, p99 %s ms, %s us/reply, rejects %s, timeouts %s, bad %s' \
+        "$server" "$order" "$level" "$(json "$out" accepts_per_s)" "$(json "$out" p99_ms)" \
         "$(json "$out" cpu_us_per_reply)" "$(json "$out" rejects)" "$(json "$out" timeouts)" \
         "$(json "$out" bad_replies)")"
     kill -0 "$pid" 2>/dev/null || die "$server died during the run"
 }
 
 for ((round = 1; round <= ROUNDS; round++)); do
-    for level in $LEVELS; do
-        # Alternate which server goes first in each round.
-        if ((round % 2 == 1)); then
-            run fr "$level" "$round"
-            run og "$level" "$round"
-        else
-            run og "$level" "$round"
-            run fr "$level" "$round"
-        fi
+    for order in $ORDERS; do
+        for level in $LEVELS; do
+            # Alternate which server goes first in each round.
+            if ((round % 2 == 1)); then
+                run fr "$order" "$level" "$round"
+                run og "$order" "$level" "$round"
+            else
+                run og "$order" "$level" "$round"
+                run fr "$order" "$level" "$round"
+            fi
+        done
     done
 done
 OG_RSS=$(rss_mib "$OG_PID")
@@ -270,7 +282,7 @@ OG_HWM=$(hwm_mib "$OG_PID")
 FR_RSS=$(rss_mib "$FR_PID")
 
 # --- 6. The table ---------------------------------------------------------------------------------
-# mean SERVER LEVEL KEY: mean of KEY over the rounds ("-" when null).
+# mean SERVER ORDER-LEVEL KEY: mean of KEY over the rounds ("-" when null).
 mean() {
     local f vals=()
     for f in "$WORK/results/$1-$2"-*.json; do
@@ -280,7 +292,7 @@ mean() {
     printf '%s\n' "${vals[@]}" | awk '$1 == "null" || $1 == "" { bad = 1 } { s += $1; n++ }
         END { if (bad || n == 0) print "-"; else printf "%.6g\n", s / n }'
 }
-# total SERVER LEVEL: rejects + timeouts (and bad replies, if any) over the rounds.
+# total SERVER ORDER-LEVEL: rejects + timeouts (and bad replies, if any) over the rounds.
 total() {
     local f r=0 t=0 b=0
     for f in "$WORK/results/$1-$2"-*.json; do
@@ -302,14 +314,17 @@ fmt() { awk -v v="$1" -v d="$2" 'BEGIN { if (v == "-") print "-"; else printf "%
     echo "FreeRADIUS: rlm_files + rlm_pap (SSHA2-256-Password) + rlm_totp, $FR_THREADS worker threads, no replay state."
     echo "otpgate: replay guard on, every accept fsync'ed before the reply."
     echo
-    echo "| in flight | FR accepts/s | FR p50 / p99 ms | FR CPU µs/reply | FR rej+t/o | otpgate accepts/s | otpgate p50 / p99 ms | otpgate CPU µs/reply | otpgate rej+t/o | throughput og/FR | CPU og/FR | p99 og/FR |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    for level in $LEVELS; do
-        fa=$(mean fr "$level" accepts_per_s) oa=$(mean og "$level" accepts_per_s)
-        f50=$(mean fr "$level" p50_ms) o50=$(mean og "$level" p50_ms)
-        f99=$(mean fr "$level" p99_ms) o99=$(mean og "$level" p99_ms)
-        fc=$(mean fr "$level" cpu_us_per_reply) oc=$(mean og "$level" cpu_us_per_reply)
-        echo "| $level | $(fmt "$fa" 0) | $(fmt "$f50" 2) / $(fmt "$f99" 2) | $(fmt "$fc" 1) | $(total fr "$level") | $(fmt "$oa" 0) | $(fmt "$o50" 2) / $(fmt "$o99" 2) | $(fmt "$oc" 1) | $(total og "$level") | $(ratio "$oa" "$fa") | $(ratio "$oc" "$fc") | $(ratio "$o99" "$f99") |"
+    echo "| order | in flight | FR accepts/s | FR p50 / p99 ms | FR CPU µs/reply | FR rej+t/o | otpgate accepts/s | otpgate p50 / p99 ms | otpgate CPU µs/reply | otpgate rej+t/o | throughput og/FR | CPU og/FR | p99 og/FR |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for order in $ORDERS; do
+        for level in $LEVELS; do
+            k=$order-$level
+            fa=$(mean fr "$k" accepts_per_s) oa=$(mean og "$k" accepts_per_s)
+            f50=$(mean fr "$k" p50_ms) o50=$(mean og "$k" p50_ms)
+            f99=$(mean fr "$k" p99_ms) o99=$(mean og "$k" p99_ms)
+            fc=$(mean fr "$k" cpu_us_per_reply) oc=$(mean og "$k" cpu_us_per_reply)
+            echo "| $order | $level | $(fmt "$fa" 0) | $(fmt "$f50" 2) / $(fmt "$f99" 2) | $(fmt "$fc" 1) | $(total fr "$k") | $(fmt "$oa" 0) | $(fmt "$o50" 2) / $(fmt "$o99" 2) | $(fmt "$oc" 1) | $(total og "$k") | $(ratio "$oa" "$fa") | $(ratio "$oc" "$fc") | $(ratio "$o99" "$f99") |"
+        done
     done
     echo
     echo "otpgate with $USERS users and tokens: import users ${IMPORT_USERS} s, tokens ${IMPORT_TOKENS} s;"
@@ -322,7 +337,7 @@ stop_pid "$FR_PID"
 FR_PID=
 take_half
 # Kill after 2 s, or after a third of the time otpgate needs for the half at 64 in flight.
-rate=$(mean og 64 accepts_per_s)
+rate=$(mean og "${ORDERS%% *}-64" accepts_per_s)
 KILL_AFTER=$(awk -v r="$rate" -v n="$HALF" 'BEGIN { t = 2; if (r != "-" && r > 0 && n / r / 3 < t) t = n / r / 3; printf "%.2f", (t < 0.2 ? 0.2 : t) }')
 log "durability: load on otpgate at 64 in flight, kill -9 after ${KILL_AFTER} s"
 ACCEPTED=$WORK/accepted.csv

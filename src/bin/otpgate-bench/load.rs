@@ -19,10 +19,15 @@ use otpgate::radius::mmsg::{is_idle, send_batch, RecvBatch};
 use otpgate::radius::nas::{self, BuiltRequest};
 use radius::core::code::Code;
 
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
 use super::LoadArgs;
 
 /// Requests in flight per socket at most (identifiers are one octet).
 const PER_SOCKET: usize = 128;
+/// Seed of `--shuffle`'s order.
+const SHUFFLE_SEED: u64 = 0x07_9a7e;
 /// Linux reports process CPU times in USER_HZ, fixed at 100 by the kernel ABI.
 const USER_HZ: f64 = 100.0;
 
@@ -76,7 +81,14 @@ pub fn run(args: &LoadArgs) -> Result<()> {
     );
     let replay = args.replay.is_some();
     let work = match (&args.users, &args.replay) {
-        (Some(path), _) => read_users(path, args.first_user, args.count)?,
+        (Some(path), _) => {
+            let mut work = read_users(path, args.first_user, args.count)?;
+            if args.shuffle {
+                // A fixed seed: runs are repeatable and both servers get the same order.
+                work.shuffle(&mut rand::rngs::StdRng::seed_from_u64(SHUFFLE_SEED));
+            }
+            work
+        }
         (None, Some(path)) => read_replay(path)?,
         (None, None) => bail!("give --users or --replay"),
     };
@@ -386,6 +398,7 @@ fn report(args: &LoadArgs, total: &ThreadResult, elapsed: f64, cpu: Option<f64>)
     let cpu_us_per_reply = cpu.map(|c| c * 1e6 / (replies.max(1) as f64));
     let value = serde_json::json!({
         "in_flight": args.in_flight,
+        "order": if args.shuffle { "shuffled" } else { "file" },
         "sent": total.sent,
         "accepts": total.accepts,
         "rejects": total.rejects,
@@ -406,6 +419,10 @@ fn report(args: &LoadArgs, total: &ThreadResult, elapsed: f64, cpu: Option<f64>)
     }
     println!("target          {}", args.target);
     println!("in flight       {}", args.in_flight);
+    println!(
+        "order           {}",
+        if args.shuffle { "shuffled" } else { "file" }
+    );
     println!(
         "sent            {}   accepts {}   rejects {}   timeouts {}   bad replies {}",
         total.sent, total.accepts, total.rejects, total.timeouts, total.bad_replies

@@ -73,6 +73,11 @@ pub struct LoadArgs {
     /// Index of the first user to use (runs in the same TOTP step must not reuse users).
     #[arg(long, default_value_t = 0)]
     pub first_user: usize,
+    /// Send the users of the slice (`--first-user`, `--count`) in a random order (the same
+    /// every time) instead of file order: unrelated users logging in, as in a reconnect storm,
+    /// rather than neighbours in the store's key order.
+    #[arg(long)]
+    pub shuffle: bool,
     /// Requests kept in flight.
     #[arg(long, default_value_t = 64)]
     pub in_flight: usize,
