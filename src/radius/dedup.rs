@@ -5,13 +5,13 @@
 //!
 //! The cache keeps the *decision* (code and message), not the reply's octets: re-encoding it
 //! for the retransmitted request, whose octets are the same, gives the same reply, and an entry
-//! stays small (about 130 octets, no allocation of its own), so the cache can remember many
+//! stays small (about 80 octets in its map, no allocation of its own), so the cache can remember
 //! seconds of a login storm.
 //!
 //! Only requests that passed the authenticator checks enter the cache, so a forged packet
-//! cannot poison it. The cache is bounded: past `capacity` the oldest entry goes first.
+//! cannot poison it. The cache is bounded: past `capacity` the oldest entries go first.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -59,30 +59,40 @@ struct Entry<R> {
     answer: Option<R>,
 }
 
+/// Two generations instead of an ordered queue: new entries go into `young`; when it has
+/// lived a whole window, or holds half the capacity, `old` is dropped and `young` becomes
+/// `old`. An entry thus stays findable for at least one window (unless the cache is full,
+/// when the oldest go first), expiry costs nothing per request, and the two maps keep their
+/// allocations, so they are never rehashed after the first fill.
 struct Inner<R> {
-    entries: HashMap<RequestKey, Entry<R>>,
-    /// Insertion order, for expiry and eviction.
-    order: VecDeque<(u64, RequestKey)>,
+    young: HashMap<RequestKey, Entry<R>>,
+    old: HashMap<RequestKey, Entry<R>>,
+    /// When `young` became the young generation.
+    young_since: u64,
 }
 
 pub struct DedupCache<R> {
     inner: Mutex<Inner<R>>,
     epoch: Instant,
     window_ms: u64,
-    capacity: usize,
+    /// Entries per generation at most.
+    generation_capacity: usize,
 }
 
 impl<R: Clone> DedupCache<R> {
+    /// A cache of at most `capacity` entries (both generations, reserved at once: the pages
+    /// become resident only as entries are written).
     pub fn new(window: Duration, capacity: usize) -> DedupCache<R> {
-        let epoch = Instant::now();
+        let generation_capacity = (capacity / 2).max(1);
         DedupCache {
             inner: Mutex::new(Inner {
-                entries: HashMap::new(),
-                order: VecDeque::new(),
+                young: HashMap::with_capacity(generation_capacity),
+                old: HashMap::with_capacity(generation_capacity),
+                young_since: 0,
             }),
-            epoch,
+            epoch: Instant::now(),
             window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
-            capacity: capacity.max(1),
+            generation_capacity,
         }
     }
 
@@ -91,66 +101,52 @@ impl<R: Clone> DedupCache<R> {
         let now = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
             .unwrap_or(u64::MAX);
         let mut inner = self.lock();
-        inner.expire(now, self.window_ms);
-        if let Some(entry) = inner.entries.get(&key) {
+        let inner = &mut *inner;
+        if now.saturating_sub(inner.young_since) >= self.window_ms
+            || inner.young.len() >= self.generation_capacity
+        {
+            inner.old.clear();
+            std::mem::swap(&mut inner.young, &mut inner.old);
+            inner.young_since = now;
+        }
+        let found = inner.young.get(&key).or_else(|| inner.old.get(&key));
+        if let Some(entry) = found.filter(|e| now.saturating_sub(e.at) < self.window_ms) {
             return match &entry.answer {
                 None => Seen::InProgress,
                 Some(answer) => Seen::Answered(answer.clone()),
             };
         }
-        while inner.entries.len() >= self.capacity {
-            let Some((at, oldest)) = inner.order.pop_front() else {
-                break;
-            };
-            inner.remove_if_from(&oldest, at);
-        }
-        inner.entries.insert(
+        inner.old.remove(&key);
+        inner.young.insert(
             key,
             Entry {
                 at: now,
                 answer: None,
             },
         );
-        inner.order.push_back((now, key));
         Seen::New
     }
 
     /// Records the answer sent for `key`.
     pub fn complete(&self, key: &RequestKey, answer: R) {
-        if let Some(entry) = self.lock().entries.get_mut(key) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        if let Some(entry) = inner.young.get_mut(key).or_else(|| inner.old.get_mut(key)) {
             entry.answer = Some(answer);
         }
     }
 
     /// Removes `key` (the request got no reply, so a retransmission should be evaluated).
     pub fn forget(&self, key: &RequestKey) {
-        self.lock().entries.remove(key);
+        let mut inner = self.lock();
+        inner.young.remove(key);
+        inner.old.remove(key);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<R>> {
         // A panic while holding this lock cannot leave the maps inconsistent in a way that
         // matters (worst case a stale entry), so recover from poisoning.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl<R> Inner<R> {
-    fn expire(&mut self, now: u64, window_ms: u64) {
-        while let Some(&(at, key)) = self.order.front() {
-            if now.saturating_sub(at) < window_ms {
-                break;
-            }
-            self.order.pop_front();
-            self.remove_if_from(&key, at);
-        }
-    }
-
-    /// Removes `key` if its entry is the one an order slot taken at `at` refers to, not a
-    /// newer reinsertion (which has a slot of its own).
-    fn remove_if_from(&mut self, key: &RequestKey, at: u64) {
-        if self.entries.get(key).is_some_and(|e| e.at == at) {
-            self.entries.remove(key);
-        }
     }
 }
 
@@ -195,13 +191,35 @@ mod tests {
 
     #[test]
     fn bounded_capacity_evicts_oldest() {
-        let cache = DedupCache::<&str>::new(Duration::from_secs(30), 2);
+        let cache = DedupCache::<&str>::new(Duration::from_secs(30), 4);
         let t0 = Instant::now();
         for id in 0..5 {
             assert_eq!(cache.begin(key(id), t0), Seen::New);
         }
-        assert_eq!(cache.lock().entries.len(), 2);
+        let held = {
+            let inner = cache.lock();
+            inner.young.len() + inner.old.len()
+        };
+        assert!(held <= 4, "{held} entries");
         assert_eq!(cache.begin(key(4), t0), Seen::InProgress);
+        assert_eq!(cache.begin(key(3), t0), Seen::InProgress);
+        assert_eq!(cache.begin(key(0), t0), Seen::New, "the oldest went first");
+    }
+
+    #[test]
+    fn an_entry_outlives_a_generation_change_for_its_whole_window() {
+        let cache = DedupCache::<&str>::new(Duration::from_secs(30), 100);
+        let t0 = cache.epoch;
+        assert_eq!(cache.begin(key(1), t0 + Duration::from_secs(20)), Seen::New);
+        cache.complete(&key(1), "first answer");
+        // The young generation is a window old: it becomes the old one.
+        assert_eq!(cache.begin(key(2), t0 + Duration::from_secs(31)), Seen::New);
+        assert_eq!(
+            cache.begin(key(1), t0 + Duration::from_secs(45)),
+            Seen::Answered("first answer")
+        );
+        // Past its own window, the same key is a new request.
+        assert_eq!(cache.begin(key(1), t0 + Duration::from_secs(51)), Seen::New);
     }
 
     #[test]
