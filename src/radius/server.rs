@@ -167,6 +167,9 @@ impl<H: RequestHandler> Server<H> {
                 Err(e) => tracing::error!(error = %e, "cannot start a committer thread"),
             }
         }
+        // Only the committers hold the receiver: should they all end (a panic), the channel
+        // closes and the workers answer their batches themselves instead of blocking on it.
+        drop(batches);
         let mut workers = Vec::with_capacity(sockets.len());
         for (i, socket) in sockets.into_iter().enumerate() {
             let server = Arc::clone(&self);

@@ -17,7 +17,7 @@ use std::fs::File;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -67,13 +67,12 @@ const WAL_FILE: &str = "tokens.wal";
 pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct SledStore {
-    db: sled::Db,
     /// User records and the owner index ([`owner_key`]).
     users: sled::Tree,
     tokens: sled::Tree,
     meta: sled::Tree,
-    /// sled's log file, kept open to fdatasync it after each flush.
-    log_file: Arc<File>,
+    /// Makes sled durable; shared with the background checkpointer.
+    flusher: Arc<Flusher>,
     /// One sync at a time; see [`Store::sync`] on [`SledStore`].
     sync_turn: Mutex<()>,
     syncs_started: AtomicU64,
@@ -88,19 +87,46 @@ pub struct SledStore {
     checkpointer: Option<(SyncSender<()>, JoinHandle<()>)>,
 }
 
+/// sled's flush followed by the fdatasync it lacks (sled issue 1452), and the memory of a
+/// failure: after a failed fdatasync the kernel may have dropped the dirty pages, so a later
+/// flush that succeeds proves nothing about them. From the first failure on, every flush
+/// fails, no checkpoint moves the log forward, and the records it holds wait for the restart
+/// that replays them (as PostgreSQL does after an fsync failure).
+struct Flusher {
+    db: sled::Db,
+    /// sled's log file, kept open to fdatasync it after each flush.
+    log_file: File,
+    failed: AtomicBool,
+}
+
+impl Flusher {
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Io(
+                "an earlier flush of the database failed; restart otpgate to recover from \
+                 the token log"
+                    .into(),
+            ));
+        }
+        let result = self.db.flush().map_err(io).and_then(|_| {
+            self.log_file
+                .sync_data()
+                .map_err(|e| StoreError::Io(format!("fdatasync of the log: {e}")))
+        });
+        if result.is_err() {
+            self.failed.store(true, Ordering::Release);
+        }
+        result
+    }
+}
+
 /// What a checkpoint needs, shared with the background checkpointer thread.
 struct Durable {
-    db: sled::Db,
-    log_file: Arc<File>,
+    flusher: Arc<Flusher>,
     wal: Arc<Mutex<Wal>>,
 }
 
 impl Durable {
-    /// sled's flush followed by the fdatasync it lacks.
-    fn flush_sled(&self) -> Result<(), StoreError> {
-        flush_sled(&self.db, &self.log_file)
-    }
-
     /// The background checkpointer: on each wake-up, marks the end of the log, flushes sled
     /// (token writes and log syncs go on meanwhile) and then lets the log forget every record
     /// up to the mark. Every record up to the mark was written to sled before it was appended,
@@ -108,7 +134,7 @@ impl Durable {
     fn run(self, wake_ups: Receiver<()>) {
         while wake_ups.recv().is_ok() {
             let mark = lock(&self.wal).mark();
-            let result = self.flush_sled().and_then(|()| {
+            let result = self.flusher.flush().and_then(|()| {
                 lock(&self.wal)
                     .checkpoint_at(mark)
                     .map_err(|e| StoreError::Io(format!("{WAL_FILE} checkpoint: {e}")))
@@ -133,13 +159,18 @@ fn owner_key(username: &str) -> Vec<u8> {
 
 /// Schema 1 -> 2: moves the owner index from its own tree into `users`. Safe to repeat if
 /// interrupted: the version is written only after the entries are durable.
-fn migrate_owner_index(
-    db: &sled::Db,
-    log_file: &File,
-    users: &sled::Tree,
-) -> Result<(), StoreError> {
-    const OLD_TREE: &[u8] = b"owners";
-    let owners = db.open_tree(OLD_TREE).map_err(io)?;
+fn migrate_owner_index(flusher: &Flusher, users: &sled::Tree) -> Result<(), StoreError> {
+    let db = &flusher.db;
+    let owners = db.open_tree(OLD_OWNERS_TREE).map_err(io)?;
+    // Index entries an interrupted earlier attempt left are rebuilt from scratch.
+    let mut batch = sled::Batch::default();
+    for key in users.iter().keys() {
+        let key = key.map_err(io)?;
+        if key.last() == Some(&0xFF) {
+            batch.remove(key);
+        }
+    }
+    users.apply_batch(batch).map_err(io)?;
     let mut moved = 0usize;
     let mut batch = sled::Batch::default();
     for entry in owners.iter() {
@@ -152,11 +183,11 @@ fn migrate_owner_index(
         }
     }
     users.apply_batch(batch).map_err(io)?;
-    flush_sled(db, log_file)?;
+    flusher.flush()?;
     let meta = db.open_tree("meta").map_err(io)?;
     meta.insert(SCHEMA_KEY, &2u32.to_be_bytes()).map_err(io)?;
-    flush_sled(db, log_file)?;
-    db.drop_tree(OLD_TREE).map_err(io)?;
+    flusher.flush()?;
+    db.drop_tree(OLD_OWNERS_TREE).map_err(io)?;
     tracing::info!(
         entries = moved,
         "store schema 1 -> 2: owner index moved beside the users"
@@ -164,13 +195,8 @@ fn migrate_owner_index(
     Ok(())
 }
 
-/// sled's flush followed by the fdatasync it lacks (sled issue 1452).
-fn flush_sled(db: &sled::Db, log_file: &File) -> Result<(), StoreError> {
-    db.flush().map_err(io)?;
-    log_file
-        .sync_data()
-        .map_err(|e| StoreError::Io(format!("fdatasync of the log: {e}")))
-}
+/// Schema 1's owner index (see [`migrate_owner_index`]).
+const OLD_OWNERS_TREE: &[u8] = b"owners";
 
 impl SledStore {
     /// Opens (or creates) the store in directory `path` with the default cache size.
@@ -214,7 +240,11 @@ impl SledStore {
         let users = tree("users")?;
         let tokens = tree("tokens")?;
         let meta = tree("meta")?;
-        let log_file = Arc::new(File::open(path.join("db")).map_err(|e| open_err(e.to_string()))?);
+        let flusher = Arc::new(Flusher {
+            db: db.clone(),
+            log_file: File::open(path.join("db")).map_err(|e| open_err(e.to_string()))?,
+            failed: AtomicBool::new(false),
+        });
         match meta.get(SCHEMA_KEY).map_err(io)? {
             None => {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
@@ -228,7 +258,7 @@ impl SledStore {
                         reason: "not a 4-byte number".into(),
                     })?;
                 if found == 1 {
-                    migrate_owner_index(&db, &log_file, &users)?;
+                    migrate_owner_index(&flusher, &users)?;
                 } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
                         path: shown,
@@ -237,6 +267,14 @@ impl SledStore {
                     });
                 }
             }
+        }
+        if db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == OLD_OWNERS_TREE)
+        {
+            // Left by a migration interrupted after its version was written.
+            db.drop_tree(OLD_OWNERS_TREE).map_err(io)?;
         }
         let (wal, replay) = Wal::open(&path.join(WAL_FILE), wal::DEFAULT_CAPACITY)
             .map_err(|e| open_err(format!("{WAL_FILE}: {e}")))?;
@@ -252,8 +290,7 @@ impl SledStore {
         }
         let wal = Arc::new(Mutex::new(wal));
         let durable = Durable {
-            db: db.clone(),
-            log_file: Arc::clone(&log_file),
+            flusher: Arc::clone(&flusher),
             wal: Arc::clone(&wal),
         };
         let (wake, wake_ups) = sync_channel(1);
@@ -263,11 +300,10 @@ impl SledStore {
             .map_err(|e| open_err(format!("cannot start the checkpointer thread: {e}")))?;
         let first_seq = lock(&wal).last_seq().saturating_add(SEQ_EPOCH_GAP);
         let store = SledStore {
-            db,
             users,
             tokens,
             meta,
-            log_file,
+            flusher,
             sync_turn: Mutex::new(()),
             syncs_started: AtomicU64::new(0),
             syncs_completed: AtomicU64::new(0),
@@ -414,13 +450,21 @@ impl SledStore {
     }
 
     fn flush_sled(&self) -> Result<(), StoreError> {
-        flush_sled(&self.db, &self.log_file)
+        self.flusher.flush()
     }
 
     /// Asks the background checkpointer for a checkpoint (one already asked for is enough).
-    fn wake_checkpointer(&self) {
-        if let Some((wake, _)) = &self.checkpointer {
-            let _ = wake.try_send(());
+    /// False if it is gone (it panicked): the caller must checkpoint itself.
+    fn wake_checkpointer(&self) -> bool {
+        match &self.checkpointer {
+            Some((wake, _)) => match wake.try_send(()) {
+                Ok(()) | Err(TrySendError::Full(())) => true,
+                Err(TrySendError::Disconnected(())) => {
+                    tracing::error!("the background checkpointer is gone; syncs checkpoint");
+                    false
+                }
+            },
+            None => false,
         }
     }
 
@@ -537,13 +581,15 @@ impl Store for SledStore {
     }
 
     fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError> {
-        match self.users.get(owner_key(username)).map_err(io)? {
-            None => Ok(None),
-            Some(serial) => {
-                let serial = String::from_utf8_lossy(&serial).into_owned();
-                self.token(&serial)
-            }
-        }
+        let Some(serial) = self.users.get(owner_key(username)).map_err(io)? else {
+            return Ok(None);
+        };
+        let serial = String::from_utf8_lossy(&serial).into_owned();
+        // The token's own record has the last word: an index entry a crash left behind
+        // (an owner change replayed over) never hands someone else's token to this user.
+        Ok(self
+            .token(&serial)?
+            .filter(|token| token.owner.as_deref() == Some(username)))
     }
 
     fn create_tokens(&self, tokens: &[Token]) -> Result<(), StoreError> {
@@ -674,10 +720,8 @@ impl Store for SledStore {
         let records = lock(&self.pending).take();
         let mut wal = lock(&self.wal);
         let used = wal.would_use(records.len());
-        if used > wal.capacity() / CHECKPOINT_FRACTION {
-            self.wake_checkpointer();
-        }
-        let full = used > wal.capacity();
+        let due = used > wal.capacity() / CHECKPOINT_FRACTION;
+        let full = used > wal.capacity() || (due && !self.wake_checkpointer());
         let result = if full || self.needs_checkpoint.swap(false, Ordering::AcqRel) {
             drop(wal);
             // The records taken above are in sled, which the checkpoint makes durable.
@@ -913,6 +957,8 @@ mod tests {
             users
                 .insert("u1", encode(&user(1)).expect("encode"))
                 .expect("user");
+            // Left by an interrupted earlier attempt, no longer true.
+            users.insert(owner_key("u9"), "T1").expect("stale entry");
             let owned = Token {
                 owner: Some("u1".into()),
                 ..token(1)
@@ -938,11 +984,13 @@ mod tests {
             .expect("index moved");
         assert_eq!(token.serial, "T1");
         assert!(store.user("u1").expect("read").is_some());
+        assert!(store.users.get(owner_key("u9")).expect("read").is_none());
         assert_eq!(
             store.meta.get(SCHEMA_KEY).expect("read").as_deref(),
             Some(&SCHEMA_VERSION.to_be_bytes()[..])
         );
         assert!(!store
+            .flusher
             .db
             .tree_names()
             .iter()
@@ -961,5 +1009,78 @@ mod tests {
         let key = owner_key("alice");
         assert!(std::str::from_utf8(&key).is_err());
         assert!(key.starts_with(b"alice"));
+    }
+
+    #[test]
+    fn after_a_failed_flush_no_checkpoint_moves_the_log_forward() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(&dir.path().join("db")).expect("open");
+        let t = token(1);
+        store
+            .create_tokens(std::slice::from_ref(&t))
+            .expect("create");
+        store.sync().expect("sync");
+        let next = Token {
+            counter: 1,
+            ..t.clone()
+        };
+        assert!(store.replace_token(&t, &next).expect("write"));
+        store.sync().expect("a log write needs no flush");
+        let held = lock(&store.wal).would_use(0);
+        assert!(held > 0);
+        // As after a failed fdatasync of sled's log.
+        store.flusher.failed.store(true, Ordering::Release);
+        assert!(store.checkpoint().is_err());
+        store
+            .create_users(&[user(1)])
+            .expect("written, not yet durable");
+        assert!(store.sync().is_err(), "a sync that needs a flush fails");
+        assert_eq!(
+            lock(&store.wal).would_use(0),
+            held,
+            "the log keeps its records"
+        );
+        store.wake_checkpointer();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(
+            lock(&store.wal).would_use(0),
+            held,
+            "nor does the checkpointer"
+        );
+    }
+
+    #[test]
+    fn a_gone_checkpointer_is_noticed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SledStore::open(&dir.path().join("db")).expect("open");
+        assert!(store.wake_checkpointer());
+        let (gone, receiver) = sync_channel(1);
+        drop(receiver);
+        let (live, thread) = store.checkpointer.take().expect("started");
+        drop(live);
+        thread.join().expect("stops");
+        store.checkpointer = Some((gone, std::thread::spawn(|| ())));
+        assert!(
+            !store.wake_checkpointer(),
+            "syncs must checkpoint themselves"
+        );
+    }
+
+    #[test]
+    fn a_stale_owner_index_entry_hands_out_no_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(&dir.path().join("db")).expect("open");
+        let owned = Token {
+            owner: Some("u1".into()),
+            ..token(1)
+        };
+        store.create_tokens(&[owned]).expect("create");
+        // As a crash between an owner change and its checkpoint may leave behind.
+        store
+            .users
+            .insert(owner_key("u2"), "T1")
+            .expect("stale entry");
+        assert!(store.token_of_user("u1").expect("read").is_some());
+        assert!(store.token_of_user("u2").expect("read").is_none());
     }
 }
