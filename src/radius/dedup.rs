@@ -5,13 +5,16 @@
 //!
 //! The cache keeps the *decision* (code and message), not the reply's octets: re-encoding it
 //! for the retransmitted request, whose octets are the same, gives the same reply, and an entry
-//! stays small (about 80 octets in its map, no allocation of its own), so the cache can remember
-//! seconds of a login storm.
+//! stays small (about 85 octets, no allocation of its own), so the cache can remember seconds
+//! of a login storm.
 //!
 //! Only requests that passed the authenticator checks enter the cache, so a forged packet
 //! cannot poison it. The cache is bounded: past `capacity` the oldest entries go first.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -52,47 +55,51 @@ pub enum Seen<R> {
     Answered(R),
 }
 
-struct Entry<R> {
+/// One remembered request.
+struct Slot<R> {
+    key: RequestKey,
     /// Milliseconds since the cache was made, when the request was first seen.
     at: u64,
     /// `None` while the request is being evaluated.
     answer: Option<R>,
+    /// False once forgotten or expired (the slot waits to be reused).
+    live: bool,
 }
 
-/// Two generations instead of an ordered queue: new entries go into `young`; when it has
-/// lived a whole window, or holds half the capacity, `old` is dropped and `young` becomes
-/// `old`. An entry thus stays findable for at least one window (unless the cache is full,
-/// when the oldest go first), expiry costs nothing per request, and the two maps keep their
-/// allocations, so they are never rehashed after the first fill.
+/// A ring of slots in arrival order, and an index from key to slot. When the ring is full the
+/// next request takes the oldest slot, so an entry survives `capacity` newer requests (or its
+/// window, whichever ends first); no per-request expiry walk, and nothing grows or rehashes
+/// after the first lap. The index holds slot numbers only (4 octets each).
 struct Inner<R> {
-    young: HashMap<RequestKey, Entry<R>>,
-    old: HashMap<RequestKey, Entry<R>>,
-    /// When `young` became the young generation.
-    young_since: u64,
+    slots: Vec<Slot<R>>,
+    /// The slot the next request takes.
+    next: usize,
+    index: HashTable<u32>,
 }
 
 pub struct DedupCache<R> {
     inner: Mutex<Inner<R>>,
+    hasher: RandomState,
     epoch: Instant,
     window_ms: u64,
-    /// Entries per generation at most.
-    generation_capacity: usize,
+    capacity: usize,
 }
 
 impl<R: Clone> DedupCache<R> {
-    /// A cache of at most `capacity` entries (both generations, reserved at once: the pages
-    /// become resident only as entries are written).
+    /// A cache of at most `capacity` requests, reserved at once (the pages become resident
+    /// only as slots are written).
     pub fn new(window: Duration, capacity: usize) -> DedupCache<R> {
-        let generation_capacity = (capacity / 2).max(1);
+        let capacity = capacity.clamp(1, u32::MAX as usize);
         DedupCache {
             inner: Mutex::new(Inner {
-                young: HashMap::with_capacity(generation_capacity),
-                old: HashMap::with_capacity(generation_capacity),
-                young_since: 0,
+                slots: Vec::with_capacity(capacity),
+                next: 0,
+                index: HashTable::with_capacity(capacity),
             }),
+            hasher: RandomState::new(),
             epoch: Instant::now(),
             window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
-            generation_capacity,
+            capacity,
         }
     }
 
@@ -100,47 +107,66 @@ impl<R: Clone> DedupCache<R> {
     pub fn begin(&self, key: RequestKey, now: Instant) -> Seen<R> {
         let now = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
             .unwrap_or(u64::MAX);
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        if now.saturating_sub(inner.young_since) >= self.window_ms
-            || inner.young.len() >= self.generation_capacity
-        {
-            inner.old.clear();
-            std::mem::swap(&mut inner.young, &mut inner.old);
-            inner.young_since = now;
+        let hash = self.hasher.hash_one(key);
+        let mut guard = self.lock();
+        let Inner { slots, next, index } = &mut *guard;
+        if let Ok(found) = index.find_entry(hash, |&i| slots[i as usize].key == key) {
+            let slot = &mut slots[*found.get() as usize];
+            if now.saturating_sub(slot.at) < self.window_ms {
+                return match &slot.answer {
+                    None => Seen::InProgress,
+                    Some(answer) => Seen::Answered(answer.clone()),
+                };
+            }
+            slot.live = false;
+            found.remove();
         }
-        let found = inner.young.get(&key).or_else(|| inner.old.get(&key));
-        if let Some(entry) = found.filter(|e| now.saturating_sub(e.at) < self.window_ms) {
-            return match &entry.answer {
-                None => Seen::InProgress,
-                Some(answer) => Seen::Answered(answer.clone()),
-            };
-        }
-        inner.old.remove(&key);
-        inner.young.insert(
+        let taken = *next;
+        *next = (taken + 1) % self.capacity;
+        let slot = Slot {
             key,
-            Entry {
-                at: now,
-                answer: None,
-            },
-        );
+            at: now,
+            answer: None,
+            live: true,
+        };
+        if taken == slots.len() {
+            slots.push(slot);
+        } else {
+            let oldest = &slots[taken];
+            if oldest.live {
+                let oldest_hash = self.hasher.hash_one(oldest.key);
+                if let Ok(entry) = index.find_entry(oldest_hash, |&i| i as usize == taken) {
+                    entry.remove();
+                }
+            }
+            slots[taken] = slot;
+        }
+        let number = u32::try_from(taken).unwrap_or(u32::MAX);
+        index.insert_unique(hash, number, |&i| {
+            self.hasher.hash_one(slots[i as usize].key)
+        });
         Seen::New
     }
 
     /// Records the answer sent for `key`.
     pub fn complete(&self, key: &RequestKey, answer: R) {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        if let Some(entry) = inner.young.get_mut(key).or_else(|| inner.old.get_mut(key)) {
-            entry.answer = Some(answer);
+        let hash = self.hasher.hash_one(key);
+        let mut guard = self.lock();
+        let Inner { slots, index, .. } = &mut *guard;
+        if let Some(&i) = index.find(hash, |&i| slots[i as usize].key == *key) {
+            slots[i as usize].answer = Some(answer);
         }
     }
 
     /// Removes `key` (the request got no reply, so a retransmission should be evaluated).
     pub fn forget(&self, key: &RequestKey) {
-        let mut inner = self.lock();
-        inner.young.remove(key);
-        inner.old.remove(key);
+        let hash = self.hasher.hash_one(key);
+        let mut guard = self.lock();
+        let Inner { slots, index, .. } = &mut *guard;
+        if let Ok(found) = index.find_entry(hash, |&i| slots[i as usize].key == *key) {
+            slots[*found.get() as usize].live = false;
+            found.remove();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<R>> {
@@ -191,35 +217,37 @@ mod tests {
 
     #[test]
     fn bounded_capacity_evicts_oldest() {
-        let cache = DedupCache::<&str>::new(Duration::from_secs(30), 4);
+        let cache = DedupCache::<&str>::new(Duration::from_secs(30), 3);
         let t0 = Instant::now();
         for id in 0..5 {
             assert_eq!(cache.begin(key(id), t0), Seen::New);
         }
-        let held = {
-            let inner = cache.lock();
-            inner.young.len() + inner.old.len()
-        };
-        assert!(held <= 4, "{held} entries");
-        assert_eq!(cache.begin(key(4), t0), Seen::InProgress);
-        assert_eq!(cache.begin(key(3), t0), Seen::InProgress);
+        assert_eq!(cache.lock().index.len(), 3);
+        for id in 2..5 {
+            assert_eq!(cache.begin(key(id), t0), Seen::InProgress, "{id} is kept");
+        }
         assert_eq!(cache.begin(key(0), t0), Seen::New, "the oldest went first");
+        assert_eq!(cache.lock().index.len(), 3);
     }
 
     #[test]
-    fn an_entry_outlives_a_generation_change_for_its_whole_window() {
+    fn an_entry_survives_capacity_minus_one_newer_requests() {
         let cache = DedupCache::<&str>::new(Duration::from_secs(30), 100);
-        let t0 = cache.epoch;
-        assert_eq!(cache.begin(key(1), t0 + Duration::from_secs(20)), Seen::New);
-        cache.complete(&key(1), "first answer");
-        // The young generation is a window old: it becomes the old one.
-        assert_eq!(cache.begin(key(2), t0 + Duration::from_secs(31)), Seen::New);
+        let t0 = Instant::now();
+        assert_eq!(cache.begin(key(0), t0), Seen::New);
+        cache.complete(&key(0), "first answer");
+        for id in 1..100 {
+            assert_eq!(cache.begin(key(id), t0), Seen::New);
+        }
+        assert_eq!(cache.begin(key(0), t0), Seen::Answered("first answer"));
+        // Expired and forgotten slots are reused without disturbing the others.
+        cache.forget(&key(50));
+        assert_eq!(cache.begin(key(50), t0), Seen::New);
+        assert_eq!(cache.begin(key(1), t0 + Duration::from_secs(31)), Seen::New);
         assert_eq!(
-            cache.begin(key(1), t0 + Duration::from_secs(45)),
-            Seen::Answered("first answer")
+            cache.begin(key(99), t0 + Duration::from_secs(29)),
+            Seen::InProgress
         );
-        // Past its own window, the same key is a new request.
-        assert_eq!(cache.begin(key(1), t0 + Duration::from_secs(51)), Seen::New);
     }
 
     #[test]

@@ -35,10 +35,9 @@ use super::packet::{
 };
 use super::stats::Stats;
 
-/// Entries kept in the duplicate cache at most: about four seconds of replies at 60k/s, in two
-/// generations of 114,688, which is 7/8 of 2^17: each generation's table then fills exactly
-/// 2^17 buckets (hashbrown's load factor) instead of spilling into 2^18 (~9.5 MiB each).
-const DEDUP_CAPACITY: usize = 229_376;
+/// Requests the duplicate cache remembers at most: about four seconds at 60,000 requests/s,
+/// longer than a NAS's usual retransmission timeout (about 22 MiB when full).
+const DEDUP_CAPACITY: usize = 262_144;
 /// Datagrams taken per `recvmmsg`.
 pub const BATCH: usize = 64;
 /// Decided batches the workers may queue for the committers before they wait.
