@@ -6,6 +6,7 @@
 //! The trait keeps the door open for another back end (roadmap: a shared distributed store);
 //! outside this module only the wiring in `appliance` (and tests) names sled.
 
+pub mod layout;
 pub mod records;
 pub mod seal;
 pub mod sled_store;

@@ -1,12 +1,5 @@
-//! The embedded sled back end. Trees: `users` (username -> record, and the owner index
-//! username + 0xFF -> serial of the user's token), `tokens` (serial -> record) and `meta`
-//! (schema version, import journal).
-//!
-//! The owner index lives beside the user records rather than in a tree of its own: a login
-//! reads the user and then the index, and with both in one sled leaf that is one node to page
-//! in instead of two (with a million users, most logins miss sled's cache; each miss costs
-//! several microseconds). 0xFF never occurs in UTF-8, so no user name can collide with an
-//! index key.
+//! The embedded sled back end; what lives where is in [`super::layout`] (a user's token
+//! record sits beside the user's record, so a login pages in one sled leaf).
 //!
 //! Durability: sled 0.34.7's `flush()` writes its log but does not fsync it on Linux (sled
 //! issue 1452), so [`SledStore::sync`] follows it with an fdatasync of the log file itself.
@@ -23,17 +16,17 @@ use std::thread::JoinHandle;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use super::layout::{
+    self, decode, io, location, owner_key, serial_value, unowned_value, Location, SCHEMA_KEY,
+    SCHEMA_VERSION,
+};
 use super::wal::{self, Pending, Wal};
-
 use super::{Store, StoreError, Token, User};
 
-/// Schema of the records in this build; bump and migrate on open when records change.
-/// 1: owner index in a tree `owners`; 2: owner index in `users` (see [`owner_key`]).
-const SCHEMA_VERSION: u32 = 2;
-const SCHEMA_KEY: &[u8] = b"schema_version";
 /// Imports larger than this are written in chunks of this many rows, under a journal.
 const IMPORT_CHUNK: usize = 10_000;
-/// Journal keys: `import/u/<n>`, `import/t/<n>`, `import/o/<n>` (users, tokens, owner index).
+/// Journal keys: `import/u/<n>`, `import/t/<n>`, `import/o/<n>` (users, token serials, owners'
+/// token records).
 const IMPORT_JOURNAL_PREFIX: &str = "import/";
 /// Names per journal value: small enough to stay inside sled's log.
 const JOURNAL_PIECE: usize = 1_000;
@@ -67,9 +60,10 @@ const WAL_FILE: &str = "tokens.wal";
 pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct SledStore {
-    /// User records and the owner index ([`owner_key`]).
+    /// User records, and beside each owner the record of its token ([`owner_key`]).
     users: sled::Tree,
-    tokens: sled::Tree,
+    /// Serial -> where the token's record is ([`layout::location`]).
+    serials: sled::Tree,
     meta: sled::Tree,
     /// Makes sled durable; shared with the background checkpointer.
     flusher: Arc<Flusher>,
@@ -148,56 +142,6 @@ impl Durable {
     }
 }
 
-/// Key of the owner index entry of `username` in the `users` tree: the name and 0xFF, which
-/// sorts it right after the user's record (and no UTF-8 name can end in 0xFF).
-fn owner_key(username: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(username.len() + 1);
-    key.extend_from_slice(username.as_bytes());
-    key.push(0xFF);
-    key
-}
-
-/// Schema 1 -> 2: moves the owner index from its own tree into `users`. Safe to repeat if
-/// interrupted: the version is written only after the entries are durable.
-fn migrate_owner_index(flusher: &Flusher, users: &sled::Tree) -> Result<(), StoreError> {
-    let db = &flusher.db;
-    let owners = db.open_tree(OLD_OWNERS_TREE).map_err(io)?;
-    // Index entries an interrupted earlier attempt left are rebuilt from scratch.
-    let mut batch = sled::Batch::default();
-    for key in users.iter().keys() {
-        let key = key.map_err(io)?;
-        if key.last() == Some(&0xFF) {
-            batch.remove(key);
-        }
-    }
-    users.apply_batch(batch).map_err(io)?;
-    let mut moved = 0usize;
-    let mut batch = sled::Batch::default();
-    for entry in owners.iter() {
-        let (username, serial) = entry.map_err(io)?;
-        let username = String::from_utf8_lossy(&username).into_owned();
-        batch.insert(owner_key(&username), serial);
-        moved += 1;
-        if moved % IMPORT_CHUNK == 0 {
-            users.apply_batch(std::mem::take(&mut batch)).map_err(io)?;
-        }
-    }
-    users.apply_batch(batch).map_err(io)?;
-    flusher.flush()?;
-    let meta = db.open_tree("meta").map_err(io)?;
-    meta.insert(SCHEMA_KEY, &2u32.to_be_bytes()).map_err(io)?;
-    flusher.flush()?;
-    db.drop_tree(OLD_OWNERS_TREE).map_err(io)?;
-    tracing::info!(
-        entries = moved,
-        "store schema 1 -> 2: owner index moved beside the users"
-    );
-    Ok(())
-}
-
-/// Schema 1's owner index (see [`migrate_owner_index`]).
-const OLD_OWNERS_TREE: &[u8] = b"owners";
-
 impl SledStore {
     /// Opens (or creates) the store in directory `path` with the default cache size.
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
@@ -238,7 +182,7 @@ impl SledStore {
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(e.to_string()));
         let users = tree("users")?;
-        let tokens = tree("tokens")?;
+        let serials = tree("serials")?;
         let meta = tree("meta")?;
         let flusher = Arc::new(Flusher {
             db: db.clone(),
@@ -257,8 +201,16 @@ impl SledStore {
                         key: "meta/schema_version".into(),
                         reason: "not a 4-byte number".into(),
                     })?;
-                if found == 1 {
-                    migrate_owner_index(&flusher, &users)?;
+                if found == 1 || found == 2 {
+                    let moved = layout::migrate_to_schema_3(&db, &users, &serials, &meta, || {
+                        flusher.flush()
+                    })?;
+                    tracing::info!(
+                        tokens = moved,
+                        from = found,
+                        to = SCHEMA_VERSION,
+                        "store migrated: token records now beside their owners"
+                    );
                 } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
                         path: shown,
@@ -268,25 +220,13 @@ impl SledStore {
                 }
             }
         }
-        if db
-            .tree_names()
-            .iter()
-            .any(|n| n.as_ref() == OLD_OWNERS_TREE)
-        {
-            // Left by a migration interrupted after its version was written.
-            db.drop_tree(OLD_OWNERS_TREE).map_err(io)?;
-        }
+        layout::drop_old_trees(&db)?;
         let (wal, replay) = Wal::open(&path.join(WAL_FILE), wal::DEFAULT_CAPACITY)
             .map_err(|e| open_err(format!("{WAL_FILE}: {e}")))?;
         let replayed = replay.len();
         for record in replay {
             let token: Token = decode(|| format!("{WAL_FILE} record"), &record)?;
-            tokens.insert(token.serial.as_bytes(), record).map_err(io)?;
-            if let Some(owner) = &token.owner {
-                users
-                    .insert(owner_key(owner), token.serial.as_bytes())
-                    .map_err(io)?;
-            }
+            layout::place(&users, &serials, &token, &record)?;
         }
         let wal = Arc::new(Mutex::new(wal));
         let durable = Durable {
@@ -301,7 +241,7 @@ impl SledStore {
         let first_seq = lock(&wal).last_seq().saturating_add(SEQ_EPOCH_GAP);
         let store = SledStore {
             users,
-            tokens,
+            serials,
             meta,
             flusher,
             sync_turn: Mutex::new(()),
@@ -427,14 +367,14 @@ impl SledStore {
             .iter()
             .map(|u| u.as_bytes().to_vec())
             .collect();
-        let serials: Vec<Vec<u8>> = journal
+        let serial_keys: Vec<Vec<u8>> = journal
             .tokens
             .iter()
             .map(|t| t.as_bytes().to_vec())
             .collect();
         for (tree, keys) in [
             (&self.users, &user_keys),
-            (&self.tokens, &serials),
+            (&self.serials, &serial_keys),
             (&self.users, &owner_keys),
         ] {
             for chunk in keys.chunks(IMPORT_CHUNK) {
@@ -486,25 +426,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn io(e: sled::Error) -> StoreError {
-    StoreError::Io(e.to_string())
-}
-
 /// Records are postcard (compact, deterministic serde binary): a compare-and-swap compares
 /// encoded bytes, so the same record must always encode to the same bytes.
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_stdvec(value).map_err(|e| StoreError::Io(format!("encoding a record: {e}")))
-}
-
-/// `key` names the record in the error, built only if there is one.
-fn decode<T: serde::de::DeserializeOwned>(
-    key: impl FnOnce() -> String,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
-        key: key(),
-        reason: e.to_string(),
-    })
 }
 
 /// Failure inside a sled transaction: either ours (abort) or sled's.
@@ -573,23 +498,39 @@ impl Store for SledStore {
     }
 
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
-        self.tokens
-            .get(serial.as_bytes())
-            .map_err(io)?
-            .map(|v| decode(|| format!("tokens/{serial}"), &v))
-            .transpose()
+        let Some(value) = self.serials.get(serial.as_bytes()).map_err(io)? else {
+            return Ok(None);
+        };
+        let token: Token = match location(serial, &value)? {
+            Location::Here(record) => decode(|| format!("serials/{serial}"), record)?,
+            Location::Owned(owner) => {
+                let record = self.users.get(owner_key(owner)).map_err(io)?;
+                let Some(record) = record else {
+                    return Err(StoreError::Corrupt {
+                        key: format!("serials/{serial}"),
+                        reason: format!("owner {owner} holds no token record"),
+                    });
+                };
+                decode(|| format!("users/{owner}/token"), &record)?
+            }
+        };
+        if token.serial != serial {
+            return Err(StoreError::Corrupt {
+                key: format!("serials/{serial}"),
+                reason: format!("leads to the record of {}", token.serial),
+            });
+        }
+        Ok(Some(token))
     }
 
     fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError> {
-        let Some(serial) = self.users.get(owner_key(username)).map_err(io)? else {
+        let Some(record) = self.users.get(owner_key(username)).map_err(io)? else {
             return Ok(None);
         };
-        let serial = String::from_utf8_lossy(&serial).into_owned();
-        // The token's own record has the last word: an index entry a crash left behind
-        // (an owner change replayed over) never hands someone else's token to this user.
-        Ok(self
-            .token(&serial)?
-            .filter(|token| token.owner.as_deref() == Some(username)))
+        let token: Token = decode(|| format!("users/{username}/token"), &record)?;
+        // The record has the last word: one a crash left behind under another owner's name
+        // never hands someone else's token to this user.
+        Ok((token.owner.as_deref() == Some(username)).then_some(token))
     }
 
     fn create_tokens(&self, tokens: &[Token]) -> Result<(), StoreError> {
@@ -599,7 +540,7 @@ impl Store for SledStore {
         for token in tokens {
             if !serials.insert(token.serial.as_str())
                 || self
-                    .tokens
+                    .serials
                     .contains_key(token.serial.as_bytes())
                     .map_err(io)?
             {
@@ -613,10 +554,10 @@ impl Store for SledStore {
                         second: token.serial.clone(),
                     });
                 }
-                if let Some(serial) = self.users.get(owner_key(owner)).map_err(io)? {
+                if let Some(held) = self.token_of_user(owner)? {
                     return Err(StoreError::OwnerTaken {
                         user: owner.clone(),
-                        serial: String::from_utf8_lossy(&serial).into_owned(),
+                        serial: held.serial,
                     });
                 }
             }
@@ -630,17 +571,17 @@ impl Store for SledStore {
         self.import_in_chunks(
             journal,
             |from, to| {
-                let mut token_batch = sled::Batch::default();
+                let mut serial_batch = sled::Batch::default();
                 let mut owner_batch = sled::Batch::default();
-                for (token, value) in rows.get(from..to).unwrap_or_default() {
-                    token_batch.insert(token.serial.as_bytes(), value.as_slice());
+                for (token, record) in rows.get(from..to).unwrap_or_default() {
+                    serial_batch.insert(token.serial.as_bytes(), serial_value(token, record));
                     if let Some(owner) = &token.owner {
-                        owner_batch.insert(owner_key(owner), token.serial.as_bytes());
+                        owner_batch.insert(owner_key(owner), record.as_slice());
                     }
                 }
                 // Both batches in one transaction: a chunk is all or nothing.
-                tx_result((&self.tokens, &self.users).transaction(|(t, u)| {
-                    t.apply_batch(&token_batch)?;
+                tx_result((&self.serials, &self.users).transaction(|(s, u)| {
+                    s.apply_batch(&serial_batch)?;
                     u.apply_batch(&owner_batch)?;
                     Ok(())
                 }))
@@ -653,47 +594,57 @@ impl Store for SledStore {
         let expected_bytes = encode(expected)?;
         let new_bytes = encode(new)?;
         let serial = new.serial.as_bytes();
-        let owner_changed = expected.owner != new.owner;
         // The write and its log record under one lock: the log's order is the writes' order.
         let mut pending = lock(&self.pending);
-        if !owner_changed {
-            // Hot path: a single-key compare-and-swap, no transaction.
-            let swapped = self
-                .tokens
-                .compare_and_swap(serial, Some(expected_bytes), Some(new_bytes.as_slice()))
-                .map_err(io)?
-                .is_ok();
+        if expected.owner == new.owner {
+            // Hot path: a single-key compare-and-swap where the record is, no transaction.
+            let swapped = match &new.owner {
+                Some(owner) => self.users.compare_and_swap(
+                    owner_key(owner),
+                    Some(expected_bytes),
+                    Some(new_bytes.as_slice()),
+                ),
+                None => self.serials.compare_and_swap(
+                    serial,
+                    Some(unowned_value(&expected_bytes)),
+                    Some(unowned_value(&new_bytes)),
+                ),
+            }
+            .map_err(io)?
+            .is_ok();
             if swapped {
                 pending.append(&new_bytes);
             }
             return Ok(swapped);
         }
-        // Rare (registration): the owner index changes too; logged, and checkpointed at the
-        // next sync so the index and the record become durable together.
+        // Rare (registration): the record moves; logged, and checkpointed at the next sync so
+        // both trees become durable together.
         self.needs_checkpoint.store(true, Ordering::Release);
-        let swapped = tx_result((&self.tokens, &self.users).transaction(|(t, u)| {
-            if t.get(serial)?.as_deref() != Some(expected_bytes.as_slice()) {
+        let swapped = tx_result((&self.serials, &self.users).transaction(|(s, u)| {
+            let unchanged = match &expected.owner {
+                Some(owner) => u.get(owner_key(owner))?.as_deref() == Some(&expected_bytes[..]),
+                None => s.get(serial)?.as_deref() == Some(&unowned_value(&expected_bytes)[..]),
+            };
+            if !unchanged {
                 return Ok(false);
             }
             if let Some(owner) = &new.owner {
                 if let Some(other) = u.get(owner_key(owner))? {
-                    if other.as_ref() != serial {
-                        return Err(ConflictableTransactionError::Abort(
-                            StoreError::OwnerTaken {
-                                user: owner.clone(),
-                                serial: String::from_utf8_lossy(&other).into_owned(),
-                            },
-                        ));
-                    }
+                    let held: Token = decode(|| format!("users/{owner}/token"), &other)
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    return Err(ConflictableTransactionError::Abort(
+                        StoreError::OwnerTaken {
+                            user: owner.clone(),
+                            serial: held.serial,
+                        },
+                    ));
                 }
-                u.insert(owner_key(owner), serial)?;
+                u.insert(owner_key(owner), new_bytes.as_slice())?;
             }
-            if let Some(old_owner) = &expected.owner {
-                if u.get(owner_key(old_owner))?.as_deref() == Some(serial) {
-                    u.remove(owner_key(old_owner))?;
-                }
+            if let Some(previous) = &expected.owner {
+                u.remove(owner_key(previous))?;
             }
-            t.insert(serial, new_bytes.as_slice())?;
+            s.insert(serial, serial_value(new, &new_bytes))?;
             Ok(true)
         }))?;
         if swapped {
@@ -900,7 +851,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("db");
         let store = Arc::new(SledStore::open(&path).expect("open"));
-        let tokens: Vec<Token> = (0..TOKENS).map(token).collect();
+        // Half owned (records beside their owners), half in stock (records in `serials`).
+        let tokens: Vec<Token> = (0..TOKENS)
+            .map(|i| Token {
+                owner: (i % 2 == 0).then(|| format!("u{i}")),
+                ..token(i)
+            })
+            .collect();
         store.create_tokens(&tokens).expect("create");
         store.sync().expect("sync");
         let writer = {
@@ -947,65 +904,73 @@ mod tests {
     }
 
     #[test]
-    fn schema_1_store_is_migrated_at_open() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("db");
-        {
-            // The layout schema 1 wrote: the owner index in a tree of its own.
-            let db = sled::open(&path).expect("sled");
-            let users = db.open_tree("users").expect("users");
-            users
-                .insert("u1", encode(&user(1)).expect("encode"))
-                .expect("user");
-            // Left by an interrupted earlier attempt, no longer true.
-            users.insert(owner_key("u9"), "T1").expect("stale entry");
-            let owned = Token {
-                owner: Some("u1".into()),
-                ..token(1)
-            };
-            db.open_tree("tokens")
-                .expect("tokens")
-                .insert("T1", encode(&owned).expect("encode"))
-                .expect("token");
-            db.open_tree("owners")
-                .expect("owners")
-                .insert("u1", "T1")
-                .expect("owner");
-            db.open_tree("meta")
-                .expect("meta")
-                .insert(SCHEMA_KEY, &1u32.to_be_bytes())
-                .expect("schema");
-            db.flush().expect("flush");
+    fn schema_1_and_2_stores_are_migrated_at_open() {
+        for schema in [1u32, 2] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("db");
+            {
+                // Schemas 1 and 2: every token record in a tree `tokens`; the owner index
+                // in a tree `owners` (1) or beside the users (2).
+                let db = sled::open(&path).expect("sled");
+                let users = db.open_tree("users").expect("users");
+                users
+                    .insert("u1", encode(&user(1)).expect("encode"))
+                    .expect("user");
+                // Left by an interrupted earlier attempt, no longer true.
+                users.insert(owner_key("u9"), "T1").expect("stale entry");
+                let owned = Token {
+                    owner: Some("u1".into()),
+                    ..token(1)
+                };
+                let tokens = db.open_tree("tokens").expect("tokens");
+                tokens
+                    .insert("T1", encode(&owned).expect("encode"))
+                    .expect("token");
+                tokens
+                    .insert("T2", encode(&token(2)).expect("encode"))
+                    .expect("stock token");
+                if schema == 1 {
+                    let owners = db.open_tree("owners").expect("owners");
+                    owners.insert("u1", "T1").expect("owner");
+                } else {
+                    users.insert(owner_key("u1"), "T1").expect("owner");
+                }
+                db.open_tree("meta")
+                    .expect("meta")
+                    .insert(SCHEMA_KEY, &schema.to_be_bytes())
+                    .expect("schema");
+                db.flush().expect("flush");
+            }
+            let store = reopen(&path);
+            let token = store.token_of_user("u1").expect("read").expect("moved");
+            assert_eq!(token.serial, "T1");
+            assert_eq!(store.token("T1").expect("read"), Some(token));
+            assert_eq!(
+                store.token("T2").expect("read").map(|t| t.owner),
+                Some(None)
+            );
+            assert!(store.user("u1").expect("read").is_some());
+            assert!(store.token_of_user("u9").expect("read").is_none());
+            assert_eq!(
+                store.meta.get(SCHEMA_KEY).expect("read").as_deref(),
+                Some(&SCHEMA_VERSION.to_be_bytes()[..])
+            );
+            let trees = store.flusher.db.tree_names();
+            assert!(!trees
+                .iter()
+                .any(|n| n.as_ref() == b"owners" || n.as_ref() == b"tokens"));
+            drop(store);
+            // Opening again is a no-op.
+            let store = reopen(&path);
+            assert_eq!(
+                store.token_of_user("u1").expect("read").map(|t| t.serial),
+                Some("T1".to_string())
+            );
         }
-        let store = reopen(&path);
-        let token = store
-            .token_of_user("u1")
-            .expect("read")
-            .expect("index moved");
-        assert_eq!(token.serial, "T1");
-        assert!(store.user("u1").expect("read").is_some());
-        assert!(store.users.get(owner_key("u9")).expect("read").is_none());
-        assert_eq!(
-            store.meta.get(SCHEMA_KEY).expect("read").as_deref(),
-            Some(&SCHEMA_VERSION.to_be_bytes()[..])
-        );
-        assert!(!store
-            .flusher
-            .db
-            .tree_names()
-            .iter()
-            .any(|n| n.as_ref() == b"owners"));
-        drop(store);
-        // Opening again is a no-op.
-        let store = reopen(&path);
-        assert_eq!(
-            store.token_of_user("u1").expect("read").map(|t| t.serial),
-            Some("T1".to_string())
-        );
     }
 
     #[test]
-    fn owner_index_key_cannot_be_a_user_name() {
+    fn owner_key_cannot_be_a_user_name() {
         let key = owner_key("alice");
         assert!(std::str::from_utf8(&key).is_err());
         assert!(key.starts_with(b"alice"));
@@ -1067,20 +1032,103 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_owner_index_entry_hands_out_no_token() {
+    fn a_token_record_left_under_another_name_hands_out_no_token() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SledStore::open(&dir.path().join("db")).expect("open");
         let owned = Token {
             owner: Some("u1".into()),
             ..token(1)
         };
-        store.create_tokens(&[owned]).expect("create");
+        store
+            .create_tokens(std::slice::from_ref(&owned))
+            .expect("create");
         // As a crash between an owner change and its checkpoint may leave behind.
         store
             .users
-            .insert(owner_key("u2"), "T1")
-            .expect("stale entry");
+            .insert(owner_key("u2"), encode(&owned).expect("encode"))
+            .expect("stale record");
         assert!(store.token_of_user("u1").expect("read").is_some());
         assert!(store.token_of_user("u2").expect("read").is_none());
+    }
+
+    #[test]
+    fn a_token_moves_with_its_owner_and_back_to_stock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        let store = SledStore::open(&path).expect("open");
+        let stock = token(1);
+        store
+            .create_tokens(std::slice::from_ref(&stock))
+            .expect("create");
+        assert_eq!(store.token("T1").expect("read"), Some(stock.clone()));
+        let owned = Token {
+            owner: Some("u1".into()),
+            ..stock.clone()
+        };
+        assert!(store.replace_token(&stock, &owned).expect("assign"));
+        assert!(!store
+            .replace_token(&stock, &owned)
+            .expect("stale expectation"));
+        assert_eq!(
+            store.token_of_user("u1").expect("read"),
+            Some(owned.clone())
+        );
+        assert_eq!(store.token("T1").expect("read"), Some(owned.clone()));
+        // Hot path, where the record now is: beside its owner.
+        let used = Token {
+            counter: 7,
+            ..owned.clone()
+        };
+        assert!(store.replace_token(&owned, &used).expect("login"));
+        // A second token cannot take the same owner.
+        let other = Token {
+            owner: Some("u1".into()),
+            ..token(2)
+        };
+        assert!(matches!(
+            store.create_tokens(&[other]),
+            Err(StoreError::OwnerTaken { serial, .. }) if serial == "T1"
+        ));
+        let back = Token {
+            owner: None,
+            ..used.clone()
+        };
+        assert!(store.replace_token(&used, &back).expect("unassign"));
+        assert!(store.token_of_user("u1").expect("read").is_none());
+        assert!(store.users.get(owner_key("u1")).expect("read").is_none());
+        assert_eq!(store.token("T1").expect("read"), Some(back.clone()));
+        store.sync().expect("sync");
+        drop(store);
+        let store = reopen(&path);
+        assert_eq!(store.token("T1").expect("read"), Some(back));
+    }
+
+    #[test]
+    fn replay_puts_each_record_where_its_owner_says() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        {
+            let store = SledStore::open(&path).expect("open");
+            store.create_tokens(&[token(1)]).expect("create");
+            store.sync().expect("sync");
+        }
+        // The log says: T1 went to u1, then to u2 (as if sled lost both writes).
+        {
+            let (mut wal, _) = Wal::open(&path.join(WAL_FILE), wal::DEFAULT_CAPACITY).expect("wal");
+            let mut pending = Pending::after(wal.last_seq());
+            for owner in ["u1", "u2"] {
+                let t = Token {
+                    owner: Some(owner.into()),
+                    ..token(1)
+                };
+                pending.append(&encode(&t).expect("encode"));
+            }
+            wal.write(&pending.take()).expect("write");
+        }
+        let store = reopen(&path);
+        assert!(store.token_of_user("u1").expect("read").is_none());
+        assert!(store.users.get(owner_key("u1")).expect("read").is_none());
+        let t = store.token_of_user("u2").expect("read").expect("replayed");
+        assert_eq!(store.token("T1").expect("read"), Some(t));
     }
 }
