@@ -44,6 +44,8 @@ pub enum StoreError {
         first: String,
         second: String,
     },
+    #[error("a token's serial cannot change (`{from}` -> `{to}`)")]
+    SerialChange { from: String, to: String },
     #[error("stored record `{key}` is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("storage I/O failed: {0}")]

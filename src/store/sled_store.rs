@@ -17,8 +17,8 @@ use std::thread::JoinHandle;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use super::layout::{
-    self, decode, io, location, owner_key, serial_value, unowned_value, Location, SCHEMA_KEY,
-    SCHEMA_VERSION,
+    self, decode, io, location, owner_key, serial_value, unowned_value, Location, MIGRATING,
+    SCHEMA_KEY, SCHEMA_VERSION,
 };
 use super::wal::{self, Pending, Wal};
 use super::{Store, StoreError, Token, User};
@@ -201,7 +201,7 @@ impl SledStore {
                         key: "meta/schema_version".into(),
                         reason: "not a 4-byte number".into(),
                     })?;
-                if found == 1 || found == 2 {
+                if found == 1 || found == 2 || found == MIGRATING {
                     let moved = layout::migrate_to_schema_3(&db, &users, &serials, &meta, || {
                         flusher.flush()
                     })?;
@@ -224,9 +224,18 @@ impl SledStore {
         let (wal, replay) = Wal::open(&path.join(WAL_FILE), wal::DEFAULT_CAPACITY)
             .map_err(|e| open_err(format!("{WAL_FILE}: {e}")))?;
         let replayed = replay.len();
+        let mut superseded = 0usize;
         for record in replay {
             let token: Token = decode(|| format!("{WAL_FILE} record"), &record)?;
-            layout::place(&users, &serials, &token, &record)?;
+            if !layout::place(&users, &serials, &token, &record)? {
+                superseded += 1;
+            }
+        }
+        if superseded > 0 {
+            tracing::info!(
+                records = superseded,
+                "token log records older than an owner change already in the store were skipped"
+            );
         }
         let wal = Arc::new(Mutex::new(wal));
         let durable = Durable {
@@ -382,7 +391,7 @@ impl SledStore {
                 for key in chunk {
                     batch.remove(key.as_slice());
                 }
-                tree.apply_batch(batch).map_err(io)?;
+                layout::apply(tree, &batch)?;
             }
         }
         self.flush_sled()?;
@@ -475,7 +484,7 @@ impl Store for SledStore {
                 for (key, value) in rows.get(from..to).unwrap_or_default() {
                     batch.insert(key.as_slice(), value.as_slice());
                 }
-                self.users.apply_batch(batch).map_err(io)
+                layout::apply(&self.users, &batch)
             },
             rows.len(),
         )
@@ -498,29 +507,32 @@ impl Store for SledStore {
     }
 
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
-        let Some(value) = self.serials.get(serial.as_bytes()).map_err(io)? else {
-            return Ok(None);
-        };
-        let token: Token = match location(serial, &value)? {
-            Location::Here(record) => decode(|| format!("serials/{serial}"), record)?,
-            Location::Owned(owner) => {
-                let record = self.users.get(owner_key(owner)).map_err(io)?;
-                let Some(record) = record else {
+        // Two reads (location, then record): an owner change committed between them is
+        // followed by reading again, once.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let Some(value) = self.serials.get(serial.as_bytes()).map_err(io)? else {
+                return Ok(None);
+            };
+            let found: Option<Token> = match location(serial, &value)? {
+                Location::Here(record) => Some(decode(|| format!("serials/{serial}"), record)?),
+                Location::Owned(owner) => match self.users.get(owner_key(owner)).map_err(io)? {
+                    Some(record) => Some(decode(|| format!("users/{owner}/token"), &record)?),
+                    None => None,
+                },
+            };
+            match found {
+                Some(token) if token.serial == serial => return Ok(Some(token)),
+                _ if attempts < 2 => continue,
+                _ => {
                     return Err(StoreError::Corrupt {
                         key: format!("serials/{serial}"),
-                        reason: format!("owner {owner} holds no token record"),
-                    });
-                };
-                decode(|| format!("users/{owner}/token"), &record)?
+                        reason: "its owner holds no record of it".into(),
+                    })
+                }
             }
-        };
-        if token.serial != serial {
-            return Err(StoreError::Corrupt {
-                key: format!("serials/{serial}"),
-                reason: format!("leads to the record of {}", token.serial),
-            });
         }
-        Ok(Some(token))
     }
 
     fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError> {
@@ -579,8 +591,26 @@ impl Store for SledStore {
                         owner_batch.insert(owner_key(owner), record.as_slice());
                     }
                 }
-                // Both batches in one transaction: a chunk is all or nothing.
+                // Both batches in one transaction: a chunk is all or nothing. The checks above
+                // are repeated here, against writes made since.
+                let rows = rows.get(from..to).unwrap_or_default();
                 tx_result((&self.serials, &self.users).transaction(|(s, u)| {
+                    for (token, _) in rows {
+                        let abort = ConflictableTransactionError::Abort;
+                        if s.get(token.serial.as_bytes())?.is_some() {
+                            return Err(abort(StoreError::TokenExists(token.serial.clone())));
+                        }
+                        if let Some(owner) = &token.owner {
+                            if let Some(held) = u.get(owner_key(owner))? {
+                                let held: Token = decode(|| format!("users/{owner}/token"), &held)
+                                    .map_err(abort)?;
+                                return Err(abort(StoreError::OwnerTaken {
+                                    user: owner.clone(),
+                                    serial: held.serial,
+                                }));
+                            }
+                        }
+                    }
                     s.apply_batch(&serial_batch)?;
                     u.apply_batch(&owner_batch)?;
                     Ok(())
@@ -591,6 +621,12 @@ impl Store for SledStore {
     }
 
     fn replace_token(&self, expected: &Token, new: &Token) -> Result<bool, StoreError> {
+        if expected.serial != new.serial {
+            return Err(StoreError::SerialChange {
+                from: expected.serial.clone(),
+                to: new.serial.clone(),
+            });
+        }
         let expected_bytes = encode(expected)?;
         let new_bytes = encode(new)?;
         let serial = new.serial.as_bytes();
@@ -905,7 +941,8 @@ mod tests {
 
     #[test]
     fn schema_1_and_2_stores_are_migrated_at_open() {
-        for schema in [1u32, 2] {
+        // MIGRATING: an earlier attempt stopped half-way (here: with schema 2's index).
+        for schema in [1u32, 2, MIGRATING] {
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("db");
             {
@@ -1065,6 +1102,10 @@ mod tests {
             owner: Some("u1".into()),
             ..stock.clone()
         };
+        assert!(matches!(
+            store.replace_token(&stock, &token(2)),
+            Err(StoreError::SerialChange { .. })
+        ));
         assert!(store.replace_token(&stock, &owned).expect("assign"));
         assert!(!store
             .replace_token(&stock, &owned)
@@ -1104,31 +1145,80 @@ mod tests {
     }
 
     #[test]
-    fn replay_puts_each_record_where_its_owner_says() {
+    fn replay_skips_records_older_than_an_owner_change_and_never_overwrites_a_token() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("db");
+        let owned = |i: usize, owner: Option<&str>, counter: u64| Token {
+            owner: owner.map(str::to_string),
+            counter,
+            ..token(i)
+        };
         {
             let store = SledStore::open(&path).expect("open");
-            store.create_tokens(&[token(1)]).expect("create");
-            store.sync().expect("sync");
+            store
+                .create_tokens(&[owned(1, Some("u1"), 0), owned(2, None, 0)])
+                .expect("create");
+            // T1 goes back to stock and T2 to u1, both checkpointed.
+            assert!(store
+                .replace_token(&owned(1, Some("u1"), 0), &owned(1, None, 0))
+                .expect("unassign"));
+            assert!(store
+                .replace_token(&owned(2, None, 0), &owned(2, Some("u1"), 0))
+                .expect("assign"));
+            store.checkpoint().expect("checkpoint");
         }
-        // The log says: T1 went to u1, then to u2 (as if sled lost both writes).
+        // The log after the checkpoint holds a login on T1 from before the owner changes (as
+        // after a crash between a flush and the header write), then one on T2.
         {
             let (mut wal, _) = Wal::open(&path.join(WAL_FILE), wal::DEFAULT_CAPACITY).expect("wal");
             let mut pending = Pending::after(wal.last_seq());
-            for owner in ["u1", "u2"] {
-                let t = Token {
-                    owner: Some(owner.into()),
-                    ..token(1)
-                };
-                pending.append(&encode(&t).expect("encode"));
-            }
+            pending.append(&encode(&owned(1, Some("u1"), 9)).expect("encode"));
+            pending.append(&encode(&owned(2, Some("u1"), 4)).expect("encode"));
             wal.write(&pending.take()).expect("write");
         }
         let store = reopen(&path);
-        assert!(store.token_of_user("u1").expect("read").is_none());
-        assert!(store.users.get(owner_key("u1")).expect("read").is_none());
-        let t = store.token_of_user("u2").expect("read").expect("replayed");
-        assert_eq!(store.token("T1").expect("read"), Some(t));
+        assert_eq!(
+            store.token_of_user("u1").expect("read"),
+            Some(owned(2, Some("u1"), 4)),
+            "T2's record is intact and its login replayed"
+        );
+        assert_eq!(
+            store.token("T1").expect("read"),
+            Some(owned(1, None, 0)),
+            "the stale record was skipped"
+        );
+    }
+
+    #[test]
+    fn a_migration_refuses_two_tokens_of_one_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        {
+            let db = sled::open(&path).expect("sled");
+            let tokens = db.open_tree("tokens").expect("tokens");
+            for i in [1, 2] {
+                let t = Token {
+                    owner: Some("u1".into()),
+                    ..token(i)
+                };
+                tokens
+                    .insert(t.serial.as_bytes(), encode(&t).expect("encode"))
+                    .expect("token");
+            }
+            db.open_tree("meta")
+                .expect("meta")
+                .insert(SCHEMA_KEY, &2u32.to_be_bytes())
+                .expect("schema");
+            db.flush().expect("flush");
+        }
+        let mut opened = SledStore::open(&path);
+        for _ in 0..50 {
+            if !matches!(opened, Err(StoreError::Locked { .. })) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            opened = SledStore::open(&path);
+        }
+        assert!(matches!(opened, Err(StoreError::OwnerTwice { .. })));
     }
 }
