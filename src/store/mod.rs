@@ -1,4 +1,5 @@
-//! Storage: a trait the rest of otpgate codes against, its sled implementation ([`sled_store`])
+//! Storage: a trait the rest of otpgate codes against, its sled implementation ([`sled_store`],
+//! laid out as [`layout`] says, made durable by [`checkpoint`])
 //! with the token write-ahead log that makes a login's state change cheap to make durable
 //! ([`wal`]) and the sealing of token seeds at rest ([`seal`]). Concurrent callers of
 //! [`Store::sync`] share syncs (see the sled implementation), which is the group commit.
@@ -6,6 +7,7 @@
 //! The trait keeps the door open for another back end (roadmap: a shared distributed store);
 //! outside this module only the wiring in `appliance` (and tests) names sled.
 
+pub mod checkpoint;
 pub mod layout;
 pub mod records;
 pub mod seal;
@@ -73,4 +75,9 @@ pub trait Store: Send + Sync + 'static {
     /// Makes every write durable in the store proper, leaving nothing to recover at the next
     /// open (clean shutdown).
     fn checkpoint(&self) -> Result<(), StoreError>;
+}
+
+/// Mutexes in the store guard plain data; a panic elsewhere cannot leave it half-updated.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -10,18 +10,17 @@ use std::fs::File;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use super::checkpoint::{Checkpointer, Flusher};
 use super::layout::{
     self, decode, io, location, owner_key, serial_value, unowned_value, Location, MIGRATING,
     SCHEMA_KEY, SCHEMA_VERSION,
 };
 use super::wal::{self, Pending, Wal};
-use super::{Store, StoreError, Token, User};
+use super::{lock, Store, StoreError, Token, User};
 
 /// Imports larger than this are written in chunks of this many rows, under a journal.
 const IMPORT_CHUNK: usize = 10_000;
@@ -77,69 +76,8 @@ pub struct SledStore {
     wal: Arc<Mutex<Wal>>,
     /// A write the log does not cover (users, new tokens) happened: the next sync flushes sled.
     needs_checkpoint: AtomicBool,
-    /// Wakes the background checkpointer; dropping it stops the thread.
-    checkpointer: Option<(SyncSender<()>, JoinHandle<()>)>,
-}
-
-/// sled's flush followed by the fdatasync it lacks (sled issue 1452), and the memory of a
-/// failure: after a failed fdatasync the kernel may have dropped the dirty pages, so a later
-/// flush that succeeds proves nothing about them. From the first failure on, every flush
-/// fails, no checkpoint moves the log forward, and the records it holds wait for the restart
-/// that replays them (as PostgreSQL does after an fsync failure).
-struct Flusher {
-    db: sled::Db,
-    /// sled's log file, kept open to fdatasync it after each flush.
-    log_file: File,
-    failed: AtomicBool,
-}
-
-impl Flusher {
-    fn flush(&self) -> Result<(), StoreError> {
-        if self.failed.load(Ordering::Acquire) {
-            return Err(StoreError::Io(
-                "an earlier flush of the database failed; restart otpgate to recover from \
-                 the token log"
-                    .into(),
-            ));
-        }
-        let result = self.db.flush().map_err(io).and_then(|_| {
-            self.log_file
-                .sync_data()
-                .map_err(|e| StoreError::Io(format!("fdatasync of the log: {e}")))
-        });
-        if result.is_err() {
-            self.failed.store(true, Ordering::Release);
-        }
-        result
-    }
-}
-
-/// What a checkpoint needs, shared with the background checkpointer thread.
-struct Durable {
-    flusher: Arc<Flusher>,
-    wal: Arc<Mutex<Wal>>,
-}
-
-impl Durable {
-    /// The background checkpointer: on each wake-up, marks the end of the log, flushes sled
-    /// (token writes and log syncs go on meanwhile) and then lets the log forget every record
-    /// up to the mark. Every record up to the mark was written to sled before it was appended,
-    /// so the flush holds it; records after the mark stay in the log and are replayed over it.
-    fn run(self, wake_ups: Receiver<()>) {
-        while wake_ups.recv().is_ok() {
-            let mark = lock(&self.wal).mark();
-            let result = self.flusher.flush().and_then(|()| {
-                lock(&self.wal)
-                    .checkpoint_at(mark)
-                    .map_err(|e| StoreError::Io(format!("{WAL_FILE} checkpoint: {e}")))
-            });
-            if let Err(e) = result {
-                // Nothing is lost: the log still holds every record. If it fills up, a sync
-                // checkpoints itself and reports the error to its caller.
-                tracing::error!(error = %e, "background checkpoint failed");
-            }
-        }
-    }
+    /// Dropping it stops and joins the thread: once the store is dropped, sled is closed.
+    checkpointer: Checkpointer,
 }
 
 impl SledStore {
@@ -184,11 +122,8 @@ impl SledStore {
         let users = tree("users")?;
         let serials = tree("serials")?;
         let meta = tree("meta")?;
-        let flusher = Arc::new(Flusher {
-            db: db.clone(),
-            log_file: File::open(path.join("db")).map_err(|e| open_err(e.to_string()))?,
-            failed: AtomicBool::new(false),
-        });
+        let log_file = File::open(path.join("db")).map_err(|e| open_err(e.to_string()))?;
+        let flusher = Arc::new(Flusher::new(db.clone(), log_file));
         match meta.get(SCHEMA_KEY).map_err(io)? {
             None => {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
@@ -238,14 +173,7 @@ impl SledStore {
             );
         }
         let wal = Arc::new(Mutex::new(wal));
-        let durable = Durable {
-            flusher: Arc::clone(&flusher),
-            wal: Arc::clone(&wal),
-        };
-        let (wake, wake_ups) = sync_channel(1);
-        let thread = std::thread::Builder::new()
-            .name("otpgate-checkpoint".into())
-            .spawn(move || durable.run(wake_ups))
+        let checkpointer = Checkpointer::start(Arc::clone(&flusher), Arc::clone(&wal))
             .map_err(|e| open_err(format!("cannot start the checkpointer thread: {e}")))?;
         let first_seq = lock(&wal).last_seq().saturating_add(SEQ_EPOCH_GAP);
         let store = SledStore {
@@ -262,7 +190,7 @@ impl SledStore {
             wal,
             // Opening checkpoints: the replayed records are then in sled for good.
             needs_checkpoint: AtomicBool::new(true),
-            checkpointer: Some((wake, thread)),
+            checkpointer,
         };
         if let Some(journal) = store.read_journal()? {
             tracing::warn!(
@@ -402,23 +330,11 @@ impl SledStore {
         self.flusher.flush()
     }
 
-    /// Asks the background checkpointer for a checkpoint (one already asked for is enough).
-    /// False if it is gone (it panicked): the caller must checkpoint itself.
+    /// Asks the background checkpointer for a checkpoint; false if it is gone.
     fn wake_checkpointer(&self) -> bool {
-        match &self.checkpointer {
-            Some((wake, _)) => match wake.try_send(()) {
-                Ok(()) | Err(TrySendError::Full(())) => true,
-                Err(TrySendError::Disconnected(())) => {
-                    tracing::error!("the background checkpointer is gone; syncs checkpoint");
-                    false
-                }
-            },
-            None => false,
-        }
+        self.checkpointer.wake()
     }
 
-    /// Makes sled itself durable and lets the log forget what it held. Appends wait meanwhile,
-    /// so sled holds exactly the records numbered up to the checkpoint.
     fn checkpoint_now(&self) -> Result<(), StoreError> {
         let mut pending = lock(&self.pending);
         self.flush_sled()?;
@@ -428,11 +344,6 @@ impl SledStore {
         pending.clear();
         Ok(())
     }
-}
-
-/// Mutexes here guard plain data; a panic elsewhere cannot leave it half-updated.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Records are postcard (compact, deterministic serde binary): a compare-and-swap compares
@@ -734,19 +645,6 @@ impl Store for SledStore {
     }
 }
 
-impl Drop for SledStore {
-    /// Stops the background checkpointer (after the checkpoint it may be running), so the
-    /// store is closed when this returns.
-    fn drop(&mut self) {
-        if let Some((wake, thread)) = self.checkpointer.take() {
-            drop(wake);
-            if thread.join().is_err() {
-                tracing::error!("the checkpointer thread ended abnormally");
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -992,7 +890,7 @@ mod tests {
                 store.meta.get(SCHEMA_KEY).expect("read").as_deref(),
                 Some(&SCHEMA_VERSION.to_be_bytes()[..])
             );
-            let trees = store.flusher.db.tree_names();
+            let trees = store.flusher.db().tree_names();
             assert!(!trees
                 .iter()
                 .any(|n| n.as_ref() == b"owners" || n.as_ref() == b"tokens"));
@@ -1031,7 +929,7 @@ mod tests {
         let held = lock(&store.wal).would_use(0);
         assert!(held > 0);
         // As after a failed fdatasync of sled's log.
-        store.flusher.failed.store(true, Ordering::Release);
+        store.flusher.fail();
         assert!(store.checkpoint().is_err());
         store
             .create_users(&[user(1)])
@@ -1048,23 +946,6 @@ mod tests {
             lock(&store.wal).would_use(0),
             held,
             "nor does the checkpointer"
-        );
-    }
-
-    #[test]
-    fn a_gone_checkpointer_is_noticed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = SledStore::open(&dir.path().join("db")).expect("open");
-        assert!(store.wake_checkpointer());
-        let (gone, receiver) = sync_channel(1);
-        drop(receiver);
-        let (live, thread) = store.checkpointer.take().expect("started");
-        drop(live);
-        thread.join().expect("stops");
-        store.checkpointer = Some((gone, std::thread::spawn(|| ())));
-        assert!(
-            !store.wake_checkpointer(),
-            "syncs must checkpoint themselves"
         );
     }
 
