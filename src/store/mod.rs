@@ -68,7 +68,7 @@ pub trait Store: Send + Sync + 'static {
     /// Creates all tokens or none; fails with `TokenExists` or `OwnerTaken` before writing.
     fn create_tokens(&self, tokens: &[Token]) -> Result<(), StoreError>;
     /// Compare-and-swap: writes `new` only if the stored token still equals `expected`, keeping
-    /// the owner index in step. `Ok(false)` means someone else changed it first.
+    /// where its owner says it lives. `Ok(false)` means someone else changed it first.
     fn replace_token(&self, expected: &Token, new: &Token) -> Result<bool, StoreError>;
     /// Makes every write that returned before this call durable on disk.
     fn sync(&self) -> Result<(), StoreError>;
