@@ -58,7 +58,8 @@ pub enum Seen<R> {
 /// One remembered request.
 struct Slot<R> {
     key: RequestKey,
-    /// Milliseconds since the cache was made, when the request was first seen.
+    /// Milliseconds since the cache was made: when the request was first seen, then when it
+    /// was answered (the window runs from the answer).
     at: u64,
     /// `None` while the request is being evaluated.
     answer: Option<R>,
@@ -67,9 +68,11 @@ struct Slot<R> {
 }
 
 /// A ring of slots in arrival order, and an index from key to slot. When the ring is full the
-/// next request takes the oldest slot, so an entry survives `capacity` newer requests (or its
-/// window, whichever ends first); no per-request expiry walk, and nothing grows or rehashes
-/// after the first lap. The index holds slot numbers only (4 octets each).
+/// next request takes the oldest answered slot, so an answered entry survives `capacity`
+/// newer requests (or its window, whichever ends first), and one still being evaluated is
+/// never dropped (it would be evaluated twice). No per-request expiry walk; the index holds
+/// slot numbers only (4 octets each) and is kept at most a quarter full, so the markers that
+/// removals leave seldom force it to be cleaned.
 struct Inner<R> {
     slots: Vec<Slot<R>>,
     /// The slot the next request takes.
@@ -94,7 +97,7 @@ impl<R: Clone> DedupCache<R> {
             inner: Mutex::new(Inner {
                 slots: Vec::with_capacity(capacity),
                 next: 0,
-                index: HashTable::with_capacity(capacity),
+                index: HashTable::with_capacity(capacity.saturating_mul(2)),
             }),
             hasher: RandomState::new(),
             epoch: Instant::now(),
@@ -105,23 +108,34 @@ impl<R: Clone> DedupCache<R> {
 
     /// Looks `key` up at `now`, registering it as in progress when new.
     pub fn begin(&self, key: RequestKey, now: Instant) -> Seen<R> {
-        let now = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
-            .unwrap_or(u64::MAX);
+        let now = self.millis(now);
         let hash = self.hasher.hash_one(key);
         let mut guard = self.lock();
         let Inner { slots, next, index } = &mut *guard;
         if let Ok(found) = index.find_entry(hash, |&i| slots[i as usize].key == key) {
             let slot = &mut slots[*found.get() as usize];
-            if now.saturating_sub(slot.at) < self.window_ms {
-                return match &slot.answer {
-                    None => Seen::InProgress,
-                    Some(answer) => Seen::Answered(answer.clone()),
-                };
+            match &slot.answer {
+                None => return Seen::InProgress,
+                Some(answer) if now.saturating_sub(slot.at) < self.window_ms => {
+                    return Seen::Answered(answer.clone())
+                }
+                Some(_) => {
+                    slot.live = false;
+                    found.remove();
+                }
             }
-            slot.live = false;
-            found.remove();
         }
-        let taken = *next;
+        // The oldest slot that is not being evaluated (in flight requests are few; if every
+        // slot were, the oldest would go anyway).
+        let in_progress = |i: usize| slots.get(i).is_some_and(|s| s.live && s.answer.is_none());
+        let mut taken = *next;
+        for step in 0..self.capacity {
+            let candidate = (*next + step) % self.capacity;
+            if !in_progress(candidate) {
+                taken = candidate;
+                break;
+            }
+        }
         *next = (taken + 1) % self.capacity;
         let slot = Slot {
             key,
@@ -129,7 +143,7 @@ impl<R: Clone> DedupCache<R> {
             answer: None,
             live: true,
         };
-        if taken == slots.len() {
+        if taken >= slots.len() {
             slots.push(slot);
         } else {
             let oldest = &slots[taken];
@@ -148,14 +162,21 @@ impl<R: Clone> DedupCache<R> {
         Seen::New
     }
 
-    /// Records the answer sent for `key`.
-    pub fn complete(&self, key: &RequestKey, answer: R) {
+    /// Records the answer sent for `key` at `now`; the window runs from here.
+    pub fn complete(&self, key: &RequestKey, answer: R, now: Instant) {
+        let now = self.millis(now);
         let hash = self.hasher.hash_one(key);
         let mut guard = self.lock();
         let Inner { slots, index, .. } = &mut *guard;
         if let Some(&i) = index.find(hash, |&i| slots[i as usize].key == *key) {
-            slots[i as usize].answer = Some(answer);
+            let slot = &mut slots[i as usize];
+            slot.answer = Some(answer);
+            slot.at = now;
         }
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Removes `key` (the request got no reply, so a retransmission should be evaluated).
@@ -190,7 +211,7 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(cache.begin(key(1), t0), Seen::New);
         assert_eq!(cache.begin(key(1), t0), Seen::InProgress);
-        cache.complete(&key(1), "reply");
+        cache.complete(&key(1), "reply", t0);
         assert_eq!(
             cache.begin(key(1), t0 + Duration::from_secs(29)),
             Seen::Answered("reply")
@@ -202,7 +223,7 @@ mod tests {
         let cache = DedupCache::<&str>::new(Duration::from_secs(30), 100);
         let t0 = Instant::now();
         assert_eq!(cache.begin(key(1), t0), Seen::New);
-        cache.complete(&key(1), "r");
+        cache.complete(&key(1), "r", t0);
         assert_eq!(cache.begin(key(1), t0 + Duration::from_secs(31)), Seen::New);
     }
 
@@ -216,18 +237,42 @@ mod tests {
     }
 
     #[test]
-    fn bounded_capacity_evicts_oldest() {
+    fn bounded_capacity_evicts_oldest_answered() {
         let cache = DedupCache::<&str>::new(Duration::from_secs(30), 3);
         let t0 = Instant::now();
         for id in 0..5 {
             assert_eq!(cache.begin(key(id), t0), Seen::New);
+            cache.complete(&key(id), "answer", t0);
         }
         assert_eq!(cache.lock().index.len(), 3);
         for id in 2..5 {
-            assert_eq!(cache.begin(key(id), t0), Seen::InProgress, "{id} is kept");
+            assert_eq!(
+                cache.begin(key(id), t0),
+                Seen::Answered("answer"),
+                "{id} is kept"
+            );
         }
         assert_eq!(cache.begin(key(0), t0), Seen::New, "the oldest went first");
         assert_eq!(cache.lock().index.len(), 3);
+    }
+
+    #[test]
+    fn a_request_being_evaluated_is_neither_evicted_nor_expired() {
+        let cache = DedupCache::<&str>::new(Duration::from_secs(30), 3);
+        let t0 = Instant::now();
+        assert_eq!(cache.begin(key(0), t0), Seen::New);
+        for id in 1..10 {
+            assert_eq!(cache.begin(key(id), t0), Seen::New);
+            cache.complete(&key(id), "answer", t0);
+        }
+        let late = t0 + Duration::from_secs(120);
+        assert_eq!(cache.begin(key(0), late), Seen::InProgress);
+        // Its window runs from its answer.
+        cache.complete(&key(0), "slow answer", late);
+        assert_eq!(
+            cache.begin(key(0), late + Duration::from_secs(29)),
+            Seen::Answered("slow answer")
+        );
     }
 
     #[test]
@@ -235,9 +280,10 @@ mod tests {
         let cache = DedupCache::<&str>::new(Duration::from_secs(30), 100);
         let t0 = Instant::now();
         assert_eq!(cache.begin(key(0), t0), Seen::New);
-        cache.complete(&key(0), "first answer");
+        cache.complete(&key(0), "first answer", t0);
         for id in 1..100 {
             assert_eq!(cache.begin(key(id), t0), Seen::New);
+            cache.complete(&key(id), "answer", t0);
         }
         assert_eq!(cache.begin(key(0), t0), Seen::Answered("first answer"));
         // Expired and forgotten slots are reused without disturbing the others.
@@ -246,7 +292,7 @@ mod tests {
         assert_eq!(cache.begin(key(1), t0 + Duration::from_secs(31)), Seen::New);
         assert_eq!(
             cache.begin(key(99), t0 + Duration::from_secs(29)),
-            Seen::InProgress
+            Seen::Answered("answer")
         );
     }
 

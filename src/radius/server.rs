@@ -36,7 +36,7 @@ use super::packet::{
 use super::stats::Stats;
 
 /// Requests the duplicate cache remembers at most: about four seconds at 60,000 requests/s,
-/// longer than a NAS's usual retransmission timeout (about 22 MiB when full).
+/// longer than a NAS's usual retransmission timeout (about 24 MiB when full).
 const DEDUP_CAPACITY: usize = 262_144;
 /// Datagrams taken per `recvmmsg`.
 pub const BATCH: usize = 64;
@@ -481,11 +481,14 @@ fn finish_reply(
                 ReplyCode::Accept => &stats.accepts,
                 ReplyCode::Reject => &stats.rejects,
             });
-            dedup.complete(key, reply);
+            dedup.complete(key, reply, Instant::now());
             Some(bytes)
         }
         Err(e) => {
-            dedup.forget(key);
+            // The decision stands (its state change may be durable): a retransmission gets
+            // the same decision, fails to encode the same way and is dropped, never
+            // evaluated again.
+            dedup.complete(key, reply, Instant::now());
             tracing::error!(%peer, error = %e, "could not encode a reply");
             None
         }

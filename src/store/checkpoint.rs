@@ -21,6 +21,10 @@ pub struct Flusher {
     /// sled's log file, kept open to fdatasync it after each flush.
     log_file: File,
     failed: AtomicBool,
+    /// One flush at a time: Linux reports a write-back error to one fdatasync of an open file
+    /// only, so a flush running beside a failing one could return Ok; taking turns, the second
+    /// sees the failure.
+    turn: Mutex<()>,
 }
 
 impl Flusher {
@@ -29,6 +33,7 @@ impl Flusher {
             db,
             log_file,
             failed: AtomicBool::new(false),
+            turn: Mutex::new(()),
         }
     }
 
@@ -37,6 +42,7 @@ impl Flusher {
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
+        let _turn = lock(&self.turn);
         if self.failed.load(Ordering::Acquire) {
             return Err(StoreError::Io(
                 "an earlier flush of the database failed; restart otpgate to recover from \
@@ -67,6 +73,8 @@ impl Flusher {
 pub struct Checkpointer {
     wake: Option<SyncSender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// Said once that the thread is gone (every later sync would say it again).
+    gone_reported: AtomicBool,
 }
 
 impl Checkpointer {
@@ -78,6 +86,7 @@ impl Checkpointer {
         Ok(Checkpointer {
             wake: Some(wake),
             thread: Some(thread),
+            gone_reported: AtomicBool::new(false),
         })
     }
 
@@ -90,7 +99,9 @@ impl Checkpointer {
         match wake.try_send(()) {
             Ok(()) | Err(TrySendError::Full(())) => true,
             Err(TrySendError::Disconnected(())) => {
-                tracing::error!("the background checkpointer is gone; syncs checkpoint");
+                if !self.gone_reported.swap(true, Ordering::Relaxed) {
+                    tracing::error!("the background checkpointer is gone; syncs checkpoint");
+                }
                 false
             }
         }
@@ -113,6 +124,7 @@ impl Drop for Checkpointer {
 /// mark was written to sled before it was appended, so the flush holds it; records after the
 /// mark stay in the log and are replayed over it.
 fn run(flusher: &Flusher, wal: &Mutex<Wal>, wake_ups: &Receiver<()>) {
+    let mut failing = false;
     while wake_ups.recv().is_ok() {
         let mark = lock(wal).mark();
         let result = flusher.flush().and_then(|()| {
@@ -120,10 +132,16 @@ fn run(flusher: &Flusher, wal: &Mutex<Wal>, wake_ups: &Receiver<()>) {
                 .checkpoint_at(mark)
                 .map_err(|e| StoreError::Io(format!("token log checkpoint: {e}")))
         });
-        if let Err(e) = result {
+        match result {
             // Nothing is lost: the log still holds every record. If it fills up, a sync
-            // checkpoints itself and reports the error to its caller.
-            tracing::error!(error = %e, "background checkpoint failed");
+            // checkpoints itself and reports the error to its caller. Said once per run of
+            // failures: the wake-ups keep coming.
+            Err(e) if !failing => {
+                failing = true;
+                tracing::error!(error = %e, "background checkpoint failed");
+            }
+            Err(_) => {}
+            Ok(()) => failing = false,
         }
     }
 }
@@ -138,6 +156,7 @@ mod tests {
         let live = Checkpointer {
             wake: Some(wake),
             thread: None,
+            gone_reported: AtomicBool::new(false),
         };
         assert!(live.wake());
         assert!(live.wake(), "a wake-up already pending is enough");
