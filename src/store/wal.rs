@@ -65,13 +65,14 @@ struct DirectWriter {
 }
 
 impl DirectWriter {
-    /// Opens `path` for direct writes; `None` where the filesystem refuses `O_DIRECT` (tmpfs)
-    /// or the ring is not a whole number of blocks.
+    /// Opens `path` for direct I/O; `None` where the filesystem refuses `O_DIRECT` or the ring
+    /// is not a whole number of blocks.
     fn open(path: &Path, capacity: u64) -> Option<DirectWriter> {
         if capacity % BLOCK as u64 != 0 {
             return None;
         }
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .custom_flags(libc::O_DIRECT)
             .open(path)
@@ -83,34 +84,37 @@ impl DirectWriter {
         })
     }
 
-    /// Loads the partly filled block that ends at `offset` (after a replay).
-    fn resume(&mut self, log: &File, offset: u64) -> io::Result<()> {
+    /// Loads the partly filled block that ends at `offset` (after a replay), read through
+    /// this handle so that no page another process left cached can stand in for the disk.
+    fn resume(&mut self, offset: u64) -> io::Result<()> {
         let start = offset - offset % BLOCK as u64;
-        self.tail.resize((offset - start) as usize, 0);
-        log.read_exact_at(&mut self.tail, start)
+        let keep = (offset - start) as usize;
+        let block = aligned(&mut self.buffer, BLOCK)?;
+        self.file.read_exact_at(block, start)?;
+        self.tail = block[..keep].to_vec();
+        Ok(())
     }
 
     /// Writes `bytes` at `offset` (the log's write offset), rewriting the block's earlier
     /// bytes as they are.
     fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
-        let tail_len = self.tail.len() as u64;
-        debug_assert_eq!(offset % BLOCK as u64, tail_len);
-        let start = offset - tail_len;
-        let used = self.tail.len() + bytes.len();
+        let tail_len = self.tail.len();
+        if offset % BLOCK as u64 != tail_len as u64 {
+            return Err(io::Error::other(format!(
+                "direct write at {offset} with {tail_len} bytes of its block in hand"
+            )));
+        }
+        let start = offset - tail_len as u64;
+        let used = tail_len + bytes.len();
         let whole = used.div_ceil(BLOCK) * BLOCK;
-        self.buffer.clear();
-        self.buffer.resize(whole + BLOCK, 0);
-        let skip = self.buffer.as_ptr().align_offset(BLOCK);
-        let window = self
-            .buffer
-            .get_mut(skip..skip + whole)
-            .ok_or_else(|| io::Error::other("cannot align a direct-write buffer"))?;
-        window[..self.tail.len()].copy_from_slice(&self.tail);
-        window[self.tail.len()..used].copy_from_slice(bytes);
+        let window = aligned(&mut self.buffer, whole)?;
+        window[..tail_len].copy_from_slice(&self.tail);
+        window[tail_len..used].copy_from_slice(bytes);
+        window[used..].fill(0);
         self.file.write_all_at(window, start)?;
         let last_block = used - used % BLOCK;
-        let rest = window[last_block..used].to_vec();
-        self.tail = rest;
+        self.tail.clear();
+        self.tail.extend_from_slice(&window[last_block..used]);
         Ok(())
     }
 
@@ -118,6 +122,20 @@ impl DirectWriter {
     fn restart(&mut self) {
         self.tail.clear();
     }
+}
+
+/// A block-aligned window of `len` bytes in `buffer` (grown as needed).
+fn aligned(buffer: &mut Vec<u8>, len: usize) -> io::Result<&mut [u8]> {
+    if buffer.len() < len + BLOCK {
+        buffer.resize(len + BLOCK, 0);
+    }
+    let skip = buffer.as_ptr().align_offset(BLOCK);
+    let end = skip
+        .checked_add(len)
+        .ok_or_else(|| io::Error::other("cannot align a direct I/O buffer"))?;
+    buffer
+        .get_mut(skip..end)
+        .ok_or_else(|| io::Error::other("cannot align a direct I/O buffer"))
 }
 
 /// A position in the log: the last record written and where the next one goes.
@@ -239,7 +257,10 @@ impl Wal {
         };
         let replay = wal.read_after_checkpoint()?;
         if let Some(direct) = &mut wal.direct {
-            direct.resume(&wal.file, wal.write_offset)?;
+            if let Err(e) = direct.resume(wal.write_offset) {
+                tracing::warn!(error = %e, "token log: direct I/O refused; writing through the page cache");
+                wal.direct = None;
+            }
         }
         if replay.is_empty() && read_header(&wal.file, capacity)?.is_none() {
             wal.write_header()?;
@@ -340,12 +361,20 @@ impl Wal {
         }
     }
 
-    /// Writes `bytes` at the write offset (which it leaves as it is).
+    /// Writes `bytes` at the write offset (which it leaves as it is). A filesystem that opened
+    /// the log for direct I/O but refuses the writes (an alignment it needs larger than a
+    /// block) gets buffered writes from then on.
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match &mut self.direct {
-            Some(direct) => direct.write_at(bytes, self.write_offset),
-            None => self.file.write_all_at(bytes, self.write_offset),
+        if let Some(direct) = &mut self.direct {
+            match direct.write_at(bytes, self.write_offset) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::warn!(error = %e, "token log: direct I/O refused; writing through the page cache");
+                    self.direct = None;
+                }
+                done => return done,
+            }
         }
+        self.file.write_all_at(bytes, self.write_offset)
     }
 
     fn wrap(&mut self) {
