@@ -475,20 +475,19 @@ fn finish_reply(
     client: &Client,
     reply: Reply,
 ) -> Option<Vec<u8>> {
+    // The decision stands even if it cannot be encoded (its state change may be durable): a
+    // retransmission gets the same decision, fails the same way and is dropped, never
+    // evaluated again.
+    dedup.complete(key, reply, Instant::now());
     match encode_reply(request, reply.code, reply.message, &client.secret) {
         Ok(bytes) => {
             Stats::count(match reply.code {
                 ReplyCode::Accept => &stats.accepts,
                 ReplyCode::Reject => &stats.rejects,
             });
-            dedup.complete(key, reply, Instant::now());
             Some(bytes)
         }
         Err(e) => {
-            // The decision stands (its state change may be durable): a retransmission gets
-            // the same decision, fails to encode the same way and is dropped, never
-            // evaluated again.
-            dedup.complete(key, reply, Instant::now());
             tracing::error!(%peer, error = %e, "could not encode a reply");
             None
         }

@@ -37,6 +37,7 @@ impl Flusher {
         }
     }
 
+    #[cfg(test)]
     pub fn db(&self) -> &sled::Db {
         &self.db
     }

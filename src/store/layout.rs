@@ -46,6 +46,18 @@ pub fn owner_key(username: &str) -> Vec<u8> {
     key
 }
 
+/// The error for `owner` already holding the token whose record is `held` (or, if that record
+/// does not decode, the corruption).
+pub fn owner_taken(owner: &str, held: &[u8]) -> StoreError {
+    match decode::<Token>(|| format!("users/{owner}/token"), held) {
+        Ok(token) => StoreError::OwnerTaken {
+            user: owner.to_string(),
+            serial: token.serial,
+        },
+        Err(corrupt) => corrupt,
+    }
+}
+
 /// Where a token's record is, as `serials` says.
 pub enum Location<'a> {
     /// Beside its owner, at [`owner_key`] in `users`.

@@ -16,8 +16,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use super::checkpoint::{Checkpointer, Flusher};
 use super::layout::{
-    self, decode, io, location, owner_key, serial_value, unowned_value, Location, MIGRATING,
-    SCHEMA_KEY, SCHEMA_VERSION,
+    self, decode, io, location, owner_key, owner_taken, serial_value, unowned_value, Location,
+    MIGRATING, SCHEMA_KEY, SCHEMA_VERSION,
 };
 use super::wal::{self, Pending, Wal};
 use super::{lock, Store, StoreError, Token, User};
@@ -513,12 +513,7 @@ impl Store for SledStore {
                         }
                         if let Some(owner) = &token.owner {
                             if let Some(held) = u.get(owner_key(owner))? {
-                                let held: Token = decode(|| format!("users/{owner}/token"), &held)
-                                    .map_err(abort)?;
-                                return Err(abort(StoreError::OwnerTaken {
-                                    user: owner.clone(),
-                                    serial: held.serial,
-                                }));
+                                return Err(abort(owner_taken(owner, &held)));
                             }
                         }
                     }
@@ -576,15 +571,10 @@ impl Store for SledStore {
                 return Ok(false);
             }
             if let Some(owner) = &new.owner {
-                if let Some(other) = u.get(owner_key(owner))? {
-                    let held: Token = decode(|| format!("users/{owner}/token"), &other)
-                        .map_err(ConflictableTransactionError::Abort)?;
-                    return Err(ConflictableTransactionError::Abort(
-                        StoreError::OwnerTaken {
-                            user: owner.clone(),
-                            serial: held.serial,
-                        },
-                    ));
+                if let Some(held) = u.get(owner_key(owner))? {
+                    return Err(ConflictableTransactionError::Abort(owner_taken(
+                        owner, &held,
+                    )));
                 }
                 u.insert(owner_key(owner), new_bytes.as_slice())?;
             }
