@@ -16,6 +16,7 @@
 //! (name -> serial); schema 2 moved that index into `users`. [`migrate_to_schema_3`] rebuilds
 //! the layout from the records of `tokens`, whose `owner` fields are authoritative.
 
+use sled::transaction::TransactionError;
 use sled::Tree;
 
 use super::{StoreError, Token};
@@ -230,16 +231,19 @@ pub fn drop_old_trees(db: &sled::Db) -> Result<(), StoreError> {
 /// `Tree::apply_batch`, which holds far more memory per batch: importing 1 M users in batches
 /// of 10,000 peaked at 3.9 GB resident that way, 0.74 GB this way, in the same time.
 pub fn apply(tree: &Tree, batch: &sled::Batch) -> Result<(), StoreError> {
-    tree.transaction(|t| {
+    tx_result(tree.transaction(|t| {
         t.apply_batch(batch)?;
         Ok(())
-    })
-    .map_err(|e: sled::transaction::TransactionError<()>| match e {
-        sled::transaction::TransactionError::Storage(e) => io(e),
-        sled::transaction::TransactionError::Abort(()) => {
-            StoreError::Io("a batch write was aborted".into())
-        }
-    })
+    }))
+}
+
+/// Failure inside a sled transaction: either ours (abort) or sled's.
+pub fn tx_result<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(TransactionError::Abort(e)) => Err(e),
+        Err(TransactionError::Storage(e)) => Err(io(e)),
+    }
 }
 
 pub fn io(e: sled::Error) -> StoreError {

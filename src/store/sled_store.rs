@@ -12,12 +12,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{ConflictableTransactionError, Transactional};
 
 use super::checkpoint::{Checkpointer, Flusher};
 use super::layout::{
-    self, decode, io, location, owner_key, owner_taken, serial_value, unowned_value, Location,
-    MIGRATING, SCHEMA_KEY, SCHEMA_VERSION,
+    self, decode, io, location, owner_key, owner_taken, serial_value, tx_result, unowned_value,
+    Location, MIGRATING, SCHEMA_KEY, SCHEMA_VERSION,
 };
 use super::wal::{self, Pending, Wal};
 use super::{lock, Store, StoreError, Token, User};
@@ -350,15 +350,6 @@ impl SledStore {
 /// encoded bytes, so the same record must always encode to the same bytes.
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_stdvec(value).map_err(|e| StoreError::Io(format!("encoding a record: {e}")))
-}
-
-/// Failure inside a sled transaction: either ours (abort) or sled's.
-fn tx_result<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
-    match r {
-        Ok(v) => Ok(v),
-        Err(TransactionError::Abort(e)) => Err(e),
-        Err(TransactionError::Storage(e)) => Err(io(e)),
-    }
 }
 
 impl Store for SledStore {
