@@ -30,6 +30,13 @@ const PER_SOCKET: usize = 128;
 const SHUFFLE_SEED: u64 = 0x07_9a7e;
 /// Linux reports process CPU times in USER_HZ, fixed at 100 by the kernel ABI.
 const USER_HZ: f64 = 100.0;
+/// TOTP period of the fixture's tokens, in seconds.
+const PERIOD: u64 = 30;
+/// Steps after its own in which an accepted code is looked for again. A 6-digit code recurs in
+/// the next step about once per million: such a code is valid anew, so a replay of it within
+/// this horizon (two minutes, the server's window included) proves nothing about durability,
+/// and `--accepted-log` leaves it out.
+const RECUR_STEPS: u64 = 4;
 
 /// One request to send: who, and the password (with the seed to append the current code).
 struct Work {
@@ -44,6 +51,15 @@ struct InFlight {
     work: usize,
     /// The password as sent (with the code), for `--accepted-log`.
     password: String,
+    /// The TOTP step of the code sent, if one was appended.
+    step: Option<u64>,
+}
+
+/// An accept, as `--accepted-log` needs it.
+struct Accepted {
+    work: usize,
+    password: String,
+    step: Option<u64>,
 }
 
 #[derive(Default)]
@@ -54,8 +70,7 @@ struct ThreadResult {
     timeouts: u64,
     bad_replies: u64,
     latencies_us: Vec<u32>,
-    /// (work index, password as sent) of each accept.
-    accepted: Vec<(usize, String)>,
+    accepted: Vec<Accepted>,
     /// When the last reply arrived: throughput is measured up to here, not over time spent
     /// waiting for requests that then time out.
     last_reply: Option<Instant>,
@@ -138,10 +153,11 @@ pub fn run(args: &LoadArgs) -> Result<()> {
         (Some(pid), Some(before)) => Some(server_cpu_seconds(pid)? - before),
         _ => None,
     };
-    if let Some(path) = &args.accepted_log {
-        write_accepted(path, &work, &total.accepted)?;
-    }
-    report(args, &total, elapsed, cpu)?;
+    let logged = match &args.accepted_log {
+        Some(path) => Some(write_accepted(path, &work, &total.accepted)?),
+        None => None,
+    };
+    report(args, &total, elapsed, cpu, logged)?;
     if replay && total.accepts > 0 {
         bail!(
             "{} replayed code(s) were accepted: durability violated",
@@ -191,12 +207,13 @@ impl Context_ {
                 }
                 let id = next_id;
                 next_id = next_id.wrapping_add(1);
-                let (request, password) = build(work, id, &self.secret)?;
+                let (request, password, step) = build(work, id, &self.secret)?;
                 slots[usize::from(id)] = Some(InFlight {
                     sent: Instant::now(),
                     request,
                     work: index,
                     password,
+                    step,
                 });
                 outstanding += 1;
                 fresh.push(id);
@@ -236,7 +253,11 @@ impl Context_ {
                                     && r.message_authenticator_first =>
                             {
                                 result.accepts += 1;
-                                result.accepted.push((slot.work, slot.password));
+                                result.accepted.push(Accepted {
+                                    work: slot.work,
+                                    password: slot.password,
+                                    step: slot.step,
+                                });
                             }
                             Ok(r) if r.code == Code::AccessReject => result.rejects += 1,
                             _ => result.bad_replies += 1,
@@ -278,16 +299,30 @@ fn bind_for(target: SocketAddr) -> Result<UdpSocket> {
     Ok(socket)
 }
 
-/// The request for `work` (password + current code when it has a seed) and the password sent.
-fn build(work: &Work, id: u8, secret: &[u8]) -> Result<(BuiltRequest, String)> {
+/// The request for `work` (password + current code when it has a seed), the password sent and
+/// the code's TOTP step.
+fn build(work: &Work, id: u8, secret: &[u8]) -> Result<(BuiltRequest, String, Option<u64>)> {
     let mut password = work.password.clone();
+    let mut step = None;
     if let Some(seed) = &work.seed {
-        let step = totp::step_at(otpgate::auth::unix_now(), 30);
-        password.push_str(&totp::code(seed, step, 6, Algorithm::Sha1));
+        let now = totp::step_at(otpgate::auth::unix_now(), PERIOD);
+        password.push_str(&fixture_code(seed, now));
+        step = Some(now);
     }
     let request = nas::access_request(id, &work.user, password.as_bytes(), secret, true)
         .map_err(|e| anyhow::anyhow!("building a request: {e}"))?;
-    Ok((request, password))
+    Ok((request, password, step))
+}
+
+/// The fixture token's code at `step` (6 digits, HMAC-SHA-1).
+fn fixture_code(seed: &[u8], step: u64) -> String {
+    totp::code(seed, step, 6, Algorithm::Sha1)
+}
+
+/// Whether the code of `step` is also the code of one of the [`RECUR_STEPS`] steps after it.
+fn recurs(seed: &[u8], step: u64) -> bool {
+    let code = fixture_code(seed, step);
+    (1..=RECUR_STEPS).any(|later| fixture_code(seed, step + later) == code)
 }
 
 fn read_users(path: &Path, first: usize, count: usize) -> Result<Vec<Work>> {
@@ -349,18 +384,39 @@ fn read_replay(path: &Path) -> Result<Vec<Work>> {
     Ok(work)
 }
 
+/// What `--accepted-log` wrote.
+struct Logged {
+    lines: u64,
+    /// Accepts left out: their code recurs within [`RECUR_STEPS`], so a replay may rightly
+    /// be accepted.
+    recurring: u64,
+}
+
 /// Writes `username,password` (the password as sent, code included) per accept. The codes are
-/// spent: replaying them must fail, which is the point of the file.
-fn write_accepted(path: &Path, work: &[Work], accepted: &[(usize, String)]) -> Result<()> {
+/// spent: replaying them must fail, which is the point of the file. Codes that recur in the
+/// next steps are left out (counted): a replay of them may meet them valid again.
+fn write_accepted(path: &Path, work: &[Work], accepted: &[Accepted]) -> Result<Logged> {
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = BufWriter::new(file);
-    for (index, password) in accepted {
-        if let Some(w) = work.get(*index) {
-            writeln!(out, "{},{password}", w.user)?;
+    let mut logged = Logged {
+        lines: 0,
+        recurring: 0,
+    };
+    for accept in accepted {
+        let Some(w) = work.get(accept.work) else {
+            continue;
+        };
+        if let (Some(seed), Some(step)) = (&w.seed, accept.step) {
+            if recurs(seed, step) {
+                logged.recurring += 1;
+                continue;
+            }
         }
+        writeln!(out, "{},{}", w.user, accept.password)?;
+        logged.lines += 1;
     }
     out.flush()?;
-    Ok(())
+    Ok(logged)
 }
 
 /// utime + stime of a process, in seconds (/proc/PID/stat fields 14 and 15).
@@ -390,7 +446,13 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[rank.min(sorted.len() - 1)]) / 1000.0
 }
 
-fn report(args: &LoadArgs, total: &ThreadResult, elapsed: f64, cpu: Option<f64>) -> Result<()> {
+fn report(
+    args: &LoadArgs,
+    total: &ThreadResult,
+    elapsed: f64,
+    cpu: Option<f64>,
+    logged: Option<Logged>,
+) -> Result<()> {
     let mut latencies = total.latencies_us.clone();
     latencies.sort_unstable();
     let replies = total.accepts + total.rejects;
@@ -412,6 +474,8 @@ fn report(args: &LoadArgs, total: &ThreadResult, elapsed: f64, cpu: Option<f64>)
         "max_ms": latencies.last().map_or(0.0, |m| f64::from(*m) / 1000.0),
         "server_cpu_s": cpu,
         "cpu_us_per_reply": cpu_us_per_reply.map(|c| (c * 10.0).round() / 10.0),
+        "accepted_logged": logged.as_ref().map(|l| l.lines),
+        "accepted_recurring": logged.as_ref().map(|l| l.recurring),
     });
     if args.json {
         println!("{value}");
@@ -436,5 +500,30 @@ fn report(args: &LoadArgs, total: &ThreadResult, elapsed: f64, cpu: Option<f64>)
     if let (Some(cpu), Some(per)) = (cpu, cpu_us_per_reply) {
         println!("server CPU      {cpu:.2} s, {per:.1} µs per reply");
     }
+    if let Some(l) = logged {
+        println!(
+            "accepted log    {} codes ({} left out: the code recurs within {RECUR_STEPS} steps)",
+            l.lines, l.recurring
+        );
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Seen in a durability run: this fixture seed's code 086804 is the code of steps 59863903
+    /// and 59863904 alike (checked with `oathtool --totp -w 5`).
+    #[test]
+    fn a_code_valid_again_in_a_later_step_is_noticed() {
+        let seed = data_encoding::BASE32_NOPAD
+            .decode(b"SXD37ZEM5UC5C45DC2ZQE575MQAV5EEO")
+            .expect("base32");
+        assert_eq!(fixture_code(&seed, 59_863_903), "086804");
+        assert_eq!(fixture_code(&seed, 59_863_904), "086804");
+        assert!(recurs(&seed, 59_863_903));
+        // 086804 671315 409102 913901 328213 603752: no repeat within four steps of 59863904.
+        assert!(!recurs(&seed, 59_863_904));
+    }
 }

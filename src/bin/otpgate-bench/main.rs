@@ -96,7 +96,9 @@ pub struct LoadArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Write every accepted (username, password) to this file (durability checks).
+    /// Write every accepted (username, password) to this file (durability checks), except the
+    /// few whose code recurs in the next four TOTP steps (valid again, so a replay proves
+    /// nothing); the report counts them as `accepted_recurring`.
     #[arg(long)]
     pub accepted_log: Option<PathBuf>,
 }
