@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sled::transaction::{ConflictableTransactionError, Transactional};
@@ -66,10 +66,6 @@ pub struct SledStore {
     meta: sled::Tree,
     /// Makes sled durable; shared with the background checkpointer.
     flusher: Arc<Flusher>,
-    /// One sync at a time; see [`Store::sync`] on [`SledStore`].
-    sync_turn: Mutex<()>,
-    syncs_started: AtomicU64,
-    syncs_completed: AtomicU64,
     /// Token records not yet in the write-ahead log. Held across each token write and its
     /// append, so the log's order is the order of the writes.
     pending: Mutex<Pending>,
@@ -181,9 +177,6 @@ impl SledStore {
             serials,
             meta,
             flusher,
-            sync_turn: Mutex::new(()),
-            syncs_started: AtomicU64::new(0),
-            syncs_completed: AtomicU64::new(0),
             // Number new records far past anything a torn batch may have left beyond the
             // last good record, so such a leftover can never pass for a new record.
             pending: Mutex::new(Pending::after(first_seq)),
@@ -335,14 +328,27 @@ impl SledStore {
         self.checkpointer.wake()
     }
 
-    fn checkpoint_now(&self) -> Result<(), StoreError> {
-        let mut pending = lock(&self.pending);
-        self.flush_sled()?;
-        lock(&self.wal)
-            .checkpoint(pending.last_seq())
-            .map_err(|e| StoreError::Io(format!("{WAL_FILE} checkpoint: {e}")))?;
-        pending.clear();
-        Ok(())
+    /// Makes sled durable and lets the log forget every record so far, with no record
+    /// appended meanwhile (`pending` is held) and no batch still being written.
+    fn checkpoint_locked(&self, pending: &mut Pending) -> Result<(), StoreError> {
+        // Not under the log's lock: the background checkpointer takes it while flushing.
+        lock(&self.wal).settle();
+        let result = self.flush_sled().and_then(|()| {
+            lock(&self.wal)
+                .checkpoint(pending.last_seq())
+                .map_err(|e| StoreError::Io(format!("{WAL_FILE} checkpoint: {e}")))
+        });
+        match result {
+            Ok(()) => {
+                pending.clear();
+                Ok(())
+            }
+            Err(e) => {
+                // Until a checkpoint succeeds, no sync returns Ok.
+                self.needs_checkpoint.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -585,44 +591,33 @@ impl Store for SledStore {
     /// of pre-allocated blocks); anything else, or a log with no room left, through a
     /// checkpoint. A log past [`CHECKPOINT_FRACTION`] wakes the background checkpointer.
     ///
-    /// Syncs are numbered. A caller that arrives while another sync runs waits for it, then
-    /// returns at once if a sync that *started after it arrived* has completed meanwhile: that
-    /// one covered its writes. So concurrent callers (the UDP workers, the commit thread) share
-    /// syncs instead of queueing one each.
+    /// The records appended so far are taken and placed in the log under its lock; the write
+    /// and flush run outside it, so concurrent callers (the committers) keep more than one
+    /// flush in flight. A caller whose records another sync took waits for that one.
     fn sync(&self) -> Result<(), StoreError> {
-        let arrived_after = self.syncs_started.load(Ordering::Acquire);
-        let _turn = lock(&self.sync_turn);
-        if self.syncs_completed.load(Ordering::Acquire) > arrived_after {
-            return Ok(());
-        }
-        let number = self.syncs_started.fetch_add(1, Ordering::AcqRel) + 1;
-        let records = lock(&self.pending).take();
-        let mut wal = lock(&self.wal);
-        let used = wal.would_use(records.len());
-        let due = used > wal.capacity() / CHECKPOINT_FRACTION;
-        let full = used > wal.capacity() || (due && !self.wake_checkpointer());
-        let result = if full || self.needs_checkpoint.swap(false, Ordering::AcqRel) {
-            drop(wal);
-            // The records taken above are in sled, which the checkpoint makes durable.
-            self.checkpoint_now()
-        } else {
-            wal.write(&records)
-                .map_err(|e| StoreError::Io(format!("{WAL_FILE}: {e}")))
+        let commit = {
+            let mut pending = lock(&self.pending);
+            let mut wal = lock(&self.wal);
+            let used = wal.would_use(pending.len());
+            let due = used > wal.capacity() / CHECKPOINT_FRACTION;
+            let full = used > wal.capacity() || (due && !self.wake_checkpointer());
+            if full || self.needs_checkpoint.swap(false, Ordering::AcqRel) {
+                drop(wal);
+                return self.checkpoint_locked(&mut pending);
+            }
+            wal.place(pending.take())
         };
-        if let Err(e) = result {
-            // The records taken are lost to the log (and after a failed fdatasync the kernel
-            // may have dropped their pages): only a checkpoint can cover them now. Until one
-            // succeeds, no sync returns Ok.
+        commit.complete().map_err(|e| {
+            // The batch is lost to the log (and after a failed fdatasync the kernel may have
+            // dropped its pages): only a checkpoint can cover it now. Until one succeeds, the
+            // syncs waiting for it or anything after it fail.
             self.needs_checkpoint.store(true, Ordering::Release);
-            return Err(e);
-        }
-        self.syncs_completed.store(number, Ordering::Release);
-        Ok(())
+            StoreError::Io(format!("{WAL_FILE}: {e}"))
+        })
     }
 
     fn checkpoint(&self) -> Result<(), StoreError> {
-        let _turn = lock(&self.sync_turn);
-        self.checkpoint_now()
+        self.checkpoint_locked(&mut lock(&self.pending))
     }
 }
 

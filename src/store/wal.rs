@@ -8,18 +8,26 @@
 //!
 //! Layout: block 0 is the header `magic, checkpoint_seq, checkpoint_offset` (with a CRC);
 //! records follow from [`DATA_START`]: `magic, payload length, seq, crc32(seq || payload),
-//! payload`. A record never straddles the end of the ring; a pad marker sends the reader back
-//! to the start. Sequence numbers rise by one per record.
+//! payload`. Each batch of records starts at a block boundary, so batches never share a block
+//! and several can be written and flushed at once (group commit with more than one flush in
+//! flight: the disk here completes two concurrent write + fdatasync pairs in 100 µs against
+//! 80 µs for one). A reader that meets anything but the next record mid-block goes on at the
+//! next block. A record never straddles the end of the ring; a pad marker sends the reader back
+//! to the start. Sequence numbers rise by one per record, so a stale record from an earlier lap
+//! (or a batch written after a hole a crash left) is never taken for the next one.
 //!
 //! A *checkpoint* makes sled itself durable (flush + fdatasync) and then records, in the
 //! header, the last sequence number sled now holds: records up to it are no longer needed and
 //! their space is reused. On open, the records after the checkpoint are read in order, stopping
 //! at the first that does not verify (a torn tail), and written back into sled.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Size of the ring file, header included.
 pub const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
@@ -33,94 +41,189 @@ const RECORD_HEADER: usize = 4 + 4 + 8 + 4;
 /// Largest payload accepted (a token record is a few hundred octets).
 const MAX_PAYLOAD: usize = 64 * 1024;
 
-/// The log file and where the next record goes.
+/// The log file and where the next batch goes.
 pub struct Wal {
-    /// Reads, the header, and record writes where direct I/O is not available.
-    file: File,
-    /// Record writes, bypassing the page cache where the filesystem allows it.
-    direct: Option<DirectWriter>,
+    files: Arc<LogFiles>,
     capacity: u64,
-    /// Offset of the next record to write, and the number of the last one written.
+    /// Offset of the next batch (a block boundary for the batches this build writes), and the
+    /// number of the last record placed.
     write_offset: u64,
     last_written_seq: u64,
     /// The oldest record still needed starts here (just after the last checkpoint).
     checkpoint_offset: u64,
     checkpoint_seq: u64,
+    /// Batches placed so far; a batch's ticket is its number.
+    placed: u64,
+    commits: Arc<Commits>,
 }
 
 /// Block size of direct writes (offsets, lengths and buffers are multiples of it).
 const BLOCK: usize = 4096;
 
-/// Record writes with `O_DIRECT`: each batch rewrites the log's last, partly filled block
-/// (kept here) followed by the new records, zero-padded to whole blocks. The data goes to the
-/// device without dirtying the page cache, so the fdatasync that follows only flushes the
-/// device: measured 74 µs against 100 µs for a buffered write and fdatasync on this project's
-/// disk, and less CPU in the kernel's write-back path.
-struct DirectWriter {
-    file: File,
-    /// The bytes of the block that holds the write offset, from its start to the offset.
-    tail: Vec<u8>,
-    /// Reused buffer, over-allocated so a block-aligned window fits in it.
-    buffer: Vec<u8>,
+/// The log's handles, shared with the batch writes that run outside the log's lock.
+struct LogFiles {
+    /// Reads, the header, fdatasync, and record writes where direct I/O is not available.
+    buffered: File,
+    /// Record writes with `O_DIRECT` where the filesystem allows it: the data goes to the
+    /// device without dirtying the page cache, so the fdatasync that follows only flushes the
+    /// device (74 µs against 100 µs for a buffered write on this project's disk).
+    direct: Option<File>,
+    /// Set once the filesystem refused a direct write (an alignment larger than a block).
+    direct_refused: AtomicBool,
 }
 
-impl DirectWriter {
-    /// Opens `path` for direct I/O; `None` where the filesystem refuses `O_DIRECT` or the ring
-    /// is not a whole number of blocks.
-    fn open(path: &Path, capacity: u64) -> Option<DirectWriter> {
-        if capacity % BLOCK as u64 != 0 {
-            return None;
+impl LogFiles {
+    /// Writes `block_aligned` (whole blocks, from an aligned buffer) at `offset`, directly if
+    /// possible; `len` of it is meant, the rest is padding a buffered write may leave out.
+    fn write_at(&self, block_aligned: &[u8], len: usize, offset: u64) -> io::Result<()> {
+        if let Some(direct) = &self.direct {
+            if !self.direct_refused.load(Ordering::Relaxed) {
+                match direct.write_all_at(block_aligned, offset) {
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        if !self.direct_refused.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(error = %e, "token log: direct I/O refused; writing through the page cache");
+                        }
+                    }
+                    done => return done,
+                }
+            }
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .ok()?;
-        Some(DirectWriter {
-            file,
-            tail: Vec::with_capacity(BLOCK),
-            buffer: Vec::new(),
-        })
+        self.buffered
+            .write_all_at(&block_aligned[..len.min(block_aligned.len())], offset)
     }
+}
 
-    /// Loads the partly filled block that ends at `offset` (after a replay), read through
-    /// this handle so that no page another process left cached can stand in for the disk.
-    fn resume(&mut self, offset: u64) -> io::Result<()> {
-        let start = offset - offset % BLOCK as u64;
-        let keep = (offset - start) as usize;
-        let block = aligned(&mut self.buffer, BLOCK)?;
-        self.file.read_exact_at(block, start)?;
-        self.tail = block[..keep].to_vec();
-        Ok(())
+/// Opens `path` for direct I/O; `None` where the filesystem refuses `O_DIRECT` or the ring is
+/// not a whole number of blocks.
+fn open_direct(path: &Path, capacity: u64) -> Option<File> {
+    if capacity % BLOCK as u64 != 0 {
+        return None;
     }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
+}
 
-    /// Writes `bytes` at `offset` (the log's write offset), rewriting the block's earlier
-    /// bytes as they are.
-    fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
-        let tail_len = self.tail.len();
-        if offset % BLOCK as u64 != tail_len as u64 {
-            return Err(io::Error::other(format!(
-                "direct write at {offset} with {tail_len} bytes of its block in hand"
-            )));
+/// `offset` rounded up to a block boundary.
+fn block_up(offset: u64) -> u64 {
+    offset.div_ceil(BLOCK as u64) * BLOCK as u64
+}
+
+/// A batch of records placed in the ring, written and flushed outside the log's lock.
+pub struct Commit {
+    files: Arc<LogFiles>,
+    commits: Arc<Commits>,
+    /// This batch's ticket, or (with no records) the last batch placed before: waiting for it
+    /// covers every record appended before.
+    ticket: u64,
+    records: Vec<u8>,
+    /// Where the records go (a block boundary), and where the end-of-ring marker goes if the
+    /// batch did not fit before the end.
+    at: u64,
+    wrap_marker: Option<u64>,
+    ring_end: u64,
+}
+
+impl Commit {
+    /// Writes the batch and flushes it, then waits until every batch placed before it is
+    /// durable too: replay stops at the first hole, so a batch is only as durable as those
+    /// before it. Fails if this batch or an earlier one (since the last checkpoint) failed.
+    pub fn complete(self) -> io::Result<()> {
+        if !self.records.is_empty() {
+            let written = self.write();
+            self.commits.finish(self.ticket, written.is_ok());
+            written?;
         }
-        let start = offset - tail_len as u64;
-        let used = tail_len + bytes.len();
-        let whole = used.div_ceil(BLOCK) * BLOCK;
-        let window = aligned(&mut self.buffer, whole)?;
-        window[..tail_len].copy_from_slice(&self.tail);
-        window[tail_len..used].copy_from_slice(bytes);
-        window[used..].fill(0);
-        self.file.write_all_at(window, start)?;
-        let last_block = used - used % BLOCK;
-        self.tail.clear();
-        self.tail.extend_from_slice(&window[last_block..used]);
-        Ok(())
+        self.commits.wait(self.ticket)
     }
 
-    /// The next write starts a new block (at the start of the ring).
-    fn restart(&mut self) {
-        self.tail.clear();
+    fn write(&self) -> io::Result<()> {
+        if let Some(marker) = self.wrap_marker {
+            let len = usize::try_from(self.ring_end - marker)
+                .unwrap_or(BLOCK)
+                .min(BLOCK);
+            let mut buffer = Vec::new();
+            let block = aligned(&mut buffer, BLOCK)?;
+            block[..4].copy_from_slice(&PAD_MAGIC.to_le_bytes());
+            self.files.write_at(block, len, marker)?;
+        }
+        let len = self.records.len();
+        let whole = len.div_ceil(BLOCK) * BLOCK;
+        let mut buffer = Vec::new();
+        let window = aligned(&mut buffer, whole)?;
+        // The rest of the last block stays zero (a fresh buffer): padding.
+        window[..len].copy_from_slice(&self.records);
+        let room = usize::try_from(self.ring_end - self.at).unwrap_or(whole);
+        self.files.write_at(window, room.min(whole), self.at)?;
+        self.files.buffered.sync_data()
+    }
+}
+
+/// Which batches are durable. Batches are written concurrently and may finish out of order;
+/// a sync returns once every batch up to its own has finished.
+#[derive(Default)]
+struct Commits {
+    state: Mutex<CommitState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct CommitState {
+    /// Every ticket up to this one has finished.
+    finished_upto: u64,
+    /// Finished tickets beyond `finished_upto` (an earlier one still runs).
+    finished_early: BTreeSet<u64>,
+    /// The first ticket that failed since the last checkpoint: it and every later batch are
+    /// not durable through the log (replay would stop at its hole).
+    failed_from: Option<u64>,
+}
+
+impl Commits {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CommitState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn finish(&self, ticket: u64, ok: bool) {
+        let mut state = self.lock();
+        if !ok && state.failed_from.is_none_or(|first| ticket < first) {
+            state.failed_from = Some(ticket);
+        }
+        state.finished_early.insert(ticket);
+        loop {
+            let next = state.finished_upto + 1;
+            if !state.finished_early.remove(&next) {
+                break;
+            }
+            state.finished_upto = next;
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Waits until every ticket up to `ticket` has finished, failed or not.
+    fn wait_finished(&self, ticket: u64) -> std::sync::MutexGuard<'_, CommitState> {
+        let mut state = self.lock();
+        while state.finished_upto < ticket {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state
+    }
+
+    fn wait(&self, ticket: u64) -> io::Result<()> {
+        match self.wait_finished(ticket).failed_from {
+            Some(first) if first <= ticket => Err(io::Error::other(
+                "a batch of the token log could not be written; waiting for a checkpoint",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A checkpoint now holds every record placed so far: failures before it no longer count.
+    fn forgive(&self) {
+        self.lock().failed_from = None;
     }
 }
 
@@ -143,6 +246,8 @@ fn aligned(buffer: &mut Vec<u8>, len: usize) -> io::Result<&mut [u8]> {
 pub struct Mark {
     seq: u64,
     offset: u64,
+    /// The last batch placed: it must have finished before the log may forget it.
+    ticket: u64,
 }
 
 /// Records encoded but not yet written, numbered as they are appended.
@@ -247,33 +352,39 @@ impl Wal {
             }
         };
         let mut wal = Wal {
-            file,
-            direct: DirectWriter::open(path, capacity),
+            files: Arc::new(LogFiles {
+                buffered: file,
+                direct: open_direct(path, capacity),
+                direct_refused: AtomicBool::new(false),
+            }),
             capacity,
             write_offset: checkpoint_offset,
             last_written_seq: checkpoint_seq,
             checkpoint_offset,
             checkpoint_seq,
+            placed: 0,
+            commits: Arc::default(),
         };
         let replay = wal.read_after_checkpoint()?;
-        if let Some(direct) = &mut wal.direct {
-            if let Err(e) = direct.resume(wal.write_offset) {
-                tracing::warn!(error = %e, "token log: direct I/O refused; writing through the page cache");
-                wal.direct = None;
-            }
+        // New batches start on a fresh block, after whatever the last one left in its own.
+        wal.write_offset = block_up(wal.write_offset);
+        if wal.write_offset + RECORD_HEADER as u64 > capacity {
+            wal.write_offset = DATA_START;
         }
-        if replay.is_empty() && read_header(&wal.file, capacity)?.is_none() {
+        if replay.is_empty() && read_header(&wal.files.buffered, capacity)?.is_none() {
             wal.write_header()?;
         }
         Ok((wal, replay))
     }
 
     /// Reads the records after the checkpoint, leaving `write_offset`/`next_seq` after the last.
+    /// Anything but the next record mid-block is the padding after a batch: reading goes on
+    /// at the next block, and stops there unless the next record is found.
     fn read_after_checkpoint(&mut self) -> io::Result<Vec<Vec<u8>>> {
         let mut records = Vec::new();
         let mut at = self.checkpoint_offset;
         let mut expected = self.checkpoint_seq + 1;
-        let mut head = [0u8; RECORD_HEADER];
+        let mut end = at;
         // At most one full lap.
         let mut travelled = 0u64;
         while travelled < self.capacity {
@@ -282,39 +393,58 @@ impl Wal {
                 at = DATA_START;
                 continue;
             }
-            self.file.read_exact_at(&mut head, at)?;
-            let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-            if magic == PAD_MAGIC {
-                travelled += self.capacity - at;
-                at = DATA_START;
-                continue;
+            match self.record_at(at, expected)? {
+                Found::Record(payload) => {
+                    let len = (RECORD_HEADER + payload.len()) as u64;
+                    records.push(payload);
+                    at += len;
+                    travelled += len;
+                    end = at;
+                    expected += 1;
+                }
+                Found::EndOfRing => {
+                    travelled += self.capacity - at;
+                    at = DATA_START;
+                }
+                Found::Other if at % BLOCK as u64 != 0 => {
+                    let next = block_up(at);
+                    travelled += next - at;
+                    at = next;
+                }
+                Found::Other => break,
             }
-            if magic != RECORD_MAGIC {
-                break;
-            }
-            let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-            let seq = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
-            let crc = u32::from_le_bytes([head[16], head[17], head[18], head[19]]);
-            if seq != expected
-                || len > MAX_PAYLOAD
-                || at + (RECORD_HEADER + len) as u64 > self.capacity
-            {
-                break;
-            }
-            let mut payload = vec![0u8; len];
-            self.file
-                .read_exact_at(&mut payload, at + RECORD_HEADER as u64)?;
-            if record_crc(seq, &payload) != crc {
-                break;
-            }
-            records.push(payload);
-            at += (RECORD_HEADER + len) as u64;
-            travelled += (RECORD_HEADER + len) as u64;
-            expected += 1;
         }
-        self.write_offset = at;
+        self.write_offset = end;
         self.last_written_seq = expected - 1;
         Ok(records)
+    }
+
+    /// What is at `at`: the record numbered `expected`, the end-of-ring marker, or neither.
+    fn record_at(&self, at: u64, expected: u64) -> io::Result<Found> {
+        let mut head = [0u8; RECORD_HEADER];
+        self.files.buffered.read_exact_at(&mut head, at)?;
+        let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        if magic == PAD_MAGIC {
+            return Ok(Found::EndOfRing);
+        }
+        if magic != RECORD_MAGIC {
+            return Ok(Found::Other);
+        }
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        let seq = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+        let crc = u32::from_le_bytes([head[16], head[17], head[18], head[19]]);
+        if seq != expected || len > MAX_PAYLOAD || at + (RECORD_HEADER + len) as u64 > self.capacity
+        {
+            return Ok(Found::Other);
+        }
+        let mut payload = vec![0u8; len];
+        self.files
+            .buffered
+            .read_exact_at(&mut payload, at + RECORD_HEADER as u64)?;
+        if record_crc(seq, &payload) != crc {
+            return Ok(Found::Other);
+        }
+        Ok(Found::Record(payload))
     }
 
     /// Bytes the records since the checkpoint occupy, plus what `extra` more would add.
@@ -324,64 +454,64 @@ impl Wal {
         } else {
             (self.capacity - self.checkpoint_offset) + (self.write_offset - DATA_START)
         };
-        // A wrap can waste up to one batch at the end of the ring.
-        used + 2 * extra as u64
+        // A batch fills whole blocks, and a wrap can waste up to one batch at the end.
+        used + 2 * block_up(extra as u64)
     }
 
-    /// Bytes records may use: the ring less its header, and less a block, since a direct
-    /// write pads its last block and must not reach the oldest record still needed.
+    /// Bytes records may use: the ring less its header, and less a block, so the write offset
+    /// never comes back to the oldest record still needed.
     pub fn capacity(&self) -> u64 {
         self.capacity - DATA_START - BLOCK as u64
     }
 
-    /// Writes `records` (whole records from [`Pending::take`], in order) and makes them durable.
-    /// The caller has made sure they fit ([`Wal::would_use`]), checkpointing first if not.
-    pub fn write(&mut self, records: &[u8]) -> io::Result<()> {
+    /// Places `records` (whole records from [`Pending::take`], in order) at the next block
+    /// boundary and returns the [`Commit`] that writes them outside the log's lock. With no
+    /// records, the commit only waits for the batches placed before. The caller has made sure
+    /// they fit ([`Wal::would_use`]), checkpointing first if not.
+    pub fn place(&mut self, records: Vec<u8>) -> Commit {
+        let mut commit = Commit {
+            files: Arc::clone(&self.files),
+            commits: Arc::clone(&self.commits),
+            ticket: self.placed,
+            records: Vec::new(),
+            at: self.write_offset,
+            wrap_marker: None,
+            ring_end: self.capacity,
+        };
         if records.is_empty() {
-            return Ok(());
+            return commit;
         }
         let len = records.len() as u64;
         if self.write_offset + len > self.capacity {
             // Send readers back to the start, then write the batch there.
-            self.put(&PAD_MAGIC.to_le_bytes())?;
-            self.wrap();
+            commit.wrap_marker = Some(self.write_offset);
+            self.write_offset = DATA_START;
         }
-        self.put(records)?;
-        self.write_offset += len;
+        commit.at = self.write_offset;
+        self.write_offset = block_up(self.write_offset + len);
         if self.write_offset + RECORD_HEADER as u64 > self.capacity {
             // No record header fits before the end: readers go back to the start by themselves
-            // (see `read_after_checkpoint`), so the next record goes there too. This keeps the
+            // (see `read_after_checkpoint`), so the next batch goes there too. This keeps the
             // write offset inside the ring, where a checkpoint header may name it.
-            self.wrap();
+            self.write_offset = DATA_START;
         }
-        self.last_written_seq = last_seq_in(records).unwrap_or(self.last_written_seq);
-        match &self.direct {
-            Some(direct) => direct.file.sync_data(),
-            None => self.file.sync_data(),
-        }
+        self.last_written_seq = last_seq_in(&records).unwrap_or(self.last_written_seq);
+        self.placed += 1;
+        commit.ticket = self.placed;
+        commit.records = records;
+        commit
     }
 
-    /// Writes `bytes` at the write offset (which it leaves as it is). A filesystem that opened
-    /// the log for direct I/O but refuses the writes (an alignment it needs larger than a
-    /// block) gets buffered writes from then on.
-    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if let Some(direct) = &mut self.direct {
-            match direct.write_at(bytes, self.write_offset) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    tracing::warn!(error = %e, "token log: direct I/O refused; writing through the page cache");
-                    self.direct = None;
-                }
-                done => return done,
-            }
-        }
-        self.file.write_all_at(bytes, self.write_offset)
+    /// Places `records` and completes the commit at once.
+    #[cfg(test)]
+    pub fn write(&mut self, records: &[u8]) -> io::Result<()> {
+        self.place(records.to_vec()).complete()
     }
 
-    fn wrap(&mut self) {
-        self.write_offset = DATA_START;
-        if let Some(direct) = &mut self.direct {
-            direct.restart();
-        }
+    /// Waits until every batch placed so far has been written (or has failed): a checkpoint
+    /// then owns the ring up to the write offset.
+    pub fn settle(&self) {
+        drop(self.commits.wait_finished(self.placed));
     }
 
     /// Sequence number of the last record written (or replayed, or checkpointed).
@@ -392,13 +522,17 @@ impl Wal {
     /// Records that every record up to `last_seq` (written or not) is now held durably
     /// elsewhere (sled was flushed while no record could be appended), so their space can be
     /// reused; records not yet written must then be dropped by the caller.
+    ///
+    /// No batch may be in flight ([`Wal::settle`]). Earlier failed batches no longer fail the
+    /// syncs that wait for them: their records are among those now held elsewhere.
     pub fn checkpoint(&mut self, last_seq: u64) -> io::Result<()> {
         let offset = self.write_offset;
-        write_header_at(&self.file, last_seq, offset)?;
+        write_header_at(&self.files.buffered, last_seq, offset)?;
         // Only once the header is durable does the log move on.
         self.checkpoint_seq = last_seq;
         self.last_written_seq = last_seq;
         self.checkpoint_offset = offset;
+        self.commits.forgive();
         Ok(())
     }
 
@@ -409,23 +543,31 @@ impl Wal {
         Mark {
             seq: self.last_written_seq,
             offset: self.write_offset,
+            ticket: self.placed,
         }
     }
 
     /// Records a checkpoint at `mark` (a fuzzy checkpoint: writes went on during the flush).
     /// A checkpoint taken since that already covers the mark makes this a no-op.
+    /// Batches placed before the mark are waited for (in practice long finished: the flush
+    /// took longer), so none still writes into the space the checkpoint frees.
     pub fn checkpoint_at(&mut self, mark: Mark) -> io::Result<()> {
         if mark.seq <= self.checkpoint_seq {
             return Ok(());
         }
-        write_header_at(&self.file, mark.seq, mark.offset)?;
+        drop(self.commits.wait_finished(mark.ticket));
+        write_header_at(&self.files.buffered, mark.seq, mark.offset)?;
         self.checkpoint_seq = mark.seq;
         self.checkpoint_offset = mark.offset;
         Ok(())
     }
 
     fn write_header(&self) -> io::Result<()> {
-        write_header_at(&self.file, self.checkpoint_seq, self.checkpoint_offset)
+        write_header_at(
+            &self.files.buffered,
+            self.checkpoint_seq,
+            self.checkpoint_offset,
+        )
     }
 }
 
@@ -475,6 +617,13 @@ fn last_seq_in(records: &[u8]) -> Option<u64> {
     last
 }
 
+/// What a reader finds at an offset.
+enum Found {
+    Record(Vec<u8>),
+    EndOfRing,
+    Other,
+}
+
 fn record_crc(seq: u64, payload: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&seq.to_le_bytes());
@@ -519,13 +668,14 @@ mod tests {
         write_records(&mut wal, &[b"kept", b"torn"]);
         // Corrupt the last payload byte of the second record.
         let second_end = DATA_START + 2 * RECORD_HEADER as u64 + 8;
-        wal.file
+        wal.files
+            .buffered
             .write_all_at(b"X", second_end - 1)
             .expect("corrupt");
         drop(wal);
         let (mut wal, replay) = Wal::open(&path, SMALL * 16).expect("reopen");
         assert_eq!(replay, vec![b"kept".to_vec()]);
-        // Writing continues right after the last good record.
+        // Writing continues after the last good record, at the next block.
         write_records(&mut wal, &[b"next"]);
         drop(wal);
         let (_, replay) = Wal::open(&path, SMALL * 16).expect("reopen");
@@ -536,7 +686,7 @@ mod tests {
     fn ring_wraps_and_keeps_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("wal");
-        let capacity = DATA_START * 4;
+        let capacity = DATA_START * 8;
         let (mut wal, _) = Wal::open(&path, capacity).expect("open");
         for round in 0..60u8 {
             let mut pending = Pending::after(wal.last_seq());
@@ -546,7 +696,7 @@ mod tests {
                 "round {round}"
             );
             wal.write(&pending.take()).expect("write");
-            if round % 5 == 4 {
+            if round % 3 == 2 {
                 wal.checkpoint(wal.last_seq()).expect("checkpoint");
             }
         }
@@ -565,7 +715,10 @@ mod tests {
         let path = dir.path().join("wal");
         let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
         write_records(&mut wal, &[b"one"]);
-        wal.file.write_all_at(&[0xff; 8], 4).expect("damage header");
+        wal.files
+            .buffered
+            .write_all_at(&[0xff; 8], 4)
+            .expect("damage header");
         drop(wal);
         assert!(Wal::open(&path, SMALL * 16).is_err(), "damaged header");
         let other = dir.path().join("other");
@@ -635,7 +788,7 @@ mod tests {
     }
 
     #[test]
-    fn writes_resume_mid_block_after_reopen_and_keep_the_file_size() {
+    fn writes_resume_after_reopen_and_keep_the_file_size() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("wal");
         let capacity = SMALL * 16;
@@ -643,7 +796,7 @@ mod tests {
         for round in 0..6u8 {
             let (mut wal, replay) = Wal::open(&path, capacity).expect("open");
             assert_eq!(replay, expected, "round {round}");
-            // Odd sizes, so batches end mid-block and the next open resumes there.
+            // Odd sizes, so batches end mid-block and the next open resumes at the next block.
             let batch: Vec<Vec<u8>> = (0..3).map(|i| vec![round; 37 + 101 * i]).collect();
             let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
             write_records(&mut wal, &refs);
@@ -658,15 +811,93 @@ mod tests {
         let path = dir.path().join("wal");
         let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
         // As on a filesystem that refuses O_DIRECT.
-        wal.direct = None;
+        wal.files.direct_refused.store(true, Ordering::Relaxed);
         write_records(&mut wal, &[b"buffered"]);
         drop(wal);
-        // The next process may write directly, resuming in the block written buffered.
+        // The next process may write directly, after the block written buffered.
         let (mut wal, replay) = Wal::open(&path, SMALL * 16).expect("reopen");
         assert_eq!(replay, vec![b"buffered".to_vec()]);
         write_records(&mut wal, &[b"direct"]);
         drop(wal);
         let (_, replay) = Wal::open(&path, SMALL * 16).expect("reopen");
         assert_eq!(replay, vec![b"buffered".to_vec(), b"direct".to_vec()]);
+    }
+
+    #[test]
+    fn batches_finishing_out_of_order_are_durable_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal");
+        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        let mut pending = Pending::after(wal.last_seq());
+        pending.append(b"first");
+        let first = wal.place(pending.take());
+        pending.append(b"second");
+        let second = wal.place(pending.take());
+        // Nothing of its own: waits for both.
+        let neither = wal.place(Vec::new());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiters: Vec<_> = [second, neither]
+            .into_iter()
+            .map(|commit| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let result = commit.complete();
+                    tx.send(()).expect("send");
+                    result
+                })
+            })
+            .collect();
+        // The second batch is written, but its sync must wait for the first.
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_err());
+        first.complete().expect("first");
+        for waiter in waiters {
+            waiter.join().expect("join").expect("durable");
+        }
+        drop(wal);
+        let (_, replay) = Wal::open(&path, SMALL * 16).expect("reopen");
+        assert_eq!(replay, vec![b"first".to_vec(), b"second".to_vec()]);
+    }
+
+    #[test]
+    fn a_batch_written_after_a_hole_is_not_replayed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal");
+        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        write_records(&mut wal, &[b"durable"]);
+        let mut pending = Pending::after(wal.last_seq());
+        pending.append(b"never written");
+        let _lost = wal.place(pending.take());
+        pending.append(b"written, never acknowledged");
+        wal.place(pending.take()).write().expect("write");
+        // A crash here: the second batch is on disk, the first is not.
+        drop(wal);
+        let (wal, replay) = Wal::open(&path, SMALL * 16).expect("reopen");
+        assert_eq!(replay, vec![b"durable".to_vec()]);
+        assert_eq!(wal.last_seq(), 1);
+    }
+
+    #[test]
+    fn a_failed_batch_fails_the_syncs_after_it_until_a_checkpoint() {
+        let commits = Commits::default();
+        commits.finish(2, true);
+        commits.finish(1, false);
+        assert!(commits.wait(1).is_err());
+        assert!(commits.wait(2).is_err(), "replay would stop at batch 1");
+        commits.forgive();
+        commits.finish(3, true);
+        assert!(commits.wait(3).is_ok());
+    }
+
+    #[test]
+    fn each_batch_starts_on_a_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal");
+        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        write_records(&mut wal, &[b"a"]);
+        assert_eq!(wal.mark().offset, DATA_START + BLOCK as u64);
+        write_records(&mut wal, &[&[1u8; BLOCK]]);
+        assert_eq!(wal.mark().offset, DATA_START + 3 * BLOCK as u64);
     }
 }
