@@ -103,8 +103,9 @@ pub struct Authenticator {
     tokens: Arc<TokenService>,
     throttle: Throttle,
     /// Bounds concurrent password hashing: argon2id costs ~19 MiB and a core per hash, so a
-    /// burst of logins queues here instead of exhausting memory.
-    hashing: tokio::sync::Semaphore,
+    /// burst of logins queues here instead of exhausting memory. Re-hashing takes a slot only
+    /// if one is free.
+    hashing: Arc<tokio::sync::Semaphore>,
     /// Where re-hashing runs, whichever thread decided the request.
     runtime: tokio::runtime::Handle,
 }
@@ -113,7 +114,9 @@ impl Authenticator {
     /// Must be called within the tokio runtime that will run the async path.
     pub fn new(settings: Arc<Settings>, tokens: Arc<TokenService>) -> Self {
         let throttle = Throttle::new(&settings.throttle);
-        let hashing = tokio::sync::Semaphore::new(settings.password.max_concurrent_hashes);
+        let hashing = Arc::new(tokio::sync::Semaphore::new(
+            settings.password.max_concurrent_hashes,
+        ));
         Authenticator {
             settings,
             tokens,
@@ -306,11 +309,19 @@ impl Authenticator {
         tokio::task::spawn_blocking(work).await.ok()
     }
 
-    /// Re-hashes an imported hash to argon2id after a successful login, off the reply path.
+    /// Re-hashes an imported hash to argon2id after a successful login, off the reply path, in
+    /// a free hashing slot. With none free (a storm of first logins after an import) it waits
+    /// for a later login instead: queued, every accepted login would hold an argon2id job and
+    /// its memory.
     fn rehash(&self, job: Rehash) {
+        let Ok(slot) = Arc::clone(&self.hashing).try_acquire_owned() else {
+            tracing::debug!(user = %job.user.username, "re-hash left for a later login: hashing busy");
+            return;
+        };
         let params = self.settings.password.argon2;
         let store = Arc::clone(self.tokens.store());
         self.runtime.spawn_blocking(move || {
+            let _slot = slot;
             let Rehash {
                 user,
                 password,
@@ -568,6 +579,10 @@ mod tests {
     }
 
     fn request(password: &str) -> Request {
+        request_as("bob", password)
+    }
+
+    fn request_as(user: &str, password: &str) -> Request {
         Request {
             client: Arc::new(Client {
                 name: "nas".into(),
@@ -576,7 +591,7 @@ mod tests {
             }),
             peer: "127.0.0.1:1000".parse().expect("addr"),
             identifier: 1,
-            user_name: Some("bob".into()),
+            user_name: Some(user.into()),
             password: Some(Zeroizing::new(password.as_bytes().to_vec())),
             has_chap_password: false,
             calling_station_id: None,
@@ -610,5 +625,76 @@ mod tests {
         let reply = auth.handle(request(&format!("pw{code}"))).await;
         assert_eq!(reply.code, ReplyCode::Reject);
         assert_eq!(reply.message, Some(messages::TRY_LATER));
+    }
+
+    /// `{SSHA256}`: base64 of SHA-256(password || salt) || salt, as FreeRADIUS stores it.
+    fn ssha256(password: &[u8], salt: &[u8]) -> String {
+        use base64::Engine;
+        use sha2::{Digest, Sha256};
+        let mut raw = Sha256::new()
+            .chain_update(password)
+            .chain_update(salt)
+            .finalize()
+            .to_vec();
+        raw.extend_from_slice(salt);
+        format!(
+            "{{SSHA256}}{}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rehash_waits_for_a_free_hashing_slot() {
+        let (_dir, store, auth) = setup(false).await;
+        store
+            .create_users(&[User {
+                username: "carol".into(),
+                password_hash: ssha256(b"pw", b"saltsalt"),
+                email: None,
+                first_name: None,
+                last_name: None,
+                assurance_level: 2,
+                created_at: 0,
+            }])
+            .expect("user");
+        auth.tokens
+            .import(
+                vec![ImportedToken {
+                    serial: "H2".into(),
+                    secret: Zeroizing::new(SEED.to_vec()),
+                    algorithm: Algorithm::Sha1,
+                    digits: 6,
+                    kind: TokenKind::Hotp,
+                    counter: 0,
+                    owner: Some("carol".into()),
+                }],
+                0,
+            )
+            .expect("import");
+        let scheme = || {
+            let user = store.user("carol").expect("read").expect("carol");
+            PasswordHash::parse(&user.password_hash)
+                .expect("hash")
+                .scheme()
+        };
+        let login = |counter| {
+            let code = hotp::code(SEED, counter, 6, Algorithm::Sha1);
+            auth.decide_now(&request_as("carol", &format!("pw{code}")))
+                .expect("a salted digest is decided at once")
+                .reply
+                .code
+        };
+        let slots = u32::try_from(auth.settings.password.max_concurrent_hashes).expect("slots");
+        let busy = auth.hashing.acquire_many(slots).await.expect("every slot");
+        assert_eq!(login(0), ReplyCode::Accept);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(scheme(), "ssha256", "re-hashed without a free slot");
+        drop(busy);
+        assert_eq!(login(1), ReplyCode::Accept);
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while scheme() != "argon2id" {
+            assert!(Instant::now() < deadline, "never re-hashed");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }

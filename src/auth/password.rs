@@ -24,8 +24,10 @@
 //! salted, crypt), NT and LM hashes, DES crypt and bcrypt are refused with the reason. Costs are
 //! capped at parse so that a hostile import cannot make every login exhaust the box.
 
-use argon2::password_hash::{PasswordHash as Phc, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::{Mutex, MutexGuard};
+
+use argon2::password_hash::{PasswordHash as Phc, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine};
@@ -46,6 +48,14 @@ const B64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
+/// argon2 working memory kept for the next verification. Allocating 19 MiB per login and
+/// handing it back to the OS at once (as the allocator is told to, see `main.rs`) costs page
+/// faults over all of it every time: 77 against 99 argon2id logins/s on 2 cores. The store holds
+/// at most as many areas as verifications ever ran at once, which the hashing pool bounds
+/// (`max_concurrent_hashes`); none is larger than [`KEPT_ARGON2_BLOCKS`].
+static ARGON2_MEMORY: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+/// Working memory beyond this many 1 KiB blocks (64 MiB) is freed after use, not kept.
+const KEPT_ARGON2_BLOCKS: usize = 64 * 1024;
 /// The crypt(3) alphabet of SHA-crypt salts and hashes.
 const CRYPT_ALPHABET: &str = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -265,8 +275,8 @@ impl PasswordHash {
     /// Constant-time verification: the argon2 crate's verifier, subtle for every other digest.
     pub fn verify(&self, password: &[u8]) -> bool {
         match &self.kind {
-            Kind::Argon2(phc, ..) => {
-                Phc::new(phc).is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok())
+            Kind::Argon2(phc, algorithm, version, (m, t, p)) => {
+                verify_argon2(phc, *algorithm, *version, (*m, *t, *p), password)
             }
             Kind::Digest(alg, digest, salt) => Zeroizing::new((alg.digest)(password, salt))
                 .ct_eq(digest)
@@ -327,8 +337,60 @@ pub fn dummy_verify(params: &Argon2Params) {
     let params = params.to_argon2().unwrap_or_default();
     let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
-    let result = argon2.hash_password_into(b"otpgate dummy", b"otpgate dummy salt", &mut out);
+    let result = hash_in_kept_memory(&argon2, b"otpgate dummy", b"otpgate dummy salt", &mut out);
     let _ = std::hint::black_box((result, out));
+}
+
+/// What the argon2 crate's `verify_password` does (the stored parameters, salt and output
+/// length; a constant-time comparison), in working memory kept between verifications.
+fn verify_argon2(
+    phc: &str,
+    algorithm: Algorithm,
+    version: Version,
+    (m, t, p): (u32, u32, u32),
+    password: &[u8],
+) -> bool {
+    let Ok(hash) = Phc::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let Ok(params) = Params::new(m, t, p, Some(expected.len())) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let mut computed = Zeroizing::new(vec![0u8; expected.len()]);
+    let argon2 = Argon2::new(algorithm, version, params);
+    hash_in_kept_memory(&argon2, password, salt, &mut computed).is_ok()
+        && bool::from(computed.ct_eq(expected.as_bytes()))
+}
+
+/// `Argon2::hash_password_into` in working memory taken from (and given back to)
+/// [`ARGON2_MEMORY`].
+fn hash_in_kept_memory(
+    argon2: &Argon2<'_>,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> argon2::Result<()> {
+    let blocks = argon2.params().block_count();
+    let mut memory = kept_memory().pop().unwrap_or_default();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let result = argon2.hash_password_into_with_memory(password, salt, out, &mut memory[..blocks]);
+    if memory.len() <= KEPT_ARGON2_BLOCKS {
+        kept_memory().push(memory);
+    }
+    result
+}
+
+fn kept_memory() -> MutexGuard<'static, Vec<Vec<Block>>> {
+    ARGON2_MEMORY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `{tag}body`: the LDAP / FreeRADIUS header forms.
