@@ -103,9 +103,10 @@ pub struct Authenticator {
     tokens: Arc<TokenService>,
     throttle: Throttle,
     /// Bounds concurrent password hashing: argon2id costs ~19 MiB and a core per hash, so a
-    /// burst of logins queues here instead of exhausting memory. Re-hashing takes a slot only
-    /// if one is free.
+    /// burst of logins queues here instead of exhausting memory.
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Bounds the re-hash jobs waiting for or holding a hashing slot ([`Self::rehash`]).
+    rehash_queue: Arc<tokio::sync::Semaphore>,
     /// Where re-hashing runs, whichever thread decided the request.
     runtime: tokio::runtime::Handle,
 }
@@ -114,14 +115,16 @@ impl Authenticator {
     /// Must be called within the tokio runtime that will run the async path.
     pub fn new(settings: Arc<Settings>, tokens: Arc<TokenService>) -> Self {
         let throttle = Throttle::new(&settings.throttle);
-        let hashing = Arc::new(tokio::sync::Semaphore::new(
-            settings.password.max_concurrent_hashes,
-        ));
+        let slots = settings.password.max_concurrent_hashes;
+        let hashing = Arc::new(tokio::sync::Semaphore::new(slots));
+        let rehash_queue = Arc::new(tokio::sync::Semaphore::new(slots));
+        password::keep_argon2_memory_up_to(settings.password.argon2.memory_kib);
         Authenticator {
             settings,
             tokens,
             throttle,
             hashing,
+            rehash_queue,
             runtime: tokio::runtime::Handle::current(),
         }
     }
@@ -309,26 +312,41 @@ impl Authenticator {
         tokio::task::spawn_blocking(work).await.ok()
     }
 
-    /// Re-hashes an imported hash to argon2id after a successful login, off the reply path, in
-    /// a free hashing slot. With none free (a storm of first logins after an import) it waits
-    /// for a later login instead: queued, every accepted login would hold an argon2id job and
-    /// its memory.
+    /// Re-hashes an imported hash to argon2id after a successful login, off the reply path: the
+    /// job waits for a hashing slot like a login does, and holds it only while it hashes. At
+    /// most `max_concurrent_hashes` jobs wait or run; beyond that (a storm of first logins
+    /// after an import) the re-hash is left for the user's next login, so a storm never queues
+    /// one argon2id job per accepted login.
     fn rehash(&self, job: Rehash) {
-        let Ok(slot) = Arc::clone(&self.hashing).try_acquire_owned() else {
-            tracing::debug!(user = %job.user.username, "re-hash left for a later login: hashing busy");
+        let Ok(queued) = Arc::clone(&self.rehash_queue).try_acquire_owned() else {
+            tracing::debug!(user = %job.user.username, "re-hash left for a later login: queue full");
             return;
         };
         let params = self.settings.password.argon2;
         let store = Arc::clone(self.tokens.store());
-        self.runtime.spawn_blocking(move || {
-            let _slot = slot;
+        let hashing = Arc::clone(&self.hashing);
+        self.runtime.spawn(async move {
+            let _queued = queued;
+            let Ok(slot) = hashing.acquire_owned().await else {
+                return;
+            };
             let Rehash {
                 user,
                 password,
                 from,
             } = job;
-            let new_hash = match PasswordHash::new_argon2id(&password, &params) {
-                Ok(h) => h,
+            let hashed = tokio::task::spawn_blocking(move || {
+                let hashed = PasswordHash::new_argon2id(&password, &params);
+                drop(slot);
+                hashed
+            })
+            .await;
+            let new_hash = match hashed {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => {
+                    tracing::warn!(user = %user.username, error = %e, "re-hash failed");
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(user = %user.username, error = %e, "re-hash failed");
                     return;
@@ -338,15 +356,19 @@ impl Authenticator {
                 password_hash: new_hash.as_stored().to_string(),
                 ..user
             };
-            match store.update_user(&updated).and_then(|_| store.sync()) {
-                Ok(()) => tracing::info!(
-                    user = %updated.username,
-                    from,
-                    "password hash upgraded to argon2id"
-                ),
-                Err(e) => {
-                    tracing::warn!(user = %updated.username, error = %e, "re-hash not stored")
+            let stored = tokio::task::spawn_blocking(move || {
+                let stored = store.update_user(&updated).and_then(|_| store.sync());
+                (updated.username, stored)
+            })
+            .await;
+            match stored {
+                Ok((username, Ok(()))) => {
+                    tracing::info!(user = %username, from, "password hash upgraded to argon2id")
                 }
+                Ok((username, Err(e))) => {
+                    tracing::warn!(user = %username, error = %e, "re-hash not stored")
+                }
+                Err(e) => tracing::warn!(error = %e, "re-hash not stored"),
             }
         });
     }
@@ -644,7 +666,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn rehash_waits_for_a_free_hashing_slot() {
+    async fn rehash_waits_for_a_hashing_slot_and_a_full_queue_skips_it() {
         let (_dir, store, auth) = setup(false).await;
         store
             .create_users(&[User {
@@ -685,12 +707,24 @@ mod tests {
                 .code
         };
         let slots = u32::try_from(auth.settings.password.max_concurrent_hashes).expect("slots");
+        let pause = || tokio::time::sleep(std::time::Duration::from_millis(300));
+        // A full queue: the re-hash is left for a later login, not queued.
         let busy = auth.hashing.acquire_many(slots).await.expect("every slot");
+        let queue = auth
+            .rehash_queue
+            .acquire_many(slots)
+            .await
+            .expect("every place");
         assert_eq!(login(0), ReplyCode::Accept);
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        drop((queue, busy));
+        pause().await;
+        assert_eq!(scheme(), "ssha256", "a re-hash was queued beyond the bound");
+        // Room in the queue but no free slot: the re-hash waits for one.
+        let busy = auth.hashing.acquire_many(slots).await.expect("every slot");
+        assert_eq!(login(1), ReplyCode::Accept);
+        pause().await;
         assert_eq!(scheme(), "ssha256", "re-hashed without a free slot");
         drop(busy);
-        assert_eq!(login(1), ReplyCode::Accept);
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         while scheme() != "argon2id" {
             assert!(Instant::now() < deadline, "never re-hashed");
