@@ -331,7 +331,8 @@ impl SledStore {
     /// Makes sled durable and lets the log forget every record so far, with no record
     /// appended meanwhile (`pending` is held) and no batch still being written.
     fn checkpoint_locked(&self, pending: &mut Pending) -> Result<(), StoreError> {
-        // Not under the log's lock: the background checkpointer takes it while flushing.
+        // No batch can be placed meanwhile (`pending` is held); the sled flush runs without the
+        // log's lock, which the background checkpointer takes after a flush of its own.
         lock(&self.wal).settle();
         let result = self.flush_sled().and_then(|()| {
             lock(&self.wal)
