@@ -293,8 +293,8 @@ impl Store for NoSyncStore {
     fn create_users(&self, users: &[User]) -> Result<(), StoreError> {
         self.0.create_users(users)
     }
-    fn update_user(&self, user: &User) -> Result<(), StoreError> {
-        self.0.update_user(user)
+    fn replace_user(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
+        self.0.replace_user(expected, new)
     }
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
         self.0.token(serial)

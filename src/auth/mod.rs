@@ -354,16 +354,23 @@ impl Authenticator {
             };
             let updated = User {
                 password_hash: new_hash.as_stored().to_string(),
-                ..user
+                ..user.clone()
             };
+            // Only over the record the login read: a change made meanwhile (a new password,
+            // another level) wins, and the re-hash waits for a later login.
             let stored = tokio::task::spawn_blocking(move || {
-                let stored = store.update_user(&updated).and_then(|_| store.sync());
-                (updated.username, stored)
+                let stored = store
+                    .replace_user(&user, &updated)
+                    .and_then(|swapped| store.sync().map(|()| swapped));
+                (user.username, stored)
             })
             .await;
             match stored {
-                Ok((username, Ok(()))) => {
+                Ok((username, Ok(true))) => {
                     tracing::info!(user = %username, from, "password hash upgraded to argon2id")
+                }
+                Ok((username, Ok(false))) => {
+                    tracing::info!(user = %username, "re-hash dropped: the user changed meanwhile")
                 }
                 Ok((username, Err(e))) => {
                     tracing::warn!(user = %username, error = %e, "re-hash not stored")
@@ -518,8 +525,8 @@ mod tests {
         fn create_users(&self, users: &[User]) -> Result<(), StoreError> {
             self.inner.create_users(users)
         }
-        fn update_user(&self, user: &User) -> Result<(), StoreError> {
-            self.inner.update_user(user)
+        fn replace_user(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
+            self.inner.replace_user(expected, new)
         }
         fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
             self.inner.token(serial)

@@ -60,8 +60,9 @@ pub trait Store: Send + Sync + 'static {
     fn user(&self, username: &str) -> Result<Option<User>, StoreError>;
     /// Creates all users or none; fails with `UserExists` naming the first one already there.
     fn create_users(&self, users: &[User]) -> Result<(), StoreError>;
-    /// Replaces an existing user record.
-    fn update_user(&self, user: &User) -> Result<(), StoreError>;
+    /// Compare-and-swap: writes `new` only if the stored user still equals `expected`; false
+    /// (nothing written) if it changed meanwhile, `NoSuchUser` if it is gone.
+    fn replace_user(&self, expected: &User, new: &User) -> Result<bool, StoreError>;
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError>;
     /// The token bound to a user, if any.
     fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError>;

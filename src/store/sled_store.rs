@@ -399,20 +399,26 @@ impl Store for SledStore {
         )
     }
 
-    fn update_user(&self, user: &User) -> Result<(), StoreError> {
-        let value = encode(user)?;
-        let name = user.username.clone();
-        let written = tx_result(self.users.transaction(|tx| {
-            if tx.get(name.as_bytes())?.is_none() {
-                return Err(ConflictableTransactionError::Abort(StoreError::NoSuchUser(
-                    name.clone(),
-                )));
-            }
-            tx.insert(name.as_bytes(), value.as_slice())?;
-            Ok(())
-        }));
+    fn replace_user(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
+        if expected.username != new.username {
+            return Err(StoreError::Io(format!(
+                "a user record cannot be renamed ({} -> {})",
+                expected.username, new.username
+            )));
+        }
+        let name = new.username.as_bytes();
+        let swapped = self
+            .users
+            .compare_and_swap(name, Some(encode(expected)?), Some(encode(new)?))
+            .map_err(io)?;
         self.needs_checkpoint.store(true, Ordering::Release);
-        written
+        match swapped {
+            Ok(()) => Ok(true),
+            Err(conflict) if conflict.current.is_none() => {
+                Err(StoreError::NoSuchUser(new.username.clone()))
+            }
+            Err(_) => Ok(false),
+        }
     }
 
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
@@ -636,6 +642,32 @@ mod tests {
             assurance_level: 2,
             created_at: 0,
         }
+    }
+
+    #[test]
+    fn a_user_is_replaced_only_over_the_record_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path()).expect("open");
+        let read = user(1);
+        store
+            .create_users(std::slice::from_ref(&read))
+            .expect("create");
+        let rehashed = User {
+            password_hash: "$argon2id$new".into(),
+            ..read.clone()
+        };
+        let raised = User {
+            assurance_level: 3,
+            ..read.clone()
+        };
+        assert!(store.replace_user(&read, &raised).expect("swap"));
+        // The record changed since `read`: the second writer must not undo the first.
+        assert!(!store.replace_user(&read, &rehashed).expect("no swap"));
+        assert_eq!(store.user("u1").expect("read"), Some(raised));
+        assert!(matches!(
+            store.replace_user(&user(2), &user(2)),
+            Err(StoreError::NoSuchUser(_))
+        ));
     }
 
     #[test]
