@@ -578,10 +578,18 @@ mod tests {
             settings.otp.clone(),
         ));
         let hash = PasswordHash::new_argon2id(b"pw", &settings.password.argon2).expect("hash");
-        dyn_store
+        provision(&tokens, "bob", hash.as_stored(), "H1");
+        let auth = Authenticator::new(Arc::new(settings), tokens);
+        (dir, store, auth)
+    }
+
+    /// A user with password hash `hash` and an HOTP token `serial` (seed [`SEED`]).
+    fn provision(tokens: &TokenService, user: &str, hash: &str, serial: &str) {
+        tokens
+            .store()
             .create_users(&[User {
-                username: "bob".into(),
-                password_hash: hash.as_stored().into(),
+                username: user.into(),
+                password_hash: hash.into(),
                 email: None,
                 first_name: None,
                 last_name: None,
@@ -592,19 +600,17 @@ mod tests {
         tokens
             .import(
                 vec![ImportedToken {
-                    serial: "H1".into(),
+                    serial: serial.into(),
                     secret: Zeroizing::new(SEED.to_vec()),
                     algorithm: Algorithm::Sha1,
                     digits: 6,
                     kind: TokenKind::Hotp,
                     counter: 0,
-                    owner: Some("bob".into()),
+                    owner: Some(user.into()),
                 }],
                 0,
             )
             .expect("import");
-        let auth = Authenticator::new(Arc::new(settings), tokens);
-        (dir, store, auth)
     }
 
     fn request(password: &str) -> Request {
@@ -675,31 +681,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rehash_waits_for_a_hashing_slot_and_a_full_queue_skips_it() {
         let (_dir, store, auth) = setup(false).await;
-        store
-            .create_users(&[User {
-                username: "carol".into(),
-                password_hash: ssha256(b"pw", b"saltsalt"),
-                email: None,
-                first_name: None,
-                last_name: None,
-                assurance_level: 2,
-                created_at: 0,
-            }])
-            .expect("user");
-        auth.tokens
-            .import(
-                vec![ImportedToken {
-                    serial: "H2".into(),
-                    secret: Zeroizing::new(SEED.to_vec()),
-                    algorithm: Algorithm::Sha1,
-                    digits: 6,
-                    kind: TokenKind::Hotp,
-                    counter: 0,
-                    owner: Some("carol".into()),
-                }],
-                0,
-            )
-            .expect("import");
+        provision(&auth.tokens, "carol", &ssha256(b"pw", b"saltsalt"), "H2");
         let scheme = || {
             let user = store.user("carol").expect("read").expect("carol");
             PasswordHash::parse(&user.password_hash)
