@@ -154,7 +154,8 @@ impl Authenticator {
         };
         let (outcome, wrote, rehash) = self.after_password(request, &origin, prepared, verified);
         if wrote {
-            // `Store::sync` shares one flush among concurrent callers (the UDP committers too).
+            // `Store::sync` takes every record appended so far into one batch (the UDP
+            // committers' records too), flushed beside any other in flight.
             let store = Arc::clone(self.tokens.store());
             let synced = tokio::task::spawn_blocking(move || store.sync())
                 .await

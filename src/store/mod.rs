@@ -1,8 +1,9 @@
 //! Storage: a trait the rest of otpgate codes against, its sled implementation ([`sled_store`],
 //! laid out as [`layout`] says, made durable by [`checkpoint`])
 //! with the token write-ahead log that makes a login's state change cheap to make durable
-//! ([`wal`]) and the sealing of token seeds at rest ([`seal`]). Concurrent callers of
-//! [`Store::sync`] share syncs (see the sled implementation), which is the group commit.
+//! ([`wal`]) and the sealing of token seeds at rest ([`seal`]). A call of [`Store::sync`] makes
+//! every record appended so far durable in one batch, and concurrent calls flush side by side
+//! (see the sled implementation): that is the group commit.
 //!
 //! The trait keeps the door open for another back end (roadmap: a shared distributed store);
 //! outside this module only the wiring in `appliance` (and tests) names sled.
