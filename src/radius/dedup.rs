@@ -205,6 +205,12 @@ mod tests {
         RequestKey::new("127.0.0.1:5000".parse().expect("addr"), id, [id; 16])
     }
 
+    /// Request `id` seen for the first time at `at` and answered `answer` at once.
+    fn answer(cache: &DedupCache<&'static str>, id: u8, answer: &'static str, at: Instant) {
+        assert_eq!(cache.begin(key(id), at), Seen::New, "request {id} is new");
+        cache.complete(&key(id), answer, at);
+    }
+
     #[test]
     fn retransmission_gets_cached_reply() {
         let cache = DedupCache::<&str>::new(Duration::from_secs(30), 100);
@@ -222,8 +228,7 @@ mod tests {
     fn entries_expire_after_window() {
         let cache = DedupCache::<&str>::new(Duration::from_secs(30), 100);
         let t0 = Instant::now();
-        assert_eq!(cache.begin(key(1), t0), Seen::New);
-        cache.complete(&key(1), "r", t0);
+        answer(&cache, 1, "r", t0);
         assert_eq!(cache.begin(key(1), t0 + Duration::from_secs(31)), Seen::New);
     }
 
@@ -241,8 +246,7 @@ mod tests {
         let cache = DedupCache::<&str>::new(Duration::from_secs(30), 3);
         let t0 = Instant::now();
         for id in 0..5 {
-            assert_eq!(cache.begin(key(id), t0), Seen::New);
-            cache.complete(&key(id), "answer", t0);
+            answer(&cache, id, "answer", t0);
         }
         assert_eq!(cache.lock().index.len(), 3);
         for id in 2..5 {
@@ -262,8 +266,7 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(cache.begin(key(0), t0), Seen::New);
         for id in 1..10 {
-            assert_eq!(cache.begin(key(id), t0), Seen::New);
-            cache.complete(&key(id), "answer", t0);
+            answer(&cache, id, "answer", t0);
         }
         let late = t0 + Duration::from_secs(120);
         assert_eq!(cache.begin(key(0), late), Seen::InProgress);
@@ -279,11 +282,9 @@ mod tests {
     fn an_entry_survives_capacity_minus_one_newer_requests() {
         let cache = DedupCache::<&str>::new(Duration::from_secs(30), 100);
         let t0 = Instant::now();
-        assert_eq!(cache.begin(key(0), t0), Seen::New);
-        cache.complete(&key(0), "first answer", t0);
+        answer(&cache, 0, "first answer", t0);
         for id in 1..100 {
-            assert_eq!(cache.begin(key(id), t0), Seen::New);
-            cache.complete(&key(id), "answer", t0);
+            answer(&cache, id, "answer", t0);
         }
         assert_eq!(cache.begin(key(0), t0), Seen::Answered("first answer"));
         // Expired and forgotten slots are reused without disturbing the others.

@@ -696,6 +696,16 @@ mod tests {
 
     const SMALL: u64 = DATA_START + 1024;
 
+    /// A new, empty log of `SMALL * 16` octets in a temporary directory (kept alive by the
+    /// first element).
+    fn fresh() -> (tempfile::TempDir, std::path::PathBuf, Wal) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal");
+        let (wal, replay) = Wal::open(&path, SMALL * 16).expect("open");
+        assert!(replay.is_empty());
+        (dir, path, wal)
+    }
+
     fn write_records(wal: &mut Wal, payloads: &[&[u8]]) {
         let mut pending = Pending::after(wal.last_seq());
         for p in payloads {
@@ -706,10 +716,7 @@ mod tests {
 
     #[test]
     fn records_after_checkpoint_are_replayed_in_order() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("wal");
-        let (mut wal, replay) = Wal::open(&path, SMALL * 16).expect("open");
-        assert!(replay.is_empty());
+        let (_dir, path, mut wal) = fresh();
         write_records(&mut wal, &[b"one", b"two"]);
         wal.checkpoint(wal.last_seq()).expect("checkpoint");
         write_records(&mut wal, &[b"three", b"four"]);
@@ -721,9 +728,7 @@ mod tests {
 
     #[test]
     fn torn_tail_stops_the_replay() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        let (_dir, path, mut wal) = fresh();
         write_records(&mut wal, &[b"kept", b"torn"]);
         // Corrupt the last payload byte of the second record.
         let second_end = DATA_START + 2 * RECORD_HEADER as u64 + 8;
@@ -770,9 +775,7 @@ mod tests {
 
     #[test]
     fn damaged_header_with_records_is_refused_and_size_change_too() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        let (dir, path, mut wal) = fresh();
         write_records(&mut wal, &[b"one"]);
         wal.files
             .buffered
@@ -787,9 +790,7 @@ mod tests {
 
     #[test]
     fn checkpoint_covers_records_never_written() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        let (_dir, path, mut wal) = fresh();
         let mut pending = Pending::after(wal.last_seq());
         pending.append(b"held by sled already");
         wal.checkpoint(pending.last_seq()).expect("checkpoint");
@@ -803,9 +804,7 @@ mod tests {
 
     #[test]
     fn fuzzy_checkpoint_keeps_what_was_written_after_its_mark() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        let (_dir, path, mut wal) = fresh();
         write_records(&mut wal, &[b"before one", b"before two"]);
         let mark = wal.mark();
         // Written while sled flushes: not covered by the flush, so kept.
@@ -866,9 +865,7 @@ mod tests {
 
     #[test]
     fn buffered_writes_where_direct_io_is_refused_replay_the_same() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        let (_dir, path, mut wal) = fresh();
         // As on a filesystem that refuses O_DIRECT.
         wal.files.direct_refused.store(true, Ordering::Relaxed);
         write_records(&mut wal, &[b"buffered"]);
@@ -884,9 +881,7 @@ mod tests {
 
     #[test]
     fn batches_finishing_out_of_order_are_durable_in_order() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        let (_dir, path, mut wal) = fresh();
         let mut pending = Pending::after(wal.last_seq());
         pending.append(b"first");
         let first = wal.place(pending.take());
@@ -921,9 +916,7 @@ mod tests {
 
     #[test]
     fn a_batch_written_after_a_hole_is_not_replayed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        let (_dir, path, mut wal) = fresh();
         write_records(&mut wal, &[b"durable"]);
         let mut pending = Pending::after(wal.last_seq());
         pending.append(b"never written");
@@ -951,9 +944,7 @@ mod tests {
 
     #[test]
     fn each_batch_starts_on_a_block() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        let (_dir, _, mut wal) = fresh();
         write_records(&mut wal, &[b"a"]);
         assert_eq!(wal.mark().offset, DATA_START + BLOCK as u64);
         write_records(&mut wal, &[&[1u8; BLOCK]]);
@@ -962,9 +953,7 @@ mod tests {
 
     #[test]
     fn a_commit_dropped_unfinished_fails_the_syncs_after_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        let (_dir, _, mut wal) = fresh();
         let mut pending = Pending::after(wal.last_seq());
         pending.append(b"lost");
         drop(wal.place(pending.take()));
@@ -985,9 +974,7 @@ mod tests {
 
     #[test]
     fn the_header_says_which_layout_and_the_earlier_one_is_still_read() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&path, SMALL * 16).expect("open");
+        let (_dir, path, mut wal) = fresh();
         let mut magic = [0u8; 4];
         wal.files.header.read_exact_at(&mut magic, 0).expect("read");
         assert_eq!(u32::from_le_bytes(magic), HEADER_MAGIC);
