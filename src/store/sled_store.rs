@@ -1,8 +1,10 @@
 //! The embedded sled back end; what lives where is in [`super::layout`] (a user's token
 //! record sits beside the user's record, so a login pages in one sled leaf).
 //!
-//! Durability: sled 0.34.7's `flush()` writes its log but does not fsync it on Linux (sled
-//! issue 1452), so [`SledStore::sync`] follows it with an fdatasync of the log file itself.
+//! Durability: token changes through the token log ([`super::wal`], [`SledStore::sync`]); the
+//! rest through checkpoints. sled 0.34.7's `flush()` writes its log but does not fsync it on
+//! Linux (sled issue 1452), so [`super::checkpoint::Flusher`] follows it with an fdatasync of
+//! the log file itself.
 //! Opening a store another process holds fails at once (sled takes an exclusive file lock with
 //! `try_lock`), and is reported as [`StoreError::Locked`].
 
@@ -331,6 +333,8 @@ impl SledStore {
     /// Makes sled durable and lets the log forget every record so far, with no record
     /// appended meanwhile (`pending` is held) and no batch still being written.
     fn checkpoint_locked(&self, pending: &mut Pending) -> Result<(), StoreError> {
+        // This checkpoint covers every write asked for so far; one made from here on asks again.
+        self.needs_checkpoint.store(false, Ordering::Release);
         // No batch can be placed meanwhile (`pending` is held); the sled flush runs without the
         // log's lock, which the background checkpointer takes after a flush of its own.
         lock(&self.wal).settle();
@@ -411,9 +415,11 @@ impl Store for SledStore {
             .users
             .compare_and_swap(name, Some(encode(expected)?), Some(encode(new)?))
             .map_err(io)?;
-        self.needs_checkpoint.store(true, Ordering::Release);
         match swapped {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.needs_checkpoint.store(true, Ordering::Release);
+                Ok(true)
+            }
             Err(conflict) if conflict.current.is_none() => {
                 Err(StoreError::NoSuchUser(new.username.clone()))
             }

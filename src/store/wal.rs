@@ -29,6 +29,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
+use super::lock;
+
 /// Size of the ring file, header included.
 pub const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
 /// Records start after the header block.
@@ -115,7 +117,7 @@ impl LogFiles {
                 }
             }
         }
-        let _turn = self.buffered_turn.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = lock(&self.buffered_turn);
         for p in pieces {
             self.buffered
                 .write_all_at(&p.blocks[..p.len.min(p.blocks.len())], p.offset)?;
@@ -235,7 +237,7 @@ struct CommitState {
 
 impl Commits {
     fn lock(&self) -> std::sync::MutexGuard<'_, CommitState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     fn finish(&self, ticket: u64, ok: bool) {
@@ -279,7 +281,8 @@ impl Commits {
     }
 }
 
-/// A block-aligned window of `len` bytes in `buffer` (grown as needed).
+/// A block-aligned, zeroed window of `len` bytes in `buffer` (an empty `Vec` each batch: batches
+/// are written concurrently, each from its own buffer).
 fn aligned(buffer: &mut Vec<u8>, len: usize) -> io::Result<&mut [u8]> {
     if buffer.len() < len + BLOCK {
         buffer.resize(len + BLOCK, 0);
@@ -433,7 +436,8 @@ impl Wal {
         Ok((wal, replay))
     }
 
-    /// Reads the records after the checkpoint, leaving `write_offset`/`next_seq` after the last.
+    /// Reads the records after the checkpoint, leaving `write_offset`/`last_written_seq` after
+    /// the last.
     /// Anything but the next record mid-block is the padding after a batch: reading goes on
     /// at the next block, and stops there unless the next record is found.
     fn read_after_checkpoint(&mut self) -> io::Result<Vec<Vec<u8>>> {
@@ -864,7 +868,7 @@ mod tests {
     }
 
     #[test]
-    fn buffered_writes_where_direct_io_is_refused_replay_the_same() {
+    fn batches_written_through_the_page_cache_then_directly_replay_in_order() {
         let (_dir, path, mut wal) = fresh();
         // As on a filesystem that refuses O_DIRECT.
         wal.files.direct_refused.store(true, Ordering::Relaxed);
