@@ -148,7 +148,7 @@ impl Authenticator {
         let verified = {
             let hash = prepared.hash.clone();
             let password = prepared.password.clone();
-            self.off_thread(move || hash.verify(&password))
+            hash_off_thread(&self.hashing, move || hash.verify(&password))
                 .await
                 .unwrap_or(false)
         };
@@ -298,19 +298,7 @@ impl Authenticator {
     /// Costs an unknown user the same argon2id work as a known one (no enumeration by timing).
     async fn spend_dummy_verify(&self) {
         let params = self.settings.password.argon2;
-        let _ = self
-            .off_thread(move || password::dummy_verify(&params))
-            .await;
-    }
-
-    /// Runs password hashing on the blocking pool, at most `max_concurrent_hashes` at once.
-    /// `None` if the pool is gone (shutdown).
-    async fn off_thread<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Option<T> {
-        let _permit = self.hashing.acquire().await.ok()?;
-        tokio::task::spawn_blocking(work).await.ok()
+        let _ = hash_off_thread(&self.hashing, move || password::dummy_verify(&params)).await;
     }
 
     /// Re-hashes an imported hash to argon2id after a successful login, off the reply path: the
@@ -328,30 +316,22 @@ impl Authenticator {
         let hashing = Arc::clone(&self.hashing);
         self.runtime.spawn(async move {
             let _queued = queued;
-            let Ok(slot) = hashing.acquire_owned().await else {
-                return;
-            };
             let Rehash {
                 user,
                 password,
                 from,
             } = job;
-            let hashed = tokio::task::spawn_blocking(move || {
-                let hashed = PasswordHash::new_argon2id(&password, &params);
-                drop(slot);
-                hashed
+            let hashed = hash_off_thread(&hashing, move || {
+                PasswordHash::new_argon2id(&password, &params)
             })
             .await;
             let new_hash = match hashed {
-                Ok(Ok(h)) => h,
-                Ok(Err(e)) => {
+                Some(Ok(h)) => h,
+                Some(Err(e)) => {
                     tracing::warn!(user = %user.username, error = %e, "re-hash failed");
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(user = %user.username, error = %e, "re-hash failed");
-                    return;
-                }
+                None => return,
             };
             let updated = User {
                 password_hash: new_hash.as_stored().to_string(),
@@ -404,6 +384,17 @@ impl Authenticator {
             message: outcome.reply_message(),
         }
     }
+}
+
+/// Runs password hashing on the blocking pool in one of `hashing`'s slots (at most
+/// `max_concurrent_hashes` at once), held only while it hashes. `None` if the pool is gone
+/// (shutdown).
+async fn hash_off_thread<T: Send + 'static>(
+    hashing: &tokio::sync::Semaphore,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let _slot = hashing.acquire().await.ok()?;
+    tokio::task::spawn_blocking(work).await.ok()
 }
 
 /// Who a request comes from, for throttling; `None` without a User-Name.
