@@ -115,7 +115,7 @@ pub fn is_idle(error: &io::Error) -> bool {
 
 /// Sends every `(datagram, peer)` with as few `sendmmsg` calls as the kernel allows. Returns
 /// how many could not be sent.
-pub fn send_batch(socket: &UdpSocket, replies: &[(&[u8], SocketAddr)]) -> usize {
+pub fn send_batch<B: AsRef<[u8]>>(socket: &UdpSocket, replies: &[(B, SocketAddr)]) -> usize {
     let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> = replies
         .iter()
         .map(|(_, peer)| from_socket_addr(peer))
@@ -123,8 +123,8 @@ pub fn send_batch(socket: &UdpSocket, replies: &[(&[u8], SocketAddr)]) -> usize 
     let mut iovecs: Vec<libc::iovec> = replies
         .iter()
         .map(|(data, _)| libc::iovec {
-            iov_base: data.as_ptr() as *mut libc::c_void,
-            iov_len: data.len(),
+            iov_base: data.as_ref().as_ptr() as *mut libc::c_void,
+            iov_len: data.as_ref().len(),
         })
         .collect();
     // SAFETY: all-zero is a valid value for this plain C struct.

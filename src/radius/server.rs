@@ -8,12 +8,13 @@
 //! 1. `recvmmsg` takes every datagram queued (up to [`BATCH`]).
 //! 2. Per datagram, in order: client lookup by source address (unknown -> drop, counted, logged
 //!    at a rate limit), header and Message-Authenticator checks (drop, counted), the duplicate
-//!    cache (retransmission -> the cached reply).
+//!    cache (a retransmission -> its first decision, encoded again).
 //! 3. The handler decides at once what needs no waiting (a cheap password hash); its state
 //!    changes are made durable by one sync for the whole batch, then every reply leaves in one
 //!    `sendmmsg`. Syncing and sending are the committers' job (a small pool shared by all
-//!    workers), so a worker decides its next batch meanwhile. A request that needs a costly hash (argon2id...) goes to the async runtime
-//!    instead, bounded by `max_in_flight`, and is answered from there.
+//!    workers), so a worker decides its next batch meanwhile. A request that needs a costly
+//!    hash (argon2id...) goes to the async runtime instead, bounded by `max_in_flight`, and is
+//!    answered from there.
 //!
 //! No Access-Accept leaves before the state change it depends on is durable.
 
@@ -107,6 +108,8 @@ enum Disposition {
 struct Commit {
     socket: Arc<UdpSocket>,
     dispositions: Vec<(Disposition, SocketAddr)>,
+    /// Some decision wrote state: the replies wait for a sync.
+    wrote: bool,
 }
 
 struct Fast {
@@ -245,17 +248,18 @@ impl<H: RequestHandler> Server<H> {
             }
             let commit = Commit {
                 socket: Arc::clone(&socket),
+                wrote: wrote(&dispositions),
                 dispositions,
             };
             let unsent = match &to_committers {
-                Some(committers) if wrote(&commit.dispositions) => {
+                Some(committers) if commit.wrote => {
                     // Fails only if the committers are gone; then answer here.
                     committers.send(commit).err().map(|returned| returned.0)
                 }
                 _ => Some(commit),
             };
-            if let Some(mut commit) = unsent {
-                self.answer_batch(&commit.socket, &mut commit.dispositions);
+            if let Some(commit) = unsent {
+                self.answer_batch(commit);
             }
         }
     }
@@ -265,16 +269,21 @@ impl<H: RequestHandler> Server<H> {
     fn committer(&self, batches: &Mutex<Receiver<Commit>>) {
         loop {
             let next = batches.lock().unwrap_or_else(|p| p.into_inner()).recv();
-            let Ok(mut commit) = next else {
+            let Ok(commit) = next else {
                 return;
             };
-            self.answer_batch(&commit.socket, &mut commit.dispositions);
+            self.answer_batch(commit);
         }
     }
 
     /// Syncs once for the batch's writes, then sends every reply in one go.
-    fn answer_batch(&self, socket: &UdpSocket, dispositions: &mut Vec<(Disposition, SocketAddr)>) {
-        let durable = !wrote(dispositions) || {
+    fn answer_batch(&self, commit: Commit) {
+        let Commit {
+            socket,
+            dispositions,
+            wrote,
+        } = commit;
+        let durable = !wrote || {
             Stats::count(&self.stats.batch_syncs);
             match self.handler.make_durable() {
                 Ok(()) => true,
@@ -285,7 +294,7 @@ impl<H: RequestHandler> Server<H> {
             }
         };
         let mut encoded: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(dispositions.len());
-        for (disposition, peer) in dispositions.drain(..) {
+        for (disposition, peer) in dispositions {
             match disposition {
                 Disposition::Dropped | Disposition::Deferred => {}
                 Disposition::Resend(bytes) => encoded.push((bytes, peer)),
@@ -318,9 +327,7 @@ impl<H: RequestHandler> Server<H> {
         if encoded.is_empty() {
             return;
         }
-        let replies: Vec<(&[u8], SocketAddr)> =
-            encoded.iter().map(|(b, p)| (b.as_ref(), *p)).collect();
-        let failed = send_batch(socket, &replies);
+        let failed = send_batch(&socket, &encoded);
         for _ in 0..failed {
             Stats::count(&self.stats.send_errors);
         }
@@ -465,8 +472,8 @@ fn wrote(dispositions: &[(Disposition, SocketAddr)]) -> bool {
     })
 }
 
-/// Encodes a reply, counts it and remembers it for retransmissions; `None` (and the cache entry
-/// forgotten) if it cannot be encoded.
+/// Encodes a reply, counts it and remembers its decision for retransmissions; `None` if it
+/// cannot be encoded (the decision is remembered all the same).
 fn finish_reply(
     dedup: &DedupCache<Reply>,
     stats: &Stats,
