@@ -372,11 +372,11 @@ echo
 if ((EARLY)); then
     echo "note: the load run had ended before the kill (raise USERS): accepts were not in flight."
 fi
-# A code that is also the code of a later step (about one in a million) is valid again: the
-# load generator leaves such accepts out of the log it replays, and says how many.
+# A code that is also the code of a neighbouring step (about one in a million) may be valid
+# again: the load generator leaves such accepts out of the log it replays, and says how many.
 echo "Durability: kill -9 ${KILL_AFTER} s into a run; accepted before the kill: ${LOGGED}" \
     "($(json "$WORK/durability-load.json" accepts) accepts reported," \
-    "$(json "$WORK/durability-load.json" accepted_recurring) left out as their code recurs in the next steps);" \
+    "$(json "$WORK/durability-load.json" accepted_recurring) left out as their code recurs in a neighbouring step);" \
     "restart to first answer ${OG_RESTART} s;"
 echo "replayed ${LOGGED} accepted codes ${REPLAY_AGE} s after the run began: accepts ${r_acc:-?}, rejects ${r_rej:-?}, timeouts ${r_to:-?}."
 verdict=PASS

@@ -9,7 +9,7 @@
 //! of a login storm.
 //!
 //! Only requests that passed the authenticator checks enter the cache, so a forged packet
-//! cannot poison it. The cache is bounded: past `capacity` the oldest entries go first.
+//! cannot poison it. The cache is bounded: past `capacity` the oldest answered entries go first.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -70,7 +70,7 @@ struct Slot<R> {
 /// A ring of slots in arrival order, and an index from key to slot. When the ring is full the
 /// next request takes the oldest answered slot, so an answered entry survives `capacity`
 /// newer requests (or its window, whichever ends first), and one still being evaluated is
-/// never dropped (it would be evaluated twice). No per-request expiry walk; the index holds
+/// not dropped (it would be evaluated twice) unless every slot is being evaluated. No per-request expiry walk; the index holds
 /// slot numbers only (4 octets each) and is kept at most a quarter full, so the markers that
 /// removals leave seldom force it to be cleaned.
 struct Inner<R> {
@@ -287,9 +287,7 @@ mod tests {
             answer(&cache, id, "answer", t0);
         }
         assert_eq!(cache.begin(key(0), t0), Seen::Answered("first answer"));
-        // Expired and forgotten slots are reused without disturbing the others.
-        cache.forget(&key(50));
-        assert_eq!(cache.begin(key(50), t0), Seen::New);
+        // An expired entry is new again; the others stay answered.
         assert_eq!(cache.begin(key(1), t0 + Duration::from_secs(31)), Seen::New);
         assert_eq!(
             cache.begin(key(99), t0 + Duration::from_secs(29)),

@@ -397,7 +397,7 @@ struct Logged {
 
 /// Writes `username,password` (the password as sent, code included) per accept. The codes are
 /// spent: replaying them must fail, which is the point of the file. Codes that recur in the
-/// next steps are left out (counted): a replay of them may meet them valid again.
+/// neighbouring steps are left out (counted): a replay of them may meet them valid again.
 fn write_accepted(path: &Path, work: &[Work], accepted: &[Accepted]) -> Result<Logged> {
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = BufWriter::new(file);

@@ -97,7 +97,7 @@ pub struct LoadArgs {
     #[arg(long)]
     pub json: bool,
     /// Write every accepted (username, password) to this file (durability checks), except the
-    /// few whose code recurs in the next four TOTP steps (valid again, so a replay proves
+    /// few whose code recurs within four TOTP steps of their own (valid again, so a replay proves
     /// nothing); the report counts them as `accepted_recurring`.
     #[arg(long)]
     pub accepted_log: Option<PathBuf>,
