@@ -1,20 +1,23 @@
-//! Where the sled back end keeps what (store schema 3), and the migrations to it.
+//! Where the sled back end keeps what (store schema 4), and the migrations to it.
 //!
-//! - `users`: `name` -> user record, and `name` + 0xFF -> the record of the token `name` owns.
+//! - `accounts`: `name` -> an [`Account`]: the user's record and the record of the token
+//!   `name` owns, either of which may be missing.
 //! - `serials`: `serial` -> where that token's record is: [`TAG_OWNED`] + owner name (the
-//!   record is in `users`, beside its owner), or [`TAG_RECORD`] + the record itself (a token
-//!   nobody owns: stock, or unassigned).
+//!   record is in `accounts`, in its owner's account), or [`TAG_RECORD`] + the record itself
+//!   (a token nobody owns: stock, or unassigned).
 //! - `meta`: schema version, import journal.
 //!
-//! A login reads the user and the user's token; with both records side by side in one sled
-//! leaf, that is one node to page in, not two or three. With a million users most logins
-//! miss sled's cache and each miss costs several microseconds, so this layout is what keeps a
-//! storm of unrelated users cheap. 0xFF never occurs in UTF-8: no user name can collide with
-//! a token key.
+//! A login reads the user and the user's token: one key, so one sled node to page in. With a
+//! million users most logins miss sled's cache and each miss costs several microseconds, so
+//! this layout is what keeps a storm of unrelated users cheap. One key per user rather than
+//! two also halves sled's page table, which is most of its resident memory (README
+//! "Performance": 39 MiB instead of 98 MiB at open for a million users).
 //!
 //! Schema 1 kept every record in a tree `tokens` (serial -> record) with an index `owners`
 //! (name -> serial); schema 2 moved that index into `users`. [`migrate_to_schema_3`] rebuilds
-//! the layout from the records of `tokens`, whose `owner` fields are authoritative.
+//! schema 3 from the records of `tokens`, whose `owner` fields are authoritative: `users` held
+//! `name` -> user record and `name` + 0xFF -> the record of the token `name` owns.
+//! [`migrate_to_schema_4`] joins those two records into one account.
 
 use sled::transaction::TransactionError;
 use sled::Tree;
@@ -22,24 +25,32 @@ use sled::Tree;
 use super::{StoreError, Token};
 
 /// Schema written by this build.
-pub const SCHEMA_VERSION: u32 = 3;
-/// Written while a migration to [`SCHEMA_VERSION`] is under way: older builds refuse the store
-/// (its old index may be half gone), this one resumes the migration.
-pub const MIGRATING: u32 = 0x8000_0000 | SCHEMA_VERSION;
+pub const SCHEMA_VERSION: u32 = 4;
+/// Written while a migration to schema 3 is under way: older builds refuse the store (its old
+/// index may be half gone), this one resumes the migration.
+pub const MIGRATING_TO_3: u32 = 0x8000_0000 | 3;
+/// Written while a migration to schema 4 is under way: builds of schema 3 refuse the store,
+/// this one starts the migration again (it rebuilds `accounts` from `users`, untouched until
+/// the migration is durable).
+pub const MIGRATING_TO_4: u32 = 0x8000_0000 | 4;
 pub const SCHEMA_KEY: &[u8] = b"schema_version";
+/// The tree of accounts.
+pub const ACCOUNTS: &str = "accounts";
 
 /// `serials` value: the owner's name follows; the record is at [`owner_key`] in `users`.
 const TAG_OWNED: u8 = 1;
 /// `serials` value: the record follows.
 const TAG_RECORD: u8 = 0;
 
-/// Trees of schemas 1 and 2, dropped once migrated.
-const OLD_TREES: [&[u8]; 2] = [b"tokens", b"owners"];
+/// Trees of schemas 1 to 3, dropped once migrated.
+const OLD_TREES: [&[u8]; 3] = [b"tokens", b"owners", b"users"];
+/// The tree of schemas 2 and 3 that [`migrate_to_schema_4`] reads.
+pub const OLD_USERS: &str = "users";
 /// Rows per sled batch while migrating.
 const MIGRATION_CHUNK: usize = 10_000;
 
-/// Key of the token record owned by `username` in `users`: the name and 0xFF, which sorts it
-/// right after the user's record.
+/// Schemas 2 and 3: key of the token record owned by `username` in `users`, the name and 0xFF
+/// (which never occurs in UTF-8, so no user name can collide with it).
 pub fn owner_key(username: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(username.len() + 1);
     key.extend_from_slice(username.as_bytes());
@@ -59,9 +70,80 @@ pub fn owner_taken(owner: &str, held: &[u8]) -> StoreError {
     }
 }
 
+/// An `accounts` value, borrowed: the encoded user record and the encoded record of the token
+/// the name owns, each if there is one. Stored as the user record's length (4 octets, big
+/// endian; 0 for none: a record is never empty), the user record, then the token record (to
+/// the end; nothing for none). An account with neither is not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Account<'a> {
+    pub user: Option<&'a [u8]>,
+    pub token: Option<&'a [u8]>,
+}
+
+impl<'a> Account<'a> {
+    /// Reads the account stored under `name`.
+    pub fn parse(name: &str, value: &'a [u8]) -> Result<Account<'a>, StoreError> {
+        let corrupt = || StoreError::Corrupt {
+            key: format!("{ACCOUNTS}/{name}"),
+            reason: "the user record's length is past the end of the account".into(),
+        };
+        let (length, rest) = value.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let length = usize::try_from(u32::from_be_bytes(*length)).map_err(|_| corrupt())?;
+        let (user, token) = rest.split_at_checked(length).ok_or_else(corrupt)?;
+        Ok(Account {
+            user: (!user.is_empty()).then_some(user),
+            token: (!token.is_empty()).then_some(token),
+        })
+    }
+
+    /// The account stored under `name` (`value`), or an empty one if there is none.
+    pub fn stored(name: &str, value: Option<&'a [u8]>) -> Result<Account<'a>, StoreError> {
+        match value {
+            Some(value) => Account::parse(name, value),
+            None => Ok(Account {
+                user: None,
+                token: None,
+            }),
+        }
+    }
+
+    /// The stored form, or `None` if the account holds nothing (its key is to be removed).
+    pub fn encode(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.user.is_none() && self.token.is_none() {
+            return Ok(None);
+        }
+        let user = self.user.unwrap_or_default();
+        let token = self.token.unwrap_or_default();
+        let length = u32::try_from(user.len())
+            .map_err(|_| StoreError::Io("a user record over 4 GiB".into()))?;
+        let mut value = Vec::with_capacity(4 + user.len() + token.len());
+        value.extend_from_slice(&length.to_be_bytes());
+        value.extend_from_slice(user);
+        value.extend_from_slice(token);
+        Ok(Some(value))
+    }
+
+    /// This account with `token` as the record of the token it owns.
+    pub fn with_token(self, token: Option<&'a [u8]>) -> Account<'a> {
+        Account { token, ..self }
+    }
+
+    /// This account with `user` as its user record.
+    pub fn with_user(self, user: Option<&'a [u8]>) -> Account<'a> {
+        Account { user, ..self }
+    }
+}
+
+/// The stored form of an account that is known to hold something.
+pub fn account_value(user: Option<&[u8]>, token: Option<&[u8]>) -> Result<Vec<u8>, StoreError> {
+    Account { user, token }
+        .encode()?
+        .ok_or_else(|| StoreError::Io("an empty account cannot be stored".into()))
+}
+
 /// Where a token's record is, as `serials` says.
 pub enum Location<'a> {
-    /// Beside its owner, at [`owner_key`] in `users`.
+    /// In its owner's account, in `accounts`.
     Owned(&'a str),
     /// Here: the encoded record.
     Here(&'a [u8]),
@@ -111,7 +193,7 @@ pub fn location<'a>(serial: &str, value: &'a [u8]) -> Result<Location<'a>, Store
 /// is newer and the record is left out. Otherwise the record goes where sled keeps the token,
 /// never over another token's record.
 pub fn place(
-    users: &Tree,
+    accounts: &Tree,
     serials: &Tree,
     token: &Token,
     record: &[u8],
@@ -131,14 +213,16 @@ pub fn place(
         return Ok(false);
     }
     if let Some(owner) = &token.owner {
-        let key = owner_key(owner);
-        if let Some(held) = users.get(&key).map_err(io)? {
-            let held: Token = decode(|| format!("users/{owner}/token"), &held)?;
+        let stored = accounts.get(owner.as_bytes()).map_err(io)?;
+        let account = Account::stored(owner, stored.as_deref())?;
+        if let Some(held) = account.token {
+            let held: Token = decode(|| format!("{ACCOUNTS}/{owner} token"), held)?;
             if held.serial != token.serial {
                 return Ok(false);
             }
         }
-        users.insert(key, record).map_err(io)?;
+        let value = account_value(account.user, Some(record))?;
+        accounts.insert(owner.as_bytes(), value).map_err(io)?;
     }
     serials
         .insert(serial, serial_value(token, record))
@@ -147,10 +231,10 @@ pub fn place(
 }
 
 /// Schema 1 or 2 -> 3: rebuilds `serials` and the token records in `users` from the records
-/// of the old `tokens` tree, then drops the old trees. Before it changes anything it marks
-/// the store [`MIGRATING`] (durably), which older builds refuse and this one resumes: it
-/// starts by clearing what an earlier attempt wrote, and writes [`SCHEMA_VERSION`] only once
-/// the new layout is durable (`flush`).
+/// of the old `tokens` tree (the old trees are dropped once at schema 4). Before it changes anything it marks
+/// the store [`MIGRATING_TO_3`] (durably), which older builds refuse and this one resumes: it
+/// starts by clearing what an earlier attempt wrote, and writes 3 only once the new layout is
+/// durable (`flush`); [`migrate_to_schema_4`] follows.
 pub fn migrate_to_schema_3(
     db: &sled::Db,
     users: &Tree,
@@ -158,7 +242,7 @@ pub fn migrate_to_schema_3(
     meta: &Tree,
     flush: impl Fn() -> Result<(), StoreError>,
 ) -> Result<usize, StoreError> {
-    meta.insert(SCHEMA_KEY, &MIGRATING.to_be_bytes())
+    meta.insert(SCHEMA_KEY, &MIGRATING_TO_3.to_be_bytes())
         .map_err(io)?;
     flush()?;
     serials.clear().map_err(io)?;
@@ -208,15 +292,72 @@ pub fn migrate_to_schema_3(
     apply(users, &user_batch)?;
     apply(serials, &serial_batch)?;
     flush()?;
+    meta.insert(SCHEMA_KEY, &3u32.to_be_bytes()).map_err(io)?;
+    flush()?;
+    Ok(moved)
+}
+
+/// Schema 3 -> 4: writes one account per name of `users` (its user record and the record at
+/// its [`owner_key`]) into `accounts`. Marked [`MIGRATING_TO_4`] (durably) first; `users` is
+/// only read, so an interrupted migration starts again from a cleared `accounts`.
+/// [`SCHEMA_VERSION`] is written once the accounts are durable, and `users` is dropped after.
+/// Returns how many accounts were written.
+pub fn migrate_to_schema_4(
+    db: &sled::Db,
+    accounts: &Tree,
+    meta: &Tree,
+    flush: impl Fn() -> Result<(), StoreError>,
+) -> Result<usize, StoreError> {
+    meta.insert(SCHEMA_KEY, &MIGRATING_TO_4.to_be_bytes())
+        .map_err(io)?;
+    flush()?;
+    accounts.clear().map_err(io)?;
+    let users = db.open_tree(OLD_USERS).map_err(io)?;
+    let mut batch = sled::Batch::default();
+    let mut written = 0usize;
+    for entry in users.iter() {
+        let (key, value) = entry.map_err(io)?;
+        let name_of = |key: &[u8]| {
+            std::str::from_utf8(key)
+                .map(str::to_string)
+                .map_err(|_| StoreError::Corrupt {
+                    key: format!("{OLD_USERS}/{}", String::from_utf8_lossy(key)),
+                    reason: "a user name that is not UTF-8".into(),
+                })
+        };
+        let account = match key.split_last() {
+            // A token record: joined to its owner's account below, or alone if the owner has
+            // no user record.
+            Some((&0xFF, name)) => {
+                let name = name_of(name)?;
+                if users.contains_key(name.as_bytes()).map_err(io)? {
+                    continue;
+                }
+                (name, account_value(None, Some(&value))?)
+            }
+            _ => {
+                let name = name_of(&key)?;
+                let token = users.get(owner_key(&name)).map_err(io)?;
+                (name, account_value(Some(&value), token.as_deref())?)
+            }
+        };
+        batch.insert(account.0.as_bytes(), account.1);
+        written += 1;
+        if written % MIGRATION_CHUNK == 0 {
+            apply(accounts, &std::mem::take(&mut batch))?;
+        }
+    }
+    apply(accounts, &batch)?;
+    flush()?;
     meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
         .map_err(io)?;
     flush()?;
     drop_old_trees(db)?;
-    Ok(moved)
+    Ok(written)
 }
 
-/// Drops the trees of schemas 1 and 2 if they are still there (a migration interrupted after
-/// writing the version leaves them behind).
+/// Drops the trees of schemas 1 to 3 if they are still there (a migration interrupted after
+/// writing the version leaves them behind). Only once the store is at [`SCHEMA_VERSION`].
 pub fn drop_old_trees(db: &sled::Db) -> Result<(), StoreError> {
     let names = db.tree_names();
     for old in OLD_TREES {
@@ -259,4 +400,41 @@ pub fn decode<T: serde::de::DeserializeOwned>(
         key: key(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_account_reads_back_as_written() {
+        for (user, token) in [
+            (Some(&b"user"[..]), Some(&b"token"[..])),
+            (Some(&b"user"[..]), None),
+            (None, Some(&b"token"[..])),
+        ] {
+            let value = account_value(user, token).expect("encode");
+            assert_eq!(
+                Account::parse("alice", &value).expect("parse"),
+                Account { user, token }
+            );
+        }
+        assert!(Account {
+            user: None,
+            token: None
+        }
+        .encode()
+        .expect("encode")
+        .is_none());
+    }
+
+    #[test]
+    fn a_damaged_account_is_reported_not_misread() {
+        for value in [&b""[..], b"\0\0\0", b"\0\0\0\x09user"] {
+            assert!(matches!(
+                Account::parse("alice", value),
+                Err(StoreError::Corrupt { key, .. }) if key == "accounts/alice"
+            ));
+        }
+    }
 }

@@ -1,5 +1,6 @@
-//! The embedded sled back end; what lives where is in [`super::layout`] (a user's token
-//! record sits beside the user's record, so a login pages in one sled leaf).
+//! The embedded sled back end; what lives where is in [`super::layout`] (one account per
+//! user: the user's record and the user's token record under one key, so a login reads one
+//! key and pages in one sled leaf).
 //!
 //! Durability: token changes through the token log ([`super::wal`], [`SledStore::sync`]); the
 //! rest through checkpoints. sled 0.34.7's `flush()` writes its log but does not fsync it on
@@ -18,16 +19,17 @@ use sled::transaction::{ConflictableTransactionError, Transactional};
 
 use super::checkpoint::{Checkpointer, Flusher};
 use super::layout::{
-    self, decode, io, location, owner_key, owner_taken, serial_value, tx_result, unowned_value,
-    Location, MIGRATING, SCHEMA_KEY, SCHEMA_VERSION,
+    self, account_value, decode, io, location, owner_taken, serial_value, tx_result, unowned_value,
+    Account, Location, ACCOUNTS, MIGRATING_TO_3, MIGRATING_TO_4, OLD_USERS, SCHEMA_KEY,
+    SCHEMA_VERSION,
 };
 use super::wal::{self, Pending, Wal};
 use super::{lock, Store, StoreError, Token, User};
 
 /// Imports larger than this are written in chunks of this many rows, under a journal.
 const IMPORT_CHUNK: usize = 10_000;
-/// Journal keys: `import/u/<n>`, `import/t/<n>`, `import/o/<n>` (users, token serials, owners'
-/// token records).
+/// Journal keys: `import/u/<n>`, `import/t/<n>`, `import/o/<n>` (users, token serials, owners
+/// whose accounts took a token).
 const IMPORT_JOURNAL_PREFIX: &str = "import/";
 /// Names per journal value: small enough to stay inside sled's log.
 const JOURNAL_PIECE: usize = 1_000;
@@ -61,8 +63,9 @@ const WAL_FILE: &str = "tokens.wal";
 pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct SledStore {
-    /// User records, and beside each owner the record of its token ([`owner_key`]).
-    users: sled::Tree,
+    /// One account per name: the user's record and the record of the token the name owns
+    /// ([`Account`]).
+    accounts: sled::Tree,
     /// Serial -> where the token's record is ([`layout::location`]).
     serials: sled::Tree,
     meta: sled::Tree,
@@ -117,7 +120,7 @@ impl SledStore {
                 other => open_err(other.to_string()),
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(e.to_string()));
-        let users = tree("users")?;
+        let accounts = tree(ACCOUNTS)?;
         let serials = tree("serials")?;
         let meta = tree("meta")?;
         let log_file = File::open(path.join("db")).map_err(|e| open_err(e.to_string()))?;
@@ -128,21 +131,33 @@ impl SledStore {
                     .map_err(io)?;
             }
             Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_ref())
+                let mut found = <[u8; 4]>::try_from(v.as_ref())
                     .map(u32::from_be_bytes)
                     .map_err(|_| StoreError::Corrupt {
                         key: "meta/schema_version".into(),
                         reason: "not a 4-byte number".into(),
                     })?;
-                if found == 1 || found == 2 || found == MIGRATING {
+                if found == 1 || found == 2 || found == MIGRATING_TO_3 {
+                    let users = tree(OLD_USERS)?;
                     let moved = layout::migrate_to_schema_3(&db, &users, &serials, &meta, || {
                         flusher.flush()
                     })?;
                     tracing::info!(
                         tokens = moved,
                         from = found,
-                        to = SCHEMA_VERSION,
+                        to = 3,
                         "store migrated: token records now beside their owners"
+                    );
+                    found = 3;
+                }
+                if found == 3 || found == MIGRATING_TO_4 {
+                    let written =
+                        layout::migrate_to_schema_4(&db, &accounts, &meta, || flusher.flush())?;
+                    tracing::info!(
+                        accounts = written,
+                        from = found,
+                        to = SCHEMA_VERSION,
+                        "store migrated: one record per user, with the user's token"
                     );
                 } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
@@ -160,7 +175,7 @@ impl SledStore {
         let mut superseded = 0usize;
         for record in replay {
             let token: Token = decode(|| format!("{WAL_FILE} record"), &record)?;
-            if !layout::place(&users, &serials, &token, &record)? {
+            if !layout::place(&accounts, &serials, &token, &record)? {
                 superseded += 1;
             }
         }
@@ -175,7 +190,7 @@ impl SledStore {
             .map_err(|e| open_err(format!("cannot start the checkpointer thread: {e}")))?;
         let first_seq = lock(&wal).last_seq().saturating_add(SEQ_EPOCH_GAP);
         let store = SledStore {
-            users,
+            accounts,
             serials,
             meta,
             flusher,
@@ -291,34 +306,89 @@ impl SledStore {
         self.flush_sled()
     }
 
-    /// Removes every key an interrupted import may have written, and its journal.
+    /// Undoes everything an interrupted import may have written, and removes its journal: the
+    /// user records of its users, its tokens' `serials` keys, and in its owners' accounts the
+    /// records of its tokens (a token an owner got otherwise stays).
     fn roll_back_import(&self, journal: &ImportJournal) -> Result<(), StoreError> {
-        let owner_keys: Vec<Vec<u8>> = journal.owners.iter().map(|o| owner_key(o)).collect();
-        let user_keys: Vec<Vec<u8>> = journal
-            .users
-            .iter()
-            .map(|u| u.as_bytes().to_vec())
-            .collect();
-        let serial_keys: Vec<Vec<u8>> = journal
-            .tokens
-            .iter()
-            .map(|t| t.as_bytes().to_vec())
-            .collect();
-        for (tree, keys) in [
-            (&self.users, &user_keys),
-            (&self.serials, &serial_keys),
-            (&self.users, &owner_keys),
-        ] {
-            for chunk in keys.chunks(IMPORT_CHUNK) {
-                let mut batch = sled::Batch::default();
-                for key in chunk {
-                    batch.remove(key.as_slice());
-                }
-                layout::apply(tree, &batch)?;
+        let serials: std::collections::HashSet<&str> =
+            journal.tokens.iter().map(String::as_str).collect();
+        for name in &journal.users {
+            self.update_account(name, |account| Ok(account.with_user(None)))?;
+        }
+        for chunk in journal.tokens.chunks(IMPORT_CHUNK) {
+            let mut batch = sled::Batch::default();
+            for serial in chunk {
+                batch.remove(serial.as_bytes());
             }
+            layout::apply(&self.serials, &batch)?;
+        }
+        for owner in &journal.owners {
+            self.update_account(owner, |account| {
+                let Some(record) = account.token else {
+                    return Ok(account);
+                };
+                let held: Token = decode(|| format!("{ACCOUNTS}/{owner} token"), record)?;
+                Ok(if serials.contains(held.serial.as_str()) {
+                    account.with_token(None)
+                } else {
+                    account
+                })
+            })?;
         }
         self.flush_sled()?;
         self.remove_journal()
+    }
+
+    /// Rewrites the account of `name` as `change` makes it, removing it if it ends up empty;
+    /// a name with no account is left alone. Not atomic with other writers: for the roll back,
+    /// which runs alone.
+    fn update_account(
+        &self,
+        name: &str,
+        change: impl FnOnce(Account<'_>) -> Result<Account<'_>, StoreError>,
+    ) -> Result<(), StoreError> {
+        let Some(value) = self.accounts.get(name.as_bytes()).map_err(io)? else {
+            return Ok(());
+        };
+        let changed = change(Account::parse(name, &value)?)?;
+        match changed.encode()? {
+            Some(new) => self.accounts.insert(name.as_bytes(), new).map(drop),
+            None => self.accounts.remove(name.as_bytes()).map(drop),
+        }
+        .map_err(io)
+    }
+
+    /// The account stored under `name`, if any.
+    fn account(&self, name: &str) -> Result<Option<sled::IVec>, StoreError> {
+        self.accounts.get(name.as_bytes()).map_err(io)
+    }
+
+    /// Hot path: compare-and-swap of the record of the token in `owner`'s account, keeping the
+    /// user record as it is. A user record changed between the read and the swap only makes it
+    /// read again.
+    fn swap_owned_token(
+        &self,
+        owner: &str,
+        expected: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        loop {
+            let Some(current) = self.account(owner)? else {
+                return Ok(false);
+            };
+            let account = Account::parse(owner, &current)?;
+            if account.token != Some(expected) {
+                return Ok(false);
+            }
+            let value = account_value(account.user, Some(new))?;
+            let swapped = self
+                .accounts
+                .compare_and_swap(owner.as_bytes(), Some(&current), Some(value))
+                .map_err(io)?;
+            if swapped.is_ok() {
+                return Ok(true);
+            }
+        }
     }
 
     fn flush_sled(&self) -> Result<(), StoreError> {
@@ -365,10 +435,12 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 impl Store for SledStore {
     fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
-        self.users
-            .get(username.as_bytes())
-            .map_err(io)?
-            .map(|v| decode(|| format!("users/{username}"), &v))
+        let Some(value) = self.account(username)? else {
+            return Ok(None);
+        };
+        Account::parse(username, &value)?
+            .user
+            .map(|record| decode(|| format!("{ACCOUNTS}/{username} user"), record))
             .transpose()
     }
 
@@ -376,15 +448,10 @@ impl Store for SledStore {
         let mut seen = std::collections::HashSet::new();
         let mut rows = Vec::with_capacity(users.len());
         for user in users {
-            if !seen.insert(user.username.as_str())
-                || self
-                    .users
-                    .contains_key(user.username.as_bytes())
-                    .map_err(io)?
-            {
+            if !seen.insert(user.username.as_str()) || self.user(&user.username)?.is_some() {
                 return Err(StoreError::UserExists(user.username.clone()));
             }
-            rows.push((user.username.as_bytes().to_vec(), encode(user)?));
+            rows.push((user.username.as_str(), encode(user)?));
         }
         let journal = ImportJournal {
             users: users.iter().map(|u| u.username.clone()).collect(),
@@ -393,11 +460,22 @@ impl Store for SledStore {
         self.import_in_chunks(
             journal,
             |from, to| {
-                let mut batch = sled::Batch::default();
-                for (key, value) in rows.get(from..to).unwrap_or_default() {
-                    batch.insert(key.as_slice(), value.as_slice());
-                }
-                layout::apply(&self.users, &batch)
+                let rows = rows.get(from..to).unwrap_or_default();
+                // The checks above are repeated here, against writes made since; a name that
+                // owns a token already keeps it.
+                tx_result(self.accounts.transaction(|accounts| {
+                    let abort = ConflictableTransactionError::Abort;
+                    for (name, record) in rows {
+                        let current = accounts.get(name.as_bytes())?;
+                        let account = Account::stored(name, current.as_deref()).map_err(abort)?;
+                        if account.user.is_some() {
+                            return Err(abort(StoreError::UserExists(name.to_string())));
+                        }
+                        let value = account_value(Some(record), account.token).map_err(abort)?;
+                        accounts.insert(name.as_bytes(), value)?;
+                    }
+                    Ok(())
+                }))
             },
             rows.len(),
         )
@@ -410,20 +488,29 @@ impl Store for SledStore {
                 expected.username, new.username
             )));
         }
-        let name = new.username.as_bytes();
-        let swapped = self
-            .users
-            .compare_and_swap(name, Some(encode(expected)?), Some(encode(new)?))
-            .map_err(io)?;
-        match swapped {
-            Ok(()) => {
+        let name = new.username.as_str();
+        let no_such_user = || StoreError::NoSuchUser(name.to_string());
+        let expected = encode(expected)?;
+        let new = encode(new)?;
+        // A login may change the token in the same account between the read and the swap:
+        // then read again.
+        loop {
+            let current = self.account(name)?.ok_or_else(no_such_user)?;
+            let account = Account::parse(name, &current)?;
+            match account.user {
+                None => return Err(no_such_user()),
+                Some(user) if user != expected.as_slice() => return Ok(false),
+                Some(_) => {}
+            }
+            let value = account_value(Some(&new), account.token)?;
+            let swapped = self
+                .accounts
+                .compare_and_swap(name.as_bytes(), Some(&current), Some(value))
+                .map_err(io)?;
+            if swapped.is_ok() {
                 self.needs_checkpoint.store(true, Ordering::Release);
-                Ok(true)
+                return Ok(true);
             }
-            Err(conflict) if conflict.current.is_none() => {
-                Err(StoreError::NoSuchUser(new.username.clone()))
-            }
-            Err(_) => Ok(false),
         }
     }
 
@@ -438,8 +525,11 @@ impl Store for SledStore {
             };
             let found: Option<Token> = match location(serial, &value)? {
                 Location::Here(record) => Some(decode(|| format!("serials/{serial}"), record)?),
-                Location::Owned(owner) => match self.users.get(owner_key(owner)).map_err(io)? {
-                    Some(record) => Some(decode(|| format!("users/{owner}/token"), &record)?),
+                Location::Owned(owner) => match self.account(owner)? {
+                    Some(account) => Account::parse(owner, &account)?
+                        .token
+                        .map(|record| decode(|| format!("{ACCOUNTS}/{owner} token"), record))
+                        .transpose()?,
                     None => None,
                 },
             };
@@ -457,10 +547,13 @@ impl Store for SledStore {
     }
 
     fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError> {
-        let Some(record) = self.users.get(owner_key(username)).map_err(io)? else {
+        let Some(value) = self.account(username)? else {
             return Ok(None);
         };
-        let token: Token = decode(|| format!("users/{username}/token"), &record)?;
+        let Some(record) = Account::parse(username, &value)?.token else {
+            return Ok(None);
+        };
+        let token: Token = decode(|| format!("{ACCOUNTS}/{username} token"), record)?;
         // The record has the last word: one a crash left behind under another owner's name
         // never hands someone else's token to this user.
         Ok((token.owner.as_deref() == Some(username)).then_some(token))
@@ -487,11 +580,10 @@ impl Store for SledStore {
                         second: token.serial.clone(),
                     });
                 }
-                if let Some(held) = self.token_of_user(owner)? {
-                    return Err(StoreError::OwnerTaken {
-                        user: owner.clone(),
-                        serial: held.serial,
-                    });
+                if let Some(value) = self.account(owner)? {
+                    if let Some(held) = Account::parse(owner, &value)?.token {
+                        return Err(owner_taken(owner, held));
+                    }
                 }
             }
             rows.push((token, encode(token)?));
@@ -504,31 +596,27 @@ impl Store for SledStore {
         self.import_in_chunks(
             journal,
             |from, to| {
-                let mut serial_batch = sled::Batch::default();
-                let mut owner_batch = sled::Batch::default();
-                for (token, record) in rows.get(from..to).unwrap_or_default() {
-                    serial_batch.insert(token.serial.as_bytes(), serial_value(token, record));
-                    if let Some(owner) = &token.owner {
-                        owner_batch.insert(owner_key(owner), record.as_slice());
-                    }
-                }
-                // Both batches in one transaction: a chunk is all or nothing. The checks above
-                // are repeated here, against writes made since.
                 let rows = rows.get(from..to).unwrap_or_default();
-                tx_result((&self.serials, &self.users).transaction(|(s, u)| {
-                    for (token, _) in rows {
-                        let abort = ConflictableTransactionError::Abort;
+                // Both trees in one transaction: a chunk is all or nothing. The checks above
+                // are repeated here, against writes made since.
+                tx_result((&self.serials, &self.accounts).transaction(|(s, a)| {
+                    let abort = ConflictableTransactionError::Abort;
+                    for (token, record) in rows {
                         if s.get(token.serial.as_bytes())?.is_some() {
                             return Err(abort(StoreError::TokenExists(token.serial.clone())));
                         }
                         if let Some(owner) = &token.owner {
-                            if let Some(held) = u.get(owner_key(owner))? {
-                                return Err(abort(owner_taken(owner, &held)));
+                            let current = a.get(owner.as_bytes())?;
+                            let account =
+                                Account::stored(owner, current.as_deref()).map_err(abort)?;
+                            if let Some(held) = account.token {
+                                return Err(abort(owner_taken(owner, held)));
                             }
+                            let value = account_value(account.user, Some(record)).map_err(abort)?;
+                            a.insert(owner.as_bytes(), value)?;
                         }
+                        s.insert(token.serial.as_bytes(), serial_value(token, record))?;
                     }
-                    s.apply_batch(&serial_batch)?;
-                    u.apply_batch(&owner_batch)?;
                     Ok(())
                 }))
             },
@@ -551,19 +639,17 @@ impl Store for SledStore {
         if expected.owner == new.owner {
             // Hot path: a single-key compare-and-swap where the record is, no transaction.
             let swapped = match &new.owner {
-                Some(owner) => self.users.compare_and_swap(
-                    owner_key(owner),
-                    Some(expected_bytes),
-                    Some(new_bytes.as_slice()),
-                ),
-                None => self.serials.compare_and_swap(
-                    serial,
-                    Some(unowned_value(&expected_bytes)),
-                    Some(unowned_value(&new_bytes)),
-                ),
-            }
-            .map_err(io)?
-            .is_ok();
+                Some(owner) => self.swap_owned_token(owner, &expected_bytes, &new_bytes)?,
+                None => self
+                    .serials
+                    .compare_and_swap(
+                        serial,
+                        Some(unowned_value(&expected_bytes)),
+                        Some(unowned_value(&new_bytes)),
+                    )
+                    .map_err(io)?
+                    .is_ok(),
+            };
             if swapped {
                 pending.append(&new_bytes);
             }
@@ -572,24 +658,44 @@ impl Store for SledStore {
         // Rare (registration): the record moves; logged, and checkpointed at the next sync so
         // both trees become durable together.
         self.needs_checkpoint.store(true, Ordering::Release);
-        let swapped = tx_result((&self.serials, &self.users).transaction(|(s, u)| {
-            let unchanged = match &expected.owner {
-                Some(owner) => u.get(owner_key(owner))?.as_deref() == Some(&expected_bytes[..]),
-                None => s.get(serial)?.as_deref() == Some(&unowned_value(&expected_bytes)[..]),
-            };
-            if !unchanged {
-                return Ok(false);
-            }
-            if let Some(owner) = &new.owner {
-                if let Some(held) = u.get(owner_key(owner))? {
-                    return Err(ConflictableTransactionError::Abort(owner_taken(
-                        owner, &held,
-                    )));
+        let swapped = tx_result((&self.serials, &self.accounts).transaction(|(s, a)| {
+            let abort = ConflictableTransactionError::Abort;
+            // The previous owner's account as it is to be left: its user record, if any.
+            let previous = match &expected.owner {
+                Some(owner) => {
+                    let current = a.get(owner.as_bytes())?;
+                    let account = Account::stored(owner, current.as_deref()).map_err(abort)?;
+                    if account.token != Some(&expected_bytes[..]) {
+                        return Ok(false);
+                    }
+                    Some((owner, account.user.map(<[u8]>::to_vec)))
                 }
-                u.insert(owner_key(owner), new_bytes.as_slice())?;
+                None => {
+                    if s.get(serial)?.as_deref() != Some(&unowned_value(&expected_bytes)[..]) {
+                        return Ok(false);
+                    }
+                    None
+                }
+            };
+            if let Some(owner) = &new.owner {
+                let current = a.get(owner.as_bytes())?;
+                let account = Account::stored(owner, current.as_deref()).map_err(abort)?;
+                if let Some(held) = account.token {
+                    return Err(abort(owner_taken(owner, held)));
+                }
+                let value = account_value(account.user, Some(&new_bytes)).map_err(abort)?;
+                a.insert(owner.as_bytes(), value)?;
             }
-            if let Some(previous) = &expected.owner {
-                u.remove(owner_key(previous))?;
+            if let Some((owner, user)) = previous {
+                match user {
+                    Some(user) => {
+                        let value = account_value(Some(&user), None).map_err(abort)?;
+                        a.insert(owner.as_bytes(), value)?;
+                    }
+                    None => {
+                        a.remove(owner.as_bytes())?;
+                    }
+                }
             }
             s.insert(serial, serial_value(new, &new_bytes))?;
             Ok(true)
@@ -637,6 +743,7 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::layout::owner_key;
 
     fn user(i: usize) -> User {
         User {
@@ -648,6 +755,12 @@ mod tests {
             assurance_level: 2,
             created_at: 0,
         }
+    }
+
+    /// The stored account of a user who owns no token.
+    fn user_account(i: usize) -> Vec<u8> {
+        let record = encode(&user(i)).expect("encode");
+        account_value(Some(&record), None).expect("account")
     }
 
     #[test]
@@ -714,8 +827,8 @@ mod tests {
                 }
                 for i in from..to {
                     store
-                        .users
-                        .insert(format!("u{i}").as_bytes(), encode(&user(i))?)
+                        .accounts
+                        .insert(format!("u{i}").as_bytes(), user_account(i))
                         .map_err(io)?;
                 }
                 Ok(())
@@ -763,13 +876,13 @@ mod tests {
             };
             store.write_journal(&journal).expect("journal");
             store
-                .users
-                .insert("half7", encode(&user(1)).expect("encode"))
+                .accounts
+                .insert("half7", user_account(1))
                 .expect("row");
             store.flush_sled().expect("flush");
         }
         let store = reopen(&path);
-        assert!(store.users.get("half7").expect("read").is_none());
+        assert!(store.accounts.get("half7").expect("read").is_none());
         assert!(store.read_journal().expect("journal").is_none());
     }
 
@@ -804,7 +917,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("db");
         let store = Arc::new(SledStore::open(&path).expect("open"));
-        // Half owned (records beside their owners), half in stock (records in `serials`).
+        // Half owned (records in their owners' accounts), half in stock (records in `serials`).
         let tokens: Vec<Token> = (0..TOKENS)
             .map(|i| Token {
                 owner: (i % 2 == 0).then(|| format!("u{i}")),
@@ -859,7 +972,7 @@ mod tests {
     #[test]
     fn schema_1_and_2_stores_are_migrated_at_open() {
         // MIGRATING: an earlier attempt stopped half-way (here: with schema 2's index).
-        for schema in [1u32, 2, MIGRATING] {
+        for schema in [1u32, 2, MIGRATING_TO_3] {
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("db");
             {
@@ -912,7 +1025,7 @@ mod tests {
             let trees = store.flusher.db().tree_names();
             assert!(!trees
                 .iter()
-                .any(|n| n.as_ref() == b"owners" || n.as_ref() == b"tokens"));
+                .any(|n| [&b"owners"[..], b"tokens", b"users"].contains(&n.as_ref())));
             drop(store);
             // Opening again is a no-op.
             let store = reopen(&path);
@@ -921,6 +1034,156 @@ mod tests {
                 Some("T1".to_string())
             );
         }
+    }
+
+    #[test]
+    fn schema_3_stores_are_migrated_to_one_account_per_user() {
+        // MIGRATING_TO_4: an earlier attempt stopped half-way, leaving a stray account.
+        for schema in [3u32, MIGRATING_TO_4] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("db");
+            let owned = |i: usize, owner: &str| Token {
+                owner: Some(owner.into()),
+                ..token(i)
+            };
+            {
+                let db = sled::open(&path).expect("sled");
+                let users = db.open_tree(OLD_USERS).expect("users");
+                let serials = db.open_tree("serials").expect("serials");
+                for (name, i) in [("u1", 1), ("u2", 2), ("u10", 10)] {
+                    users
+                        .insert(name, encode(&user(i)).expect("encode"))
+                        .expect("user");
+                }
+                // u1 owns T1; u10 sorts between u1 and u1's token key; T3's owner has no
+                // user record; u2 holds a stale copy of T1 a crash left behind.
+                for (owner, t) in [("u1", owned(1, "u1")), ("u3", owned(3, "u3"))] {
+                    let record = encode(&t).expect("encode");
+                    users
+                        .insert(owner_key(owner), record.as_slice())
+                        .expect("token");
+                    serials
+                        .insert(t.serial.as_bytes(), serial_value(&t, &record))
+                        .expect("serial");
+                }
+                users
+                    .insert(owner_key("u2"), encode(&owned(1, "u1")).expect("encode"))
+                    .expect("stale");
+                db.open_tree(ACCOUNTS)
+                    .expect("accounts")
+                    .insert("stray", user_account(9))
+                    .expect("stray");
+                db.open_tree("meta")
+                    .expect("meta")
+                    .insert(SCHEMA_KEY, &schema.to_be_bytes())
+                    .expect("schema");
+                db.flush().expect("flush");
+            }
+            let store = reopen(&path);
+            assert_eq!(store.user("u1").expect("read"), Some(user(1)));
+            assert_eq!(store.user("u10").expect("read"), Some(user(10)));
+            assert_eq!(
+                store.token_of_user("u1").expect("read"),
+                Some(owned(1, "u1"))
+            );
+            assert_eq!(store.token("T1").expect("read"), Some(owned(1, "u1")));
+            assert_eq!(
+                store.token_of_user("u3").expect("read"),
+                Some(owned(3, "u3"))
+            );
+            assert!(store.user("u3").expect("read").is_none());
+            assert!(
+                store.token_of_user("u2").expect("read").is_none(),
+                "stale copy"
+            );
+            assert!(store.token_of_user("u10").expect("read").is_none());
+            assert!(store.user("stray").expect("read").is_none(), "cleared");
+            assert_eq!(
+                store.meta.get(SCHEMA_KEY).expect("read").as_deref(),
+                Some(&SCHEMA_VERSION.to_be_bytes()[..])
+            );
+            let trees = store.flusher.db().tree_names();
+            assert!(!trees.iter().any(|n| n.as_ref() == OLD_USERS.as_bytes()));
+            drop(store);
+            let store = reopen(&path);
+            assert_eq!(
+                store.token_of_user("u1").expect("read"),
+                Some(owned(1, "u1"))
+            );
+        }
+    }
+
+    #[test]
+    fn a_user_change_and_a_login_in_one_account_keep_each_other() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path()).expect("open");
+        let read = user(1);
+        store
+            .create_users(std::slice::from_ref(&read))
+            .expect("user");
+        let issued = Token {
+            owner: Some("u1".into()),
+            ..token(1)
+        };
+        store
+            .create_tokens(std::slice::from_ref(&issued))
+            .expect("token");
+        let rehashed = User {
+            password_hash: "$argon2id$new".into(),
+            ..read.clone()
+        };
+        assert!(store.replace_user(&read, &rehashed).expect("user swap"));
+        let used = Token {
+            counter: 1,
+            ..issued.clone()
+        };
+        assert!(store.replace_token(&issued, &used).expect("token swap"));
+        assert!(!store.replace_token(&issued, &used).expect("stale token"));
+        assert!(!store.replace_user(&read, &rehashed).expect("stale user"));
+        assert_eq!(store.user("u1").expect("read"), Some(rehashed));
+        assert_eq!(store.token_of_user("u1").expect("read"), Some(used));
+        // A name that owns a token gets a user record beside it.
+        let lone = Token {
+            owner: Some("u2".into()),
+            ..token(2)
+        };
+        store
+            .create_tokens(std::slice::from_ref(&lone))
+            .expect("token");
+        store.create_users(&[user(2)]).expect("user beside a token");
+        assert_eq!(store.token_of_user("u2").expect("read"), Some(lone));
+        assert!(matches!(
+            store.create_users(&[user(2)]),
+            Err(StoreError::UserExists(name)) if name == "u2"
+        ));
+    }
+
+    #[test]
+    fn a_token_import_rolled_back_keeps_its_owners_and_their_other_tokens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path()).expect("open");
+        store.create_users(&[user(1), user(2)]).expect("users");
+        let owned = |i: usize, owner: &str| Token {
+            owner: Some(owner.into()),
+            ..token(i)
+        };
+        // u2 got T2 outside the import; the import named u2 but never reached it.
+        store
+            .create_tokens(&[owned(1, "u1"), owned(2, "u2")])
+            .expect("tokens");
+        let journal = ImportJournal {
+            tokens: vec!["T1".into(), "T9".into()],
+            owners: vec!["u1".into(), "u2".into()],
+            ..ImportJournal::default()
+        };
+        store.roll_back_import(&journal).expect("roll back");
+        assert!(store.token("T1").expect("read").is_none());
+        assert!(store.token_of_user("u1").expect("read").is_none());
+        assert_eq!(store.user("u1").expect("read"), Some(user(1)));
+        assert_eq!(
+            store.token_of_user("u2").expect("read"),
+            Some(owned(2, "u2"))
+        );
     }
 
     #[test]
@@ -980,9 +1243,10 @@ mod tests {
             .create_tokens(std::slice::from_ref(&owned))
             .expect("create");
         // As a crash between an owner change and its checkpoint may leave behind.
+        let record = encode(&owned).expect("encode");
         store
-            .users
-            .insert(owner_key("u2"), encode(&owned).expect("encode"))
+            .accounts
+            .insert("u2", account_value(None, Some(&record)).expect("account"))
             .expect("stale record");
         assert!(store.token_of_user("u1").expect("read").is_some());
         assert!(store.token_of_user("u2").expect("read").is_none());
@@ -1015,7 +1279,7 @@ mod tests {
             Some(owned.clone())
         );
         assert_eq!(store.token("T1").expect("read"), Some(owned.clone()));
-        // Hot path, where the record now is: beside its owner.
+        // Hot path, where the record now is: in its owner's account.
         let used = Token {
             counter: 7,
             ..owned.clone()
@@ -1036,7 +1300,10 @@ mod tests {
         };
         assert!(store.replace_token(&used, &back).expect("unassign"));
         assert!(store.token_of_user("u1").expect("read").is_none());
-        assert!(store.users.get(owner_key("u1")).expect("read").is_none());
+        assert!(
+            store.accounts.get("u1").expect("read").is_none(),
+            "u1 has no user record: the account is gone with the token"
+        );
         assert_eq!(store.token("T1").expect("read"), Some(back.clone()));
         store.sync().expect("sync");
         drop(store);
