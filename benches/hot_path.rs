@@ -302,6 +302,9 @@ impl Store for NoSyncStore {
     fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError> {
         self.0.token_of_user(username)
     }
+    fn user_and_token(&self, username: &str) -> Result<(Option<User>, Option<Token>), StoreError> {
+        self.0.user_and_token(username)
+    }
     fn create_tokens(&self, tokens: &[Token]) -> Result<(), StoreError> {
         self.0.create_tokens(tokens)
     }

@@ -197,10 +197,11 @@ impl Authenticator {
         // 1. Account.
         // Failures decided here are counted by `decide`, once, after the dummy hash: this
         // step also runs on the fast path before the request is handed to `decide`.
-        let Some(user) = store.user(username).map_err(internal)? else {
+        let (user, token) = store.user_and_token(username).map_err(internal)?;
+        let Some(user) = user else {
             return Err(Early::AfterDummyHash(Outcome::UnknownUser));
         };
-        let Some(token) = store.token_of_user(username).map_err(internal)? else {
+        let Some(token) = token else {
             // Without a token the OTP cannot be split off; answer as for a wrong password.
             return Err(Early::AfterDummyHash(Outcome::NoToken));
         };
@@ -525,6 +526,12 @@ mod tests {
         }
         fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError> {
             self.inner.token_of_user(username)
+        }
+        fn user_and_token(
+            &self,
+            username: &str,
+        ) -> Result<(Option<User>, Option<Token>), StoreError> {
+            self.inner.user_and_token(username)
         }
         fn create_tokens(&self, tokens: &[Token]) -> Result<(), StoreError> {
             self.inner.create_tokens(tokens)

@@ -67,6 +67,9 @@ pub trait Store: Send + Sync + 'static {
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError>;
     /// The token bound to a user, if any.
     fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError>;
+    /// A login's read: [`Store::user`] and [`Store::token_of_user`] at once (one read where
+    /// the back end keeps them together).
+    fn user_and_token(&self, username: &str) -> Result<(Option<User>, Option<Token>), StoreError>;
     /// Creates all tokens or none; fails with `TokenExists` or `OwnerTaken` before writing.
     fn create_tokens(&self, tokens: &[Token]) -> Result<(), StoreError>;
     /// Compare-and-swap: writes `new` only if the stored token still equals `expected`, keeping

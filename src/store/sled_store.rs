@@ -427,6 +427,24 @@ impl SledStore {
     }
 }
 
+/// The user record in `name`'s account, decoded.
+fn user_in(name: &str, account: Account<'_>) -> Result<Option<User>, StoreError> {
+    account
+        .user
+        .map(|record| decode(|| format!("{ACCOUNTS}/{name} user"), record))
+        .transpose()
+}
+
+/// The token `name` owns, decoded from `name`'s account. The record has the last word: one a
+/// crash left behind under another owner's name never hands someone else's token to this user.
+fn token_in(name: &str, account: Account<'_>) -> Result<Option<Token>, StoreError> {
+    let Some(record) = account.token else {
+        return Ok(None);
+    };
+    let token: Token = decode(|| format!("{ACCOUNTS}/{name} token"), record)?;
+    Ok((token.owner.as_deref() == Some(name)).then_some(token))
+}
+
 /// Records are postcard (compact, deterministic serde binary): a compare-and-swap compares
 /// encoded bytes, so the same record must always encode to the same bytes.
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -435,13 +453,10 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 impl Store for SledStore {
     fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
-        let Some(value) = self.account(username)? else {
-            return Ok(None);
-        };
-        Account::parse(username, &value)?
-            .user
-            .map(|record| decode(|| format!("{ACCOUNTS}/{username} user"), record))
-            .transpose()
+        match self.account(username)? {
+            Some(value) => user_in(username, Account::parse(username, &value)?),
+            None => Ok(None),
+        }
     }
 
     fn create_users(&self, users: &[User]) -> Result<(), StoreError> {
@@ -547,16 +562,18 @@ impl Store for SledStore {
     }
 
     fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError> {
+        match self.account(username)? {
+            Some(value) => token_in(username, Account::parse(username, &value)?),
+            None => Ok(None),
+        }
+    }
+
+    fn user_and_token(&self, username: &str) -> Result<(Option<User>, Option<Token>), StoreError> {
         let Some(value) = self.account(username)? else {
-            return Ok(None);
+            return Ok((None, None));
         };
-        let Some(record) = Account::parse(username, &value)?.token else {
-            return Ok(None);
-        };
-        let token: Token = decode(|| format!("{ACCOUNTS}/{username} token"), record)?;
-        // The record has the last word: one a crash left behind under another owner's name
-        // never hands someone else's token to this user.
-        Ok((token.owner.as_deref() == Some(username)).then_some(token))
+        let account = Account::parse(username, &value)?;
+        Ok((user_in(username, account)?, token_in(username, account)?))
     }
 
     fn create_tokens(&self, tokens: &[Token]) -> Result<(), StoreError> {
@@ -1140,8 +1157,10 @@ mod tests {
         assert!(store.replace_token(&issued, &used).expect("token swap"));
         assert!(!store.replace_token(&issued, &used).expect("stale token"));
         assert!(!store.replace_user(&read, &rehashed).expect("stale user"));
-        assert_eq!(store.user("u1").expect("read"), Some(rehashed));
-        assert_eq!(store.token_of_user("u1").expect("read"), Some(used));
+        assert_eq!(
+            store.user_and_token("u1").expect("read"),
+            (Some(rehashed), Some(used))
+        );
         // A name that owns a token gets a user record beside it.
         let lone = Token {
             owner: Some("u2".into()),
@@ -1152,6 +1171,7 @@ mod tests {
             .expect("token");
         store.create_users(&[user(2)]).expect("user beside a token");
         assert_eq!(store.token_of_user("u2").expect("read"), Some(lone));
+        assert_eq!(store.user_and_token("nobody").expect("read"), (None, None));
         assert!(matches!(
             store.create_users(&[user(2)]),
             Err(StoreError::UserExists(name)) if name == "u2"
