@@ -728,14 +728,10 @@ fn bench_pipeline(c: &mut Criterion) {
         let p = fixture(&mut pipeline);
         b.iter_custom(|iters| p.run_check_otp(iters, true))
     });
-    group.bench_function("parts/store_user+token_of_user", |b| {
+    group.bench_function("parts/store_user_and_token", |b| {
         let p = fixture(&mut pipeline);
         let name = p.ssha.users[0].name.as_str();
-        b.iter(|| {
-            let user = p.store.user(black_box(name));
-            let token = p.store.token_of_user(black_box(name));
-            (user, token)
-        })
+        b.iter(|| p.store.user_and_token(black_box(name)))
     });
     let some_token = |p: &Pipeline| {
         p.store

@@ -10,8 +10,9 @@
 //! A login reads the user and the user's token: one key, so one sled node to page in. With a
 //! million users most logins miss sled's cache and each miss costs several microseconds, so
 //! this layout is what keeps a storm of unrelated users cheap. One key per user rather than
-//! two also halves sled's page table, which is most of its resident memory (README
-//! "Performance": 39 MiB instead of 98 MiB at open for a million users).
+//! two also shrinks sled's page table, most of its resident memory (README "Performance", a
+//! million users: 80 MiB instead of 98 MiB at open, 169 MiB instead of 300 MiB after three
+//! million logins).
 //!
 //! Schema 1 kept every record in a tree `tokens` (serial -> record) with an index `owners`
 //! (name -> serial); schema 2 moved that index into `users`. [`migrate_to_schema_3`] rebuilds
@@ -37,7 +38,7 @@ pub const SCHEMA_KEY: &[u8] = b"schema_version";
 /// The tree of accounts.
 pub const ACCOUNTS: &str = "accounts";
 
-/// `serials` value: the owner's name follows; the record is at [`owner_key`] in `users`.
+/// `serials` value: the owner's name follows; the record is in the owner's account.
 const TAG_OWNED: u8 = 1;
 /// `serials` value: the record follows.
 const TAG_RECORD: u8 = 0;
@@ -58,10 +59,15 @@ pub fn owner_key(username: &str) -> Vec<u8> {
     key
 }
 
+/// How errors name the token record in `owner`'s account.
+pub fn token_key(owner: &str) -> String {
+    format!("{ACCOUNTS}/{owner} token")
+}
+
 /// The error for `owner` already holding the token whose record is `held` (or, if that record
 /// does not decode, the corruption).
 pub fn owner_taken(owner: &str, held: &[u8]) -> StoreError {
-    match decode::<Token>(|| format!("users/{owner}/token"), held) {
+    match decode::<Token>(|| token_key(owner), held) {
         Ok(token) => StoreError::OwnerTaken {
             user: owner.to_string(),
             serial: token.serial,
@@ -83,13 +89,16 @@ pub struct Account<'a> {
 impl<'a> Account<'a> {
     /// Reads the account stored under `name`.
     pub fn parse(name: &str, value: &'a [u8]) -> Result<Account<'a>, StoreError> {
-        let corrupt = || StoreError::Corrupt {
+        let corrupt = |reason: &str| StoreError::Corrupt {
             key: format!("{ACCOUNTS}/{name}"),
-            reason: "the user record's length is past the end of the account".into(),
+            reason: reason.into(),
         };
-        let (length, rest) = value.split_first_chunk::<4>().ok_or_else(corrupt)?;
-        let length = usize::try_from(u32::from_be_bytes(*length)).map_err(|_| corrupt())?;
-        let (user, token) = rest.split_at_checked(length).ok_or_else(corrupt)?;
+        let past_the_end = || corrupt("the user record's length is past the end of the account");
+        let (length, rest) = value
+            .split_first_chunk::<4>()
+            .ok_or_else(|| corrupt("shorter than the user record's length"))?;
+        let length = usize::try_from(u32::from_be_bytes(*length)).map_err(|_| past_the_end())?;
+        let (user, token) = rest.split_at_checked(length).ok_or_else(past_the_end)?;
         Ok(Account {
             user: (!user.is_empty()).then_some(user),
             token: (!token.is_empty()).then_some(token),
@@ -300,7 +309,8 @@ pub fn migrate_to_schema_3(
 /// Schema 3 -> 4: writes one account per name of `users` (its user record and the record at
 /// its [`owner_key`]) into `accounts`. Marked [`MIGRATING_TO_4`] (durably) first; `users` is
 /// only read, so an interrupted migration starts again from a cleared `accounts`.
-/// [`SCHEMA_VERSION`] is written once the accounts are durable, and `users` is dropped after.
+/// [`SCHEMA_VERSION`] is written once the accounts are durable; `users` is dropped after, by
+/// [`drop_old_trees`].
 /// Returns how many accounts were written.
 pub fn migrate_to_schema_4(
     db: &sled::Db,
@@ -317,31 +327,30 @@ pub fn migrate_to_schema_4(
     let mut written = 0usize;
     for entry in users.iter() {
         let (key, value) = entry.map_err(io)?;
-        let name_of = |key: &[u8]| {
-            std::str::from_utf8(key)
-                .map(str::to_string)
-                .map_err(|_| StoreError::Corrupt {
-                    key: format!("{OLD_USERS}/{}", String::from_utf8_lossy(key)),
-                    reason: "a user name that is not UTF-8".into(),
-                })
-        };
-        let account = match key.split_last() {
+        let (name, account) = match key.split_last() {
             // A token record: joined to its owner's account below, or alone if the owner has
             // no user record.
             Some((&0xFF, name)) => {
-                let name = name_of(name)?;
+                let name = old_name(name, &key)?;
                 if users.contains_key(name.as_bytes()).map_err(io)? {
                     continue;
                 }
-                (name, account_value(None, Some(&value))?)
+                match owned_record(&name, &value)? {
+                    Some(token) => (name, account_value(None, Some(token))?),
+                    None => continue,
+                }
             }
             _ => {
-                let name = name_of(&key)?;
+                let name = old_name(&key, &key)?;
                 let token = users.get(owner_key(&name)).map_err(io)?;
-                (name, account_value(Some(&value), token.as_deref())?)
+                let token = match &token {
+                    Some(record) => owned_record(&name, record)?,
+                    None => None,
+                };
+                (name, account_value(Some(&value), token)?)
             }
         };
-        batch.insert(account.0.as_bytes(), account.1);
+        batch.insert(name.as_bytes(), account);
         written += 1;
         if written % MIGRATION_CHUNK == 0 {
             apply(accounts, &std::mem::take(&mut batch))?;
@@ -352,8 +361,25 @@ pub fn migrate_to_schema_4(
     meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
         .map_err(io)?;
     flush()?;
-    drop_old_trees(db)?;
     Ok(written)
+}
+
+/// The user name in a schema 3 key (`key` names it in the error).
+fn old_name(name: &[u8], key: &[u8]) -> Result<String, StoreError> {
+    std::str::from_utf8(name)
+        .map(str::to_string)
+        .map_err(|_| StoreError::Corrupt {
+            key: format!("{OLD_USERS}/{}", String::from_utf8_lossy(key)),
+            reason: "a user name that is not UTF-8".into(),
+        })
+}
+
+/// A schema 3 token record found at `name`'s [`owner_key`], if it is the record of a token
+/// `name` owns: a crash between an owner change and its checkpoint could leave a stale copy
+/// under the previous owner's name, which is left behind.
+fn owned_record<'a>(name: &str, record: &'a [u8]) -> Result<Option<&'a [u8]>, StoreError> {
+    let token: Token = decode(|| format!("{OLD_USERS}/{name} token"), record)?;
+    Ok((token.owner.as_deref() == Some(name)).then_some(record))
 }
 
 /// Drops the trees of schemas 1 to 3 if they are still there (a migration interrupted after

@@ -15,13 +15,15 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sled::transaction::{ConflictableTransactionError, Transactional};
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, Transactional, TransactionalTree,
+};
 
 use super::checkpoint::{Checkpointer, Flusher};
 use super::layout::{
-    self, account_value, decode, io, location, owner_taken, serial_value, tx_result, unowned_value,
-    Account, Location, ACCOUNTS, MIGRATING_TO_3, MIGRATING_TO_4, OLD_USERS, SCHEMA_KEY,
-    SCHEMA_VERSION,
+    self, account_value, decode, io, location, owner_taken, serial_value, token_key, tx_result,
+    unowned_value, Account, Location, ACCOUNTS, MIGRATING_TO_3, MIGRATING_TO_4, OLD_USERS,
+    SCHEMA_KEY, SCHEMA_VERSION,
 };
 use super::wal::{self, Pending, Wal};
 use super::{lock, Store, StoreError, Token, User};
@@ -327,7 +329,7 @@ impl SledStore {
                 let Some(record) = account.token else {
                     return Ok(account);
                 };
-                let held: Token = decode(|| format!("{ACCOUNTS}/{owner} token"), record)?;
+                let held: Token = decode(|| token_key(owner), record)?;
                 Ok(if serials.contains(held.serial.as_str()) {
                     account.with_token(None)
                 } else {
@@ -335,27 +337,33 @@ impl SledStore {
                 })
             })?;
         }
-        self.flush_sled()?;
+        // A checkpoint, not a bare flush: the token log may hold logins on the tokens just
+        // removed, and replaying them would bring those tokens back.
+        self.checkpoint()?;
         self.remove_journal()
     }
 
     /// Rewrites the account of `name` as `change` makes it, removing it if it ends up empty;
-    /// a name with no account is left alone. Not atomic with other writers: for the roll back,
-    /// which runs alone.
+    /// a name with no account is left alone. A compare-and-swap: a login that changes the
+    /// account meanwhile makes it read again, so its change is never undone.
     fn update_account(
         &self,
         name: &str,
-        change: impl FnOnce(Account<'_>) -> Result<Account<'_>, StoreError>,
+        change: impl Fn(Account<'_>) -> Result<Account<'_>, StoreError>,
     ) -> Result<(), StoreError> {
-        let Some(value) = self.accounts.get(name.as_bytes()).map_err(io)? else {
-            return Ok(());
-        };
-        let changed = change(Account::parse(name, &value)?)?;
-        match changed.encode()? {
-            Some(new) => self.accounts.insert(name.as_bytes(), new).map(drop),
-            None => self.accounts.remove(name.as_bytes()).map(drop),
+        loop {
+            let Some(current) = self.account(name)? else {
+                return Ok(());
+            };
+            let new = change(Account::parse(name, &current)?)?.encode()?;
+            let swapped = self
+                .accounts
+                .compare_and_swap(name.as_bytes(), Some(&current), new)
+                .map_err(io)?;
+            if swapped.is_ok() {
+                return Ok(());
+            }
         }
-        .map_err(io)
     }
 
     /// The account stored under `name`, if any.
@@ -427,6 +435,24 @@ impl SledStore {
     }
 }
 
+/// In a transaction: puts the token record `record` into `owner`'s account (made if there is
+/// none), or aborts with `OwnerTaken` if the account holds a token already.
+fn give_token(
+    accounts: &TransactionalTree,
+    owner: &str,
+    record: &[u8],
+) -> ConflictableTransactionResult<(), StoreError> {
+    let abort = ConflictableTransactionError::Abort;
+    let current = accounts.get(owner.as_bytes())?;
+    let account = Account::stored(owner, current.as_deref()).map_err(abort)?;
+    if let Some(held) = account.token {
+        return Err(abort(owner_taken(owner, held)));
+    }
+    let value = account_value(account.user, Some(record)).map_err(abort)?;
+    accounts.insert(owner.as_bytes(), value)?;
+    Ok(())
+}
+
 /// The user record in `name`'s account, decoded.
 fn user_in(name: &str, account: Account<'_>) -> Result<Option<User>, StoreError> {
     account
@@ -441,7 +467,7 @@ fn token_in(name: &str, account: Account<'_>) -> Result<Option<Token>, StoreErro
     let Some(record) = account.token else {
         return Ok(None);
     };
-    let token: Token = decode(|| format!("{ACCOUNTS}/{name} token"), record)?;
+    let token: Token = decode(|| token_key(name), record)?;
     Ok((token.owner.as_deref() == Some(name)).then_some(token))
 }
 
@@ -543,7 +569,7 @@ impl Store for SledStore {
                 Location::Owned(owner) => match self.account(owner)? {
                     Some(account) => Account::parse(owner, &account)?
                         .token
-                        .map(|record| decode(|| format!("{ACCOUNTS}/{owner} token"), record))
+                        .map(|record| decode(|| token_key(owner), record))
                         .transpose()?,
                     None => None,
                 },
@@ -623,14 +649,7 @@ impl Store for SledStore {
                             return Err(abort(StoreError::TokenExists(token.serial.clone())));
                         }
                         if let Some(owner) = &token.owner {
-                            let current = a.get(owner.as_bytes())?;
-                            let account =
-                                Account::stored(owner, current.as_deref()).map_err(abort)?;
-                            if let Some(held) = account.token {
-                                return Err(abort(owner_taken(owner, held)));
-                            }
-                            let value = account_value(account.user, Some(record)).map_err(abort)?;
-                            a.insert(owner.as_bytes(), value)?;
+                            give_token(a, owner, record)?;
                         }
                         s.insert(token.serial.as_bytes(), serial_value(token, record))?;
                     }
@@ -695,13 +714,7 @@ impl Store for SledStore {
                 }
             };
             if let Some(owner) = &new.owner {
-                let current = a.get(owner.as_bytes())?;
-                let account = Account::stored(owner, current.as_deref()).map_err(abort)?;
-                if let Some(held) = account.token {
-                    return Err(abort(owner_taken(owner, held)));
-                }
-                let value = account_value(account.user, Some(&new_bytes)).map_err(abort)?;
-                a.insert(owner.as_bytes(), value)?;
+                give_token(a, owner, &new_bytes)?;
             }
             if let Some((owner, user)) = previous {
                 match user {
@@ -1109,9 +1122,11 @@ mod tests {
                 Some(owned(3, "u3"))
             );
             assert!(store.user("u3").expect("read").is_none());
-            assert!(
-                store.token_of_user("u2").expect("read").is_none(),
-                "stale copy"
+            let u2 = store.accounts.get("u2").expect("read").expect("u2");
+            assert_eq!(
+                Account::parse("u2", &u2).expect("parse").token,
+                None,
+                "the stale copy of T1 stays behind"
             );
             assert!(store.token_of_user("u10").expect("read").is_none());
             assert!(store.user("stray").expect("read").is_none(), "cleared");
@@ -1204,6 +1219,103 @@ mod tests {
             store.token_of_user("u2").expect("read"),
             Some(owned(2, "u2"))
         );
+    }
+
+    #[test]
+    fn a_store_at_schema_4_with_its_old_tree_left_is_not_migrated_again() {
+        // As after a crash between writing the version and dropping `users`.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        {
+            let db = sled::open(&path).expect("sled");
+            db.open_tree(OLD_USERS)
+                .expect("users")
+                .insert("u1", encode(&user(1)).expect("encode"))
+                .expect("old user");
+            db.open_tree(ACCOUNTS)
+                .expect("accounts")
+                .insert("u2", user_account(2))
+                .expect("account");
+            db.open_tree("meta")
+                .expect("meta")
+                .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                .expect("schema");
+            db.flush().expect("flush");
+        }
+        let store = reopen(&path);
+        assert_eq!(store.user("u2").expect("read"), Some(user(2)));
+        assert!(
+            store.user("u1").expect("read").is_none(),
+            "not migrated again"
+        );
+        let trees = store.flusher.db().tree_names();
+        assert!(!trees.iter().any(|n| n.as_ref() == OLD_USERS.as_bytes()));
+    }
+
+    #[test]
+    fn logins_and_user_changes_racing_on_one_account_all_succeed() {
+        const ROUNDS: u64 = 5_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path()).expect("open");
+        store.create_users(&[user(1)]).expect("user");
+        let issued = Token {
+            owner: Some("u1".into()),
+            ..token(1)
+        };
+        store
+            .create_tokens(std::slice::from_ref(&issued))
+            .expect("token");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut current = issued.clone();
+                for _ in 0..ROUNDS {
+                    let next = Token {
+                        counter: current.counter + 1,
+                        ..current.clone()
+                    };
+                    assert!(store.replace_token(&current, &next).expect("token swap"));
+                    current = next;
+                }
+            });
+            s.spawn(|| {
+                let mut current = user(1);
+                for _ in 0..ROUNDS {
+                    let next = User {
+                        created_at: current.created_at + 1,
+                        ..current.clone()
+                    };
+                    assert!(store.replace_user(&current, &next).expect("user swap"));
+                    current = next;
+                }
+            });
+        });
+        let (user, token) = store.user_and_token("u1").expect("read");
+        assert_eq!(user.map(|u| u.created_at), Some(ROUNDS));
+        assert_eq!(token.map(|t| t.counter), Some(ROUNDS));
+    }
+
+    #[test]
+    fn a_user_import_rolled_back_keeps_the_tokens_of_its_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path()).expect("open");
+        let lone = Token {
+            owner: Some("u1".into()),
+            ..token(1)
+        };
+        store
+            .create_tokens(std::slice::from_ref(&lone))
+            .expect("token");
+        store.create_users(&[user(1), user(2)]).expect("users");
+        let journal = ImportJournal {
+            users: vec!["u1".into(), "u2".into()],
+            ..ImportJournal::default()
+        };
+        store.roll_back_import(&journal).expect("roll back");
+        assert_eq!(
+            store.user_and_token("u1").expect("read"),
+            (None, Some(lone))
+        );
+        assert!(store.accounts.get("u2").expect("read").is_none());
     }
 
     #[test]
@@ -1342,6 +1454,7 @@ mod tests {
         };
         {
             let store = SledStore::open(&path).expect("open");
+            store.create_users(&[user(1)]).expect("user");
             store
                 .create_tokens(&[owned(1, Some("u1"), 0), owned(2, None, 0)])
                 .expect("create");
@@ -1373,6 +1486,11 @@ mod tests {
             store.token("T1").expect("read"),
             Some(owned(1, None, 0)),
             "the stale record was skipped"
+        );
+        assert_eq!(
+            store.user("u1").expect("read"),
+            Some(user(1)),
+            "a replayed token record keeps the user record beside it"
         );
     }
 
