@@ -1,11 +1,31 @@
 //! Batched datagram I/O: `recvmmsg(2)` and `sendmmsg(2)` move a whole batch of RADIUS packets
-//! per system call, which is most of the cost of a small request on the fast path. This is the
-//! only `unsafe` in otpgate; each block states what makes it sound.
+//! per system call, which is most of the cost of a small request on the fast path, and UDP
+//! generic segmentation offload (`UDP_SEGMENT`, Linux 4.18; see `udp(7)`) sends a run of
+//! equal-sized replies to one peer as one buffer that crosses the network stack once. This is
+//! the only `unsafe` in otpgate; each block states what makes it sound.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `udp(7)`: the socket option level and the control message that asks the kernel to cut a
+/// buffer into datagrams of the given size (not in the `libc` crate for glibc targets).
+const SOL_UDP: libc::c_int = 17;
+const UDP_SEGMENT: libc::c_int = 103;
+/// At most this many datagrams per segmented send (the kernel's `UDP_MAX_SEGMENTS` before
+/// Linux 6.2 raised it to 128).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Only datagrams up to this size are sent segmented: it fits any IPv6 path (1280 octets of
+/// minimum MTU less 48 of headers), so a segment never needs IP fragmentation, which the
+/// kernel refuses for segmented sends.
+const GSO_MAX_SEGMENT_SIZE: usize = 1232;
+/// A segmented send is one UDP payload for the kernel: it must stay under 65,507 octets.
+const GSO_MAX_BYTES: usize = 65_000;
+/// Set the first time the kernel refuses a segmented send (too old, or a device without
+/// checksum offload): from then on every datagram is sent on its own, as before Linux 4.18.
+static GSO_REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// Buffers for up to `capacity` datagrams of up to `len` octets each, with the kernel's
 /// address and header arrays kept between calls (nothing is allocated per batch).
@@ -113,12 +133,23 @@ pub fn is_idle(error: &io::Error) -> bool {
     )
 }
 
-/// Sends every `(datagram, peer)` with as few `sendmmsg` calls as the kernel allows. Returns
-/// how many could not be sent.
+/// Sends every `(datagram, peer)` with as few `sendmmsg` calls as the kernel allows, each run
+/// of equal-sized datagrams to one peer as one segmented send. Returns how many could not be
+/// sent.
 pub fn send_batch<B: AsRef<[u8]>>(socket: &UdpSocket, replies: &[(B, SocketAddr)]) -> usize {
-    let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> = replies
+    send_runs(socket, replies, !GSO_REFUSED.load(Ordering::Relaxed))
+}
+
+/// [`send_batch`], with or without segmentation.
+fn send_runs<B: AsRef<[u8]>>(
+    socket: &UdpSocket,
+    replies: &[(B, SocketAddr)],
+    segmenting: bool,
+) -> usize {
+    let runs = runs(replies, segmenting);
+    let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> = runs
         .iter()
-        .map(|(_, peer)| from_socket_addr(peer))
+        .map(|run| from_socket_addr(&replies[run.start].1))
         .collect();
     let mut iovecs: Vec<libc::iovec> = replies
         .iter()
@@ -127,23 +158,43 @@ pub fn send_batch<B: AsRef<[u8]>>(socket: &UdpSocket, replies: &[(B, SocketAddr)
             iov_len: data.as_ref().len(),
         })
         .collect();
+    // One control message per run, in u64 words so each starts aligned for a `cmsghdr`.
+    // SAFETY: CMSG_SPACE only computes a size.
+    let control_len = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+    let control_words = control_len.div_ceil(size_of::<u64>());
+    let mut controls: Vec<u64> = vec![0; runs.len() * control_words];
     // SAFETY: all-zero is a valid value for this plain C struct.
-    let mut headers: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; replies.len()];
-    for ((header, iov), (addr, len)) in headers
+    let mut headers: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; runs.len()];
+    for (((header, run), (addr, len)), control) in headers
         .iter_mut()
-        .zip(iovecs.iter_mut())
+        .zip(&runs)
         .zip(addrs.iter_mut())
+        .zip(controls.chunks_exact_mut(control_words))
     {
         header.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
         header.msg_hdr.msg_namelen = *len;
-        header.msg_hdr.msg_iov = iov;
-        header.msg_hdr.msg_iovlen = 1;
+        header.msg_hdr.msg_iov = iovecs[run.start..].as_mut_ptr();
+        header.msg_hdr.msg_iovlen = run.count;
+        if run.count > 1 {
+            header.msg_hdr.msg_control = control.as_mut_ptr().cast();
+            header.msg_hdr.msg_controllen = control_len;
+            // SAFETY: msg_control points at `control_len` zeroed, aligned octets, room for one
+            // control message carrying a u16 (CMSG_SPACE above), so CMSG_FIRSTHDR is non-null
+            // and CMSG_DATA points inside it; the u16 is written unaligned.
+            unsafe {
+                let cmsg = libc::CMSG_FIRSTHDR(&header.msg_hdr);
+                (*cmsg).cmsg_level = SOL_UDP;
+                (*cmsg).cmsg_type = UDP_SEGMENT;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), run.size);
+            }
+        }
     }
     let mut sent = 0usize;
     let mut failed = 0usize;
     while sent < headers.len() {
         // SAFETY: headers[sent..] point at live iovecs over live reply buffers (only read by
-        // the kernel) and live socket addresses of the stated lengths.
+        // the kernel), live socket addresses of the stated lengths and live control messages.
         let n = unsafe {
             libc::sendmmsg(
                 socket.as_raw_fd(),
@@ -152,15 +203,70 @@ pub fn send_batch<B: AsRef<[u8]>>(socket: &UdpSocket, replies: &[(B, SocketAddr)
                 0,
             )
         };
-        if n <= 0 {
-            // Skip the datagram the kernel refused (e.g. an unreachable peer) and go on.
-            failed += 1;
-            sent += 1;
-        } else {
+        if n > 0 {
             sent += n as usize;
+            continue;
         }
+        // The kernel refused the first run left. A refused segmented send is sent again one
+        // datagram at a time, segmentation off for good if the kernel cannot do it at all;
+        // anything else (e.g. an unreachable peer) is skipped.
+        let refused = &runs[sent];
+        if refused.count > 1 {
+            if refuses_segmentation(&io::Error::last_os_error()) {
+                GSO_REFUSED.store(true, Ordering::Relaxed);
+            }
+            let one_by_one = &replies[refused.start..refused.start + refused.count];
+            failed += send_runs(socket, one_by_one, false);
+        } else {
+            failed += 1;
+        }
+        sent += 1;
     }
     failed
+}
+
+/// Whether a failed segmented send says the kernel or device cannot segment (rather than
+/// something about this peer or this moment).
+fn refuses_segmentation(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
+
+/// Consecutive datagrams sent as one: `count` datagrams of `size` octets to one peer, from
+/// index `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    start: usize,
+    count: usize,
+    size: u16,
+}
+
+/// Splits `datagrams` into runs that can each leave in one send: with `segmenting`, the
+/// longest runs of equal-sized datagrams (up to [`GSO_MAX_SEGMENT_SIZE`]) to one peer within
+/// the kernel's limits; without it, one datagram each.
+fn runs<B: AsRef<[u8]>>(datagrams: &[(B, SocketAddr)], segmenting: bool) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::with_capacity(datagrams.len());
+    for (i, (data, peer)) in datagrams.iter().enumerate() {
+        let len = data.as_ref().len();
+        let joins = |run: &Run| {
+            segmenting
+                && usize::from(run.size) == len
+                && len <= GSO_MAX_SEGMENT_SIZE
+                && datagrams[run.start].1 == *peer
+                && run.count < GSO_MAX_SEGMENTS.min(GSO_MAX_BYTES / len.max(1))
+        };
+        match runs.last_mut() {
+            Some(run) if joins(run) => run.count += 1,
+            _ => runs.push(Run {
+                start: i,
+                count: 1,
+                size: u16::try_from(len).unwrap_or(u16::MAX),
+            }),
+        }
+    }
+    runs
 }
 
 fn to_socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
@@ -266,6 +372,63 @@ mod tests {
             assert_eq!(batch.get(0), Some((&[9u8; 3][..], from)));
             assert!(batch.get(1).is_none());
         }
+    }
+
+    #[test]
+    fn runs_of_equal_datagrams_to_one_peer_leave_segmented_and_arrive_whole() {
+        for local in ["127.0.0.1:0", "[::1]:0"] {
+            let server = UdpSocket::bind(local).expect("bind");
+            let peers: Vec<UdpSocket> = (0..2)
+                .map(|_| {
+                    let peer = UdpSocket::bind(local).expect("bind");
+                    peer.set_read_timeout(Some(Duration::from_secs(2)))
+                        .expect("timeout");
+                    peer
+                })
+                .collect();
+            let a = peers[0].local_addr().expect("addr");
+            let b = peers[1].local_addr().expect("addr");
+            // Runs: 70 x 20 octets to a (64 + 6), 1 x 21 to a, 3 x 20 to b, 1 x 20 to a.
+            let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+            for i in 0..70u8 {
+                replies.push((vec![i; 20], a));
+            }
+            replies.push((vec![70; 21], a));
+            for i in 71..74u8 {
+                replies.push((vec![i; 20], b));
+            }
+            replies.push((vec![74; 20], a));
+            let sizes: Vec<(usize, usize)> = runs(&replies, true)
+                .iter()
+                .map(|r| (r.count, usize::from(r.size)))
+                .collect();
+            assert_eq!(sizes, [(64, 20), (6, 20), (1, 21), (3, 20), (1, 20)]);
+            assert_eq!(send_batch(&server, &replies), 0);
+            // Linux >= 4.18 segments on loopback; a malformed control message would have been
+            // refused and sent one by one instead, correct but slow.
+            assert!(
+                !GSO_REFUSED.load(Ordering::Relaxed),
+                "segmented sends refused"
+            );
+            let mut buf = [0u8; 64];
+            for (data, peer) in &replies {
+                let socket = if *peer == a { &peers[0] } else { &peers[1] };
+                let (n, _) = socket.recv_from(&mut buf).expect("datagram");
+                assert_eq!(&buf[..n], data.as_slice(), "one datagram each, in order");
+            }
+        }
+    }
+
+    #[test]
+    fn without_segmentation_or_past_its_limits_each_datagram_is_its_own_run() {
+        let to: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let small = vec![(vec![0u8; 20], to); 3];
+        assert_eq!(runs(&small, false).len(), 3);
+        let large = vec![(vec![0u8; GSO_MAX_SEGMENT_SIZE + 1], to); 3];
+        assert_eq!(runs(&large, true).len(), 3);
+        let fitting = vec![(vec![0u8; 1200], to); 60];
+        let counts: Vec<usize> = runs(&fitting, true).iter().map(|r| r.count).collect();
+        assert_eq!(counts, [GSO_MAX_BYTES / 1200, 60 - GSO_MAX_BYTES / 1200]);
     }
 
     #[test]
