@@ -140,7 +140,13 @@ pub fn send_batch<B: AsRef<[u8]>>(socket: &UdpSocket, replies: &[(B, SocketAddr)
     send_runs(socket, replies, !GSO_REFUSED.load(Ordering::Relaxed))
 }
 
-/// [`send_batch`], with or without segmentation.
+/// Sends every `(datagram, peer)` as a datagram of its own (as a NAS sends its requests), with
+/// as few `sendmmsg` calls as the kernel allows. Returns how many could not be sent.
+pub fn send_each<B: AsRef<[u8]>>(socket: &UdpSocket, datagrams: &[(B, SocketAddr)]) -> usize {
+    send_runs(socket, datagrams, false)
+}
+
+/// [`send_batch`], or [`send_each`] without `segmenting`.
 fn send_runs<B: AsRef<[u8]>>(
     socket: &UdpSocket,
     replies: &[(B, SocketAddr)],

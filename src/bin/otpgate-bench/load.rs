@@ -1,6 +1,8 @@
 //! The load generator. One thread and one UDP socket per 128 requests in flight; each thread
 //! keeps its share of requests outstanding (identifiers 0..=255 of its socket), sends and
-//! receives in batches (sendmmsg/recvmmsg, so the generator spends little of the shared CPU),
+//! receives in batches (sendmmsg/recvmmsg, so the generator spends little of the shared CPU;
+//! each request still a datagram of its own, as a NAS sends them: segmentation offload would
+//! hand the server bursts no NAS produces, which measured 12-25% fewer accepts/s for otpgate),
 //! checks every reply's Response Authenticator and Message-Authenticator, and records
 //! latencies. Each user
 //! is used once, so the server's replay guard never trips on a legitimate request.
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use otpgate::otp::{totp, Algorithm};
-use otpgate::radius::mmsg::{is_idle, send_batch, RecvBatch};
+use otpgate::radius::mmsg::{is_idle, send_each, RecvBatch};
 use otpgate::radius::nas::{self, BuiltRequest};
 use radius::core::code::Code;
 
@@ -225,7 +227,7 @@ impl Context_ {
                     .filter_map(|id| slots[usize::from(*id)].as_ref())
                     .map(|slot| (slot.request.bytes.as_slice(), self.target))
                     .collect();
-                let failed = send_batch(&self.socket, &datagrams);
+                let failed = send_each(&self.socket, &datagrams);
                 result.sent += (datagrams.len() - failed) as u64;
             }
             if outstanding == 0 && !sending {
