@@ -870,6 +870,15 @@ mod tests {
         assert!(store.read_journal().expect("journal").is_none());
     }
 
+    /// Marks a store being built by hand as at `schema`, and makes it durable.
+    fn write_schema(db: &sled::Db, schema: u32) {
+        db.open_tree("meta")
+            .expect("meta")
+            .insert(SCHEMA_KEY, &schema.to_be_bytes())
+            .expect("schema");
+        db.flush().expect("flush");
+    }
+
     /// Reopens `path`, waiting out sled's background flusher still holding the file lock.
     fn reopen(path: &Path) -> SledStore {
         let mut reopened = SledStore::open(path);
@@ -1032,11 +1041,7 @@ mod tests {
                 } else {
                     users.insert(owner_key("u1"), "T1").expect("owner");
                 }
-                db.open_tree("meta")
-                    .expect("meta")
-                    .insert(SCHEMA_KEY, &schema.to_be_bytes())
-                    .expect("schema");
-                db.flush().expect("flush");
+                write_schema(&db, schema);
             }
             let store = reopen(&path);
             let token = store.token_of_user("u1").expect("read").expect("moved");
@@ -1103,11 +1108,7 @@ mod tests {
                     .expect("accounts")
                     .insert("stray", user_account(9))
                     .expect("stray");
-                db.open_tree("meta")
-                    .expect("meta")
-                    .insert(SCHEMA_KEY, &schema.to_be_bytes())
-                    .expect("schema");
-                db.flush().expect("flush");
+                write_schema(&db, schema);
             }
             let store = reopen(&path);
             assert_eq!(store.user("u1").expect("read"), Some(user(1)));
@@ -1236,11 +1237,7 @@ mod tests {
                 .expect("accounts")
                 .insert("u2", user_account(2))
                 .expect("account");
-            db.open_tree("meta")
-                .expect("meta")
-                .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
-                .expect("schema");
-            db.flush().expect("flush");
+            write_schema(&db, SCHEMA_VERSION);
         }
         let store = reopen(&path);
         assert_eq!(store.user("u2").expect("read"), Some(user(2)));
@@ -1510,11 +1507,7 @@ mod tests {
                     .insert(t.serial.as_bytes(), encode(&t).expect("encode"))
                     .expect("token");
             }
-            db.open_tree("meta")
-                .expect("meta")
-                .insert(SCHEMA_KEY, &2u32.to_be_bytes())
-                .expect("schema");
-            db.flush().expect("flush");
+            write_schema(&db, 2u32);
         }
         let mut opened = SledStore::open(&path);
         for _ in 0..50 {
