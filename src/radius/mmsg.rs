@@ -1,31 +1,32 @@
 //! Batched datagram I/O: `recvmmsg(2)` and `sendmmsg(2)` move a whole batch of RADIUS packets
 //! per system call, which is most of the cost of a small request on the fast path, and UDP
 //! generic segmentation offload (`UDP_SEGMENT`, Linux 4.18; see `udp(7)`) sends a run of
-//! equal-sized replies to one peer as one buffer that crosses the network stack once. This is
-//! the only `unsafe` in otpgate; each block states what makes it sound.
+//! equal-sized replies to one peer as one buffer that crosses the network stack once. Apart
+//! from the allocator calls in `main`, this is otpgate's only `unsafe`; each block states what
+//! makes it sound.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
-/// `udp(7)`: the socket option level and the control message that asks the kernel to cut a
-/// buffer into datagrams of the given size (not in the `libc` crate for glibc targets).
-const SOL_UDP: libc::c_int = 17;
-const UDP_SEGMENT: libc::c_int = 103;
-/// At most this many datagrams per segmented send (the kernel's `UDP_MAX_SEGMENTS` before
-/// Linux 6.2 raised it to 128).
+/// At most this many datagrams per segmented send (the kernel's `UDP_MAX_SEGMENTS` until Linux
+/// 6.9 raised it to 128).
 const GSO_MAX_SEGMENTS: usize = 64;
 /// Only datagrams up to this size are sent segmented: it fits any IPv6 path (1280 octets of
-/// minimum MTU less 48 of headers), so a segment never needs IP fragmentation, which the
-/// kernel refuses for segmented sends.
+/// minimum MTU less 48 of headers) and common IPv4 ones. The kernel refuses a segmented send
+/// whose segments exceed the path MTU (it does not fragment them); such a run is sent again
+/// one datagram at a time.
 const GSO_MAX_SEGMENT_SIZE: usize = 1232;
 /// A segmented send is one UDP payload for the kernel: it must stay under 65,507 octets.
 const GSO_MAX_BYTES: usize = 65_000;
-/// Set the first time the kernel refuses a segmented send (too old, or a device without
-/// checksum offload): from then on every datagram is sent on its own, as before Linux 4.18.
-static GSO_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this kernel segments UDP sends: not asked yet, yes, no.
+static SEGMENTATION: AtomicU8 = AtomicU8::new(NOT_ASKED);
+const NOT_ASKED: u8 = 0;
+const SEGMENTS: u8 = 1;
+const DOES_NOT_SEGMENT: u8 = 2;
 
 /// Buffers for up to `capacity` datagrams of up to `len` octets each, with the kernel's
 /// address and header arrays kept between calls (nothing is allocated per batch).
@@ -134,36 +135,76 @@ pub fn is_idle(error: &io::Error) -> bool {
 }
 
 /// Sends every `(datagram, peer)` with as few `sendmmsg` calls as the kernel allows, each run
-/// of equal-sized datagrams to one peer as one segmented send. Returns how many could not be
-/// sent.
+/// of equal-sized datagrams to one peer as one segmented send where the kernel can. Returns how
+/// many could not be sent.
 pub fn send_batch<B: AsRef<[u8]>>(socket: &UdpSocket, replies: &[(B, SocketAddr)]) -> usize {
-    send_runs(socket, replies, !GSO_REFUSED.load(Ordering::Relaxed))
+    send_runs(socket, replies, kernel_segments(socket)).failed
 }
 
 /// Sends every `(datagram, peer)` as a datagram of its own (as a NAS sends its requests), with
 /// as few `sendmmsg` calls as the kernel allows. Returns how many could not be sent.
 pub fn send_each<B: AsRef<[u8]>>(socket: &UdpSocket, datagrams: &[(B, SocketAddr)]) -> usize {
-    send_runs(socket, datagrams, false)
+    send_runs(socket, datagrams, false).failed
+}
+
+/// Whether the kernel segments UDP sends, asked once, of the first socket that sends. A kernel
+/// before 4.18 does not know the `UDP_SEGMENT` option (ENOPROTOOPT); it would not refuse the
+/// control message either, but ignore it and send a whole run as one datagram.
+fn kernel_segments(socket: &UdpSocket) -> bool {
+    match SEGMENTATION.load(Ordering::Relaxed) {
+        SEGMENTS => true,
+        DOES_NOT_SEGMENT => false,
+        _ => {
+            let mut value: libc::c_int = 0;
+            let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: value and len are live locals of the sizes given.
+            let known = unsafe {
+                libc::getsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_UDP,
+                    libc::UDP_SEGMENT,
+                    (&mut value as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            } == 0;
+            SEGMENTATION.store(
+                if known { SEGMENTS } else { DOES_NOT_SEGMENT },
+                Ordering::Relaxed,
+            );
+            known
+        }
+    }
+}
+
+/// What [`send_runs`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Sent {
+    /// Datagrams that could not be sent.
+    failed: usize,
+    /// Segmented sends the kernel refused (e.g. a path MTU below the segment size), sent again
+    /// one datagram at a time.
+    unsegmented_runs: usize,
 }
 
 /// [`send_batch`], or [`send_each`] without `segmenting`.
 fn send_runs<B: AsRef<[u8]>>(
     socket: &UdpSocket,
-    replies: &[(B, SocketAddr)],
+    datagrams: &[(B, SocketAddr)],
     segmenting: bool,
-) -> usize {
-    let runs = runs(replies, segmenting);
+) -> Sent {
+    let runs = runs(datagrams, segmenting);
     let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> = runs
         .iter()
-        .map(|run| from_socket_addr(&replies[run.start].1))
+        .map(|run| from_socket_addr(&datagrams[run.start].1))
         .collect();
-    let mut iovecs: Vec<libc::iovec> = replies
+    let mut iovecs: Vec<libc::iovec> = datagrams
         .iter()
         .map(|(data, _)| libc::iovec {
             iov_base: data.as_ref().as_ptr() as *mut libc::c_void,
             iov_len: data.as_ref().len(),
         })
         .collect();
+    let iovec_base = iovecs.as_mut_ptr();
     // One control message per run, in u64 words so each starts aligned for a `cmsghdr`.
     // SAFETY: CMSG_SPACE only computes a size.
     let control_len = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
@@ -179,28 +220,30 @@ fn send_runs<B: AsRef<[u8]>>(
     {
         header.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
         header.msg_hdr.msg_namelen = *len;
-        header.msg_hdr.msg_iov = iovecs[run.start..].as_mut_ptr();
-        header.msg_hdr.msg_iovlen = run.count;
+        // SAFETY: run.start < datagrams.len(), the length of the iovec array.
+        header.msg_hdr.msg_iov = unsafe { iovec_base.add(run.start) };
+        header.msg_hdr.msg_iovlen = run.count as _;
         if run.count > 1 {
             header.msg_hdr.msg_control = control.as_mut_ptr().cast();
-            header.msg_hdr.msg_controllen = control_len;
+            header.msg_hdr.msg_controllen = control_len as _;
             // SAFETY: msg_control points at `control_len` zeroed, aligned octets, room for one
             // control message carrying a u16 (CMSG_SPACE above), so CMSG_FIRSTHDR is non-null
             // and CMSG_DATA points inside it; the u16 is written unaligned.
             unsafe {
                 let cmsg = libc::CMSG_FIRSTHDR(&header.msg_hdr);
-                (*cmsg).cmsg_level = SOL_UDP;
-                (*cmsg).cmsg_type = UDP_SEGMENT;
-                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+                (*cmsg).cmsg_level = libc::SOL_UDP;
+                (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
                 std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), run.size);
             }
         }
     }
     let mut sent = 0usize;
-    let mut failed = 0usize;
+    let mut outcome = Sent::default();
     while sent < headers.len() {
-        // SAFETY: headers[sent..] point at live iovecs over live reply buffers (only read by
-        // the kernel), live socket addresses of the stated lengths and live control messages.
+        // SAFETY: headers[sent..] point at live iovecs over live datagram buffers (only read
+        // by the kernel), live socket addresses of the stated lengths and live control
+        // messages; none of those vectors is touched until the loop ends.
         let n = unsafe {
             libc::sendmmsg(
                 socket.as_raw_fd(),
@@ -213,31 +256,20 @@ fn send_runs<B: AsRef<[u8]>>(
             sent += n as usize;
             continue;
         }
-        // The kernel refused the first run left. A refused segmented send is sent again one
-        // datagram at a time, segmentation off for good if the kernel cannot do it at all;
-        // anything else (e.g. an unreachable peer) is skipped.
+        // The kernel refused the first run left, as a whole (a segmented send is one buffer
+        // to it). A refused segmented send goes again one datagram at a time; a single
+        // datagram refused (e.g. an unreachable peer) is skipped.
         let refused = &runs[sent];
         if refused.count > 1 {
-            if refuses_segmentation(&io::Error::last_os_error()) {
-                GSO_REFUSED.store(true, Ordering::Relaxed);
-            }
-            let one_by_one = &replies[refused.start..refused.start + refused.count];
-            failed += send_runs(socket, one_by_one, false);
+            let one_by_one = &datagrams[refused.start..refused.start + refused.count];
+            outcome.failed += send_runs(socket, one_by_one, false).failed;
+            outcome.unsegmented_runs += 1;
         } else {
-            failed += 1;
+            outcome.failed += 1;
         }
         sent += 1;
     }
-    failed
-}
-
-/// Whether a failed segmented send says the kernel or device cannot segment (rather than
-/// something about this peer or this moment).
-fn refuses_segmentation(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
-    )
+    outcome
 }
 
 /// Consecutive datagrams sent as one: `count` datagrams of `size` octets to one peer, from
@@ -250,8 +282,9 @@ struct Run {
 }
 
 /// Splits `datagrams` into runs that can each leave in one send: with `segmenting`, the
-/// longest runs of equal-sized datagrams (up to [`GSO_MAX_SEGMENT_SIZE`]) to one peer within
-/// the kernel's limits; without it, one datagram each.
+/// longest runs of equal-sized, non-empty datagrams (up to [`GSO_MAX_SEGMENT_SIZE`]) to one
+/// peer within the kernel's limits (a segment size of 0 would mean "do not segment"); without
+/// it, one datagram each.
 fn runs<B: AsRef<[u8]>>(datagrams: &[(B, SocketAddr)], segmenting: bool) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::with_capacity(datagrams.len());
     for (i, (data, peer)) in datagrams.iter().enumerate() {
@@ -259,9 +292,9 @@ fn runs<B: AsRef<[u8]>>(datagrams: &[(B, SocketAddr)], segmenting: bool) -> Vec<
         let joins = |run: &Run| {
             segmenting
                 && usize::from(run.size) == len
-                && len <= GSO_MAX_SEGMENT_SIZE
+                && (1..=GSO_MAX_SEGMENT_SIZE).contains(&len)
                 && datagrams[run.start].1 == *peer
-                && run.count < GSO_MAX_SEGMENTS.min(GSO_MAX_BYTES / len.max(1))
+                && run.count < GSO_MAX_SEGMENTS.min(GSO_MAX_BYTES / len)
         };
         match runs.last_mut() {
             Some(run) if joins(run) => run.count += 1,
@@ -380,49 +413,84 @@ mod tests {
         }
     }
 
+    /// Sends a batch from a socket on `local` (set up by `configure`) to two peers, segmenting
+    /// where the kernel can: runs of 70 x 20 octets to the first peer (64 + 6), 1 x 21 to it,
+    /// 3 x 20 to the second, 1 x 20 to the first. Checks every datagram arrives once, whole and
+    /// in order, and returns what the send did.
+    fn send_to_two_peers(local: &str, configure: impl Fn(&UdpSocket)) -> Sent {
+        let server = UdpSocket::bind(local).expect("bind");
+        configure(&server);
+        let peers: Vec<UdpSocket> = (0..2)
+            .map(|_| {
+                let peer = UdpSocket::bind(local).expect("bind");
+                peer.set_read_timeout(Some(Duration::from_secs(2)))
+                    .expect("timeout");
+                peer
+            })
+            .collect();
+        let a = peers[0].local_addr().expect("addr");
+        let b = peers[1].local_addr().expect("addr");
+        let mut datagrams: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+        for i in 0..70u8 {
+            datagrams.push((vec![i; 20], a));
+        }
+        datagrams.push((vec![70; 21], a));
+        for i in 71..74u8 {
+            datagrams.push((vec![i; 20], b));
+        }
+        datagrams.push((vec![74; 20], a));
+        let sizes: Vec<(usize, usize)> = runs(&datagrams, true)
+            .iter()
+            .map(|r| (r.count, usize::from(r.size)))
+            .collect();
+        assert_eq!(sizes, [(64, 20), (6, 20), (1, 21), (3, 20), (1, 20)]);
+        assert!(kernel_segments(&server), "Linux >= 4.18 segments");
+        let sent = send_runs(&server, &datagrams, true);
+        let mut buf = [0u8; 64];
+        for (data, peer) in &datagrams {
+            let socket = if *peer == a { &peers[0] } else { &peers[1] };
+            let (n, _) = socket.recv_from(&mut buf).expect("datagram");
+            assert_eq!(&buf[..n], data.as_slice(), "one datagram each, in order");
+        }
+        for peer in &peers {
+            peer.set_nonblocking(true).expect("nonblocking");
+            assert!(peer.recv_from(&mut buf).is_err(), "nothing twice");
+        }
+        sent
+    }
+
     #[test]
     fn runs_of_equal_datagrams_to_one_peer_leave_segmented_and_arrive_whole() {
         for local in ["127.0.0.1:0", "[::1]:0"] {
-            let server = UdpSocket::bind(local).expect("bind");
-            let peers: Vec<UdpSocket> = (0..2)
-                .map(|_| {
-                    let peer = UdpSocket::bind(local).expect("bind");
-                    peer.set_read_timeout(Some(Duration::from_secs(2)))
-                        .expect("timeout");
-                    peer
-                })
-                .collect();
-            let a = peers[0].local_addr().expect("addr");
-            let b = peers[1].local_addr().expect("addr");
-            // Runs: 70 x 20 octets to a (64 + 6), 1 x 21 to a, 3 x 20 to b, 1 x 20 to a.
-            let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
-            for i in 0..70u8 {
-                replies.push((vec![i; 20], a));
-            }
-            replies.push((vec![70; 21], a));
-            for i in 71..74u8 {
-                replies.push((vec![i; 20], b));
-            }
-            replies.push((vec![74; 20], a));
-            let sizes: Vec<(usize, usize)> = runs(&replies, true)
-                .iter()
-                .map(|r| (r.count, usize::from(r.size)))
-                .collect();
-            assert_eq!(sizes, [(64, 20), (6, 20), (1, 21), (3, 20), (1, 20)]);
-            assert_eq!(send_batch(&server, &replies), 0);
-            // Linux >= 4.18 segments on loopback; a malformed control message would have been
-            // refused and sent one by one instead, correct but slow.
-            assert!(
-                !GSO_REFUSED.load(Ordering::Relaxed),
-                "segmented sends refused"
-            );
-            let mut buf = [0u8; 64];
-            for (data, peer) in &replies {
-                let socket = if *peer == a { &peers[0] } else { &peers[1] };
-                let (n, _) = socket.recv_from(&mut buf).expect("datagram");
-                assert_eq!(&buf[..n], data.as_slice(), "one datagram each, in order");
-            }
+            // A malformed control message would be refused and the runs sent one by one.
+            assert_eq!(send_to_two_peers(local, |_| {}), Sent::default(), "{local}");
         }
+    }
+
+    #[test]
+    fn a_refused_segmented_send_goes_again_one_datagram_at_a_time() {
+        // Without UDP checksums the kernel refuses segmented sends (EINVAL).
+        let sent = send_to_two_peers("127.0.0.1:0", |socket| {
+            let on: libc::c_int = 1;
+            // SAFETY: `on` is a live c_int of the size given.
+            let set = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_NO_CHECK,
+                    (&on as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(set, 0, "SO_NO_CHECK");
+        });
+        assert_eq!(
+            sent,
+            Sent {
+                failed: 0,
+                unsegmented_runs: 3
+            }
+        );
     }
 
     #[test]
@@ -432,6 +500,12 @@ mod tests {
         assert_eq!(runs(&small, false).len(), 3);
         let large = vec![(vec![0u8; GSO_MAX_SEGMENT_SIZE + 1], to); 3];
         assert_eq!(runs(&large, true).len(), 3);
+        let empty = vec![(Vec::new(), to); 3];
+        assert_eq!(
+            runs(&empty, true).len(),
+            3,
+            "a segment size of 0 would not segment"
+        );
         let fitting = vec![(vec![0u8; 1200], to); 60];
         let counts: Vec<usize> = runs(&fitting, true).iter().map(|r| r.count).collect();
         assert_eq!(counts, [GSO_MAX_BYTES / 1200, 60 - GSO_MAX_BYTES / 1200]);
