@@ -221,35 +221,38 @@ fn verify_message_authenticator(packet: &[u8], secret: &Secret) -> Result<(), Dr
 
 /// Octets (headers included) taken by the attributes of type `wanted` in a framed packet.
 fn attribute_octets(packet: &[u8], wanted: u8) -> usize {
-    let mut at = HEADER_LEN;
-    let mut total = 0;
-    while let (Some(&typ), Some(&len)) = (packet.get(at), packet.get(at + 1)) {
-        if len < 2 {
-            break;
-        }
-        if typ == wanted {
-            total += usize::from(len);
-        }
-        at += usize::from(len);
-    }
-    total
+    attributes(packet)
+        .filter(|a| a.typ == wanted)
+        .map(|a| a.len)
+        .sum()
 }
 
 /// Offset of the first attribute of type `wanted` in a framed packet.
 pub(crate) fn find_attribute(packet: &[u8], wanted: u8) -> Option<usize> {
+    attributes(packet).find(|a| a.typ == wanted).map(|a| a.at)
+}
+
+/// Where an attribute is in a framed packet: offset, type, length (header included).
+struct AttributeAt {
+    at: usize,
+    typ: u8,
+    len: usize,
+}
+
+/// The attributes of a framed packet in order, up to the first whose length is below 2 (the
+/// packet's checks have framed it; this only stops a walk that could not advance).
+fn attributes(packet: &[u8]) -> impl Iterator<Item = AttributeAt> + '_ {
     let mut at = HEADER_LEN;
-    while at + 2 <= packet.len() {
+    std::iter::from_fn(move || {
         let typ = *packet.get(at)?;
         let len = usize::from(*packet.get(at + 1)?);
         if len < 2 {
             return None;
         }
-        if typ == wanted {
-            return Some(at);
-        }
+        let found = AttributeAt { at, typ, len };
         at += len;
-    }
-    None
+        Some(found)
+    })
 }
 
 /// What a reply says.
