@@ -177,8 +177,8 @@ impl<H: RequestHandler> Server<H> {
         for (i, socket) in sockets.into_iter().enumerate() {
             let server = Arc::clone(&self);
             let stop = Arc::clone(&stop);
-            // Without committers, a worker answers its batches itself.
-            let to_committers = (!committers.is_empty()).then(|| to_committers.clone());
+            // Without committers the channel is closed and a worker answers its batches itself.
+            let to_committers = to_committers.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("otpgate-udp-{i}"))
                 .spawn(move || server.worker(socket, to_committers, stop));
@@ -218,7 +218,7 @@ impl<H: RequestHandler> Server<H> {
     fn worker(
         self: Arc<Self>,
         socket: UdpSocket,
-        to_committers: Option<SyncSender<Commit>>,
+        to_committers: SyncSender<Commit>,
         stop: Arc<AtomicBool>,
     ) {
         let socket = Arc::new(socket);
@@ -251,12 +251,11 @@ impl<H: RequestHandler> Server<H> {
                 wrote: wrote(&dispositions),
                 dispositions,
             };
-            let unsent = match &to_committers {
-                Some(committers) if commit.wrote => {
-                    // Fails only if the committers are gone; then answer here.
-                    committers.send(commit).err().map(|returned| returned.0)
-                }
-                _ => Some(commit),
+            let unsent = if commit.wrote {
+                // Fails only if the committers are gone; then answer here.
+                to_committers.send(commit).err().map(|returned| returned.0)
+            } else {
+                Some(commit)
             };
             if let Some(commit) = unsent {
                 self.answer_batch(commit);
@@ -385,13 +384,8 @@ impl<H: RequestHandler> Server<H> {
             Seen::Answered(reply) => {
                 Stats::count(&self.stats.duplicates_answered);
                 // The same request octets and decision give the same reply octets.
-                return match encode_reply(&request, reply.code, reply.message, &client.secret) {
-                    Ok(bytes) => Disposition::Resend(bytes),
-                    Err(e) => {
-                        tracing::error!(%peer, error = %e, "could not encode a reply");
-                        Disposition::Dropped
-                    }
-                };
+                return encode_logged(&request, reply, client, peer)
+                    .map_or(Disposition::Dropped, Disposition::Resend);
             }
         }
         let decoded = Request {
@@ -487,19 +481,24 @@ fn finish_reply(
     // retransmission gets the same decision, fails the same way and is dropped, never
     // evaluated again.
     dedup.complete(key, reply, Instant::now());
-    match encode_reply(request, reply.code, reply.message, &client.secret) {
-        Ok(bytes) => {
-            Stats::count(match reply.code {
-                ReplyCode::Accept => &stats.accepts,
-                ReplyCode::Reject => &stats.rejects,
-            });
-            Some(bytes)
-        }
-        Err(e) => {
-            tracing::error!(%peer, error = %e, "could not encode a reply");
-            None
-        }
-    }
+    let bytes = encode_logged(request, reply, client, peer)?;
+    Stats::count(match reply.code {
+        ReplyCode::Accept => &stats.accepts,
+        ReplyCode::Reject => &stats.rejects,
+    });
+    Some(bytes)
+}
+
+/// The octets of `reply` to `request`, or `None` (logged) if it cannot be encoded.
+fn encode_logged(
+    request: &AccessRequest,
+    reply: Reply,
+    client: &Client,
+    peer: SocketAddr,
+) -> Option<Vec<u8>> {
+    encode_reply(request, reply.code, reply.message, &client.secret)
+        .map_err(|e| tracing::error!(%peer, error = %e, "could not encode a reply"))
+        .ok()
 }
 
 #[cfg(test)]
