@@ -20,11 +20,10 @@ pub struct Flusher {
     db: sled::Db,
     /// sled's log file, kept open to fdatasync it after each flush.
     log_file: File,
-    failed: AtomicBool,
-    /// One flush at a time: Linux reports a write-back error to one fdatasync of an open file
-    /// only, so a flush running beside a failing one could return Ok; taking turns, the second
-    /// sees the failure.
-    turn: Mutex<()>,
+    /// Whether a flush has failed, and the turn to flush: one flush at a time, because Linux
+    /// reports a write-back error to one fdatasync of an open file only, so a flush running
+    /// beside a failing one could return Ok; taking turns, the second sees the failure.
+    failed: Mutex<bool>,
 }
 
 impl Flusher {
@@ -32,8 +31,7 @@ impl Flusher {
         Flusher {
             db,
             log_file,
-            failed: AtomicBool::new(false),
-            turn: Mutex::new(()),
+            failed: Mutex::new(false),
         }
     }
 
@@ -43,8 +41,8 @@ impl Flusher {
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
-        let _turn = lock(&self.turn);
-        if self.failed.load(Ordering::Acquire) {
+        let mut failed = lock(&self.failed);
+        if *failed {
             return Err(StoreError::Io(
                 "an earlier flush of the database failed; restart otpgate to recover from \
                  the token log"
@@ -57,7 +55,7 @@ impl Flusher {
                 .map_err(|e| StoreError::Io(format!("fdatasync of the log: {e}")))
         });
         if result.is_err() {
-            self.failed.store(true, Ordering::Release);
+            *failed = true;
         }
         result
     }
@@ -65,7 +63,7 @@ impl Flusher {
     /// As after a failed fdatasync.
     #[cfg(test)]
     pub fn fail(&self) {
-        self.failed.store(true, Ordering::Release);
+        *lock(&self.failed) = true;
     }
 }
 
