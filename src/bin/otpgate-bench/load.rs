@@ -51,17 +51,15 @@ struct Work {
 struct InFlight {
     sent: Instant,
     request: BuiltRequest,
-    work: usize,
-    /// The password as sent (with the code), for `--accepted-log`.
-    password: String,
-    /// The TOTP step of the code sent, if one was appended.
-    step: Option<u64>,
+    login: Login,
 }
 
-/// An accept, as `--accepted-log` needs it.
-struct Accepted {
+/// Whose login a request is and what it sent, as `--accepted-log` needs it for an accept.
+struct Login {
     work: usize,
+    /// The password as sent (with the code).
     password: String,
+    /// The TOTP step of the code sent, if one was appended.
     step: Option<u64>,
 }
 
@@ -73,7 +71,7 @@ struct ThreadResult {
     timeouts: u64,
     bad_replies: u64,
     latencies_us: Vec<u32>,
-    accepted: Vec<Accepted>,
+    accepted: Vec<Login>,
     /// When the last reply arrived: throughput is measured up to here, not over time spent
     /// waiting for requests that then time out.
     last_reply: Option<Instant>,
@@ -214,9 +212,11 @@ impl Context_ {
                 slots[usize::from(id)] = Some(InFlight {
                     sent: Instant::now(),
                     request,
-                    work: index,
-                    password,
-                    step,
+                    login: Login {
+                        work: index,
+                        password,
+                        step,
+                    },
                 });
                 outstanding += 1;
                 fresh.push(id);
@@ -256,11 +256,7 @@ impl Context_ {
                                     && r.message_authenticator_first =>
                             {
                                 result.accepts += 1;
-                                result.accepted.push(Accepted {
-                                    work: slot.work,
-                                    password: slot.password,
-                                    step: slot.step,
-                                });
+                                result.accepted.push(slot.login);
                             }
                             Ok(r) if r.code == Code::AccessReject => result.rejects += 1,
                             _ => result.bad_replies += 1,
@@ -400,7 +396,7 @@ struct Logged {
 /// Writes `username,password` (the password as sent, code included) per accept. The codes are
 /// spent: replaying them must fail, which is the point of the file. Codes that recur in the
 /// neighbouring steps are left out (counted): a replay of them may meet them valid again.
-fn write_accepted(path: &Path, work: &[Work], accepted: &[Accepted]) -> Result<Logged> {
+fn write_accepted(path: &Path, work: &[Work], accepted: &[Login]) -> Result<Logged> {
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = BufWriter::new(file);
     let mut logged = Logged {
