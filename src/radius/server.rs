@@ -401,7 +401,7 @@ impl<H: RequestHandler> Server<H> {
             return Disposition::Decided(Box::new(Fast {
                 key,
                 request,
-                client: Arc::clone(client),
+                client: decoded.client,
                 decided,
             }));
         }
