@@ -61,10 +61,16 @@ struct Slot<R> {
     /// Milliseconds since the cache was made: when the request was first seen, then when it
     /// was answered (the window runs from the answer).
     at: u64,
-    /// `None` while the request is being evaluated.
-    answer: Option<R>,
-    /// False once forgotten or expired (the slot waits to be reused).
-    live: bool,
+    state: SlotState<R>,
+}
+
+/// Where a remembered request stands.
+enum SlotState<R> {
+    /// Being evaluated.
+    InProgress,
+    Answered(R),
+    /// Forgotten or expired: out of the index, the slot waits to be reused.
+    Gone,
 }
 
 /// A ring of slots in arrival order, and an index from key to slot. When the ring is full the
@@ -114,20 +120,25 @@ impl<R: Clone> DedupCache<R> {
         let Inner { slots, next, index } = &mut *guard;
         if let Ok(found) = index.find_entry(hash, |&i| slots[i as usize].key == key) {
             let slot = &mut slots[*found.get() as usize];
-            match &slot.answer {
-                None => return Seen::InProgress,
-                Some(answer) if now.saturating_sub(slot.at) < self.window_ms => {
+            match &slot.state {
+                SlotState::InProgress => return Seen::InProgress,
+                SlotState::Answered(answer) if now.saturating_sub(slot.at) < self.window_ms => {
                     return Seen::Answered(answer.clone())
                 }
-                Some(_) => {
-                    slot.live = false;
+                // Expired (a slot out of the index is never found; gone all the same).
+                SlotState::Answered(_) | SlotState::Gone => {
+                    slot.state = SlotState::Gone;
                     found.remove();
                 }
             }
         }
         // The oldest slot that is not being evaluated (in flight requests are few; if every
         // slot were, the oldest would go anyway).
-        let in_progress = |i: usize| slots.get(i).is_some_and(|s| s.live && s.answer.is_none());
+        let in_progress = |i: usize| {
+            slots
+                .get(i)
+                .is_some_and(|s| matches!(s.state, SlotState::InProgress))
+        };
         let mut taken = *next;
         for step in 0..self.capacity {
             let candidate = (*next + step) % self.capacity;
@@ -140,14 +151,13 @@ impl<R: Clone> DedupCache<R> {
         let slot = Slot {
             key,
             at: now,
-            answer: None,
-            live: true,
+            state: SlotState::InProgress,
         };
         if taken >= slots.len() {
             slots.push(slot);
         } else {
             let oldest = &slots[taken];
-            if oldest.live {
+            if !matches!(oldest.state, SlotState::Gone) {
                 let oldest_hash = self.hasher.hash_one(oldest.key);
                 if let Ok(entry) = index.find_entry(oldest_hash, |&i| i as usize == taken) {
                     entry.remove();
@@ -170,7 +180,7 @@ impl<R: Clone> DedupCache<R> {
         let Inner { slots, index, .. } = &mut *guard;
         if let Some(&i) = index.find(hash, |&i| slots[i as usize].key == *key) {
             let slot = &mut slots[i as usize];
-            slot.answer = Some(answer);
+            slot.state = SlotState::Answered(answer);
             slot.at = now;
         }
     }
@@ -185,7 +195,7 @@ impl<R: Clone> DedupCache<R> {
         let mut guard = self.lock();
         let Inner { slots, index, .. } = &mut *guard;
         if let Ok(found) = index.find_entry(hash, |&i| slots[i as usize].key == *key) {
-            slots[*found.get() as usize].live = false;
+            slots[*found.get() as usize].state = SlotState::Gone;
             found.remove();
         }
     }
