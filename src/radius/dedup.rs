@@ -68,6 +68,7 @@ struct Slot<R> {
 enum SlotState<R> {
     /// Being evaluated.
     InProgress,
+    /// Answered; the window runs from the slot's `at`.
     Answered(R),
     /// Forgotten or expired: out of the index, the slot waits to be reused.
     Gone,
