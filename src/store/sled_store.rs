@@ -691,8 +691,9 @@ impl Store for SledStore {
             }
             return Ok(swapped);
         }
-        // Rare (registration): the record moves; logged, and checkpointed at the next sync so
-        // both trees become durable together.
+        // Rare (registration): the record moves. Not logged: replay would skip such a record
+        // anyway (see `layout::place`); the next sync checkpoints, so both trees become
+        // durable together.
         self.needs_checkpoint.store(true, Ordering::Release);
         let swapped = tx_result((&self.serials, &self.accounts).transaction(|(s, a)| {
             let abort = ConflictableTransactionError::Abort;
@@ -730,9 +731,8 @@ impl Store for SledStore {
             s.insert(serial, serial_value(new, &new_bytes))?;
             Ok(true)
         }))?;
-        if swapped {
-            pending.append(&new_bytes);
-        }
+        // Held until here: no login on this token is logged before the move is in sled.
+        drop(pending);
         Ok(swapped)
     }
 
