@@ -661,26 +661,14 @@ mod tests {
         assert_eq!(reply.message, Some(messages::TRY_LATER));
     }
 
-    /// `{SSHA256}`: base64 of SHA-256(password || salt) || salt, as FreeRADIUS stores it.
-    fn ssha256(password: &[u8], salt: &[u8]) -> String {
-        use base64::Engine;
-        use sha2::{Digest, Sha256};
-        let mut raw = Sha256::new()
-            .chain_update(password)
-            .chain_update(salt)
-            .finalize()
-            .to_vec();
-        raw.extend_from_slice(salt);
-        format!(
-            "{{SSHA256}}{}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
-    }
+    /// `{SSHA256}` of "correct horse" (a vector of `password`'s tests), as FreeRADIUS stores it.
+    const SSHA256_CORRECT_HORSE: &str =
+        "{SSHA256}62RnE8i68Rku2tJcWuHTq0Iu22EYuLaYy4OAoBpRZOmhssPU5fYHGA==";
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rehash_waits_for_a_hashing_slot_and_a_full_queue_skips_it() {
         let (_dir, store, auth) = setup(false).await;
-        provision(&auth.tokens, "carol", &ssha256(b"pw", b"saltsalt"), "H2");
+        provision(&auth.tokens, "carol", SSHA256_CORRECT_HORSE, "H2");
         let scheme = || {
             let user = store.user("carol").expect("read").expect("carol");
             PasswordHash::parse(&user.password_hash)
@@ -689,7 +677,7 @@ mod tests {
         };
         let login = |counter| {
             let code = hotp::code(SEED, counter, 6, Algorithm::Sha1);
-            auth.decide_now(&request_as("carol", &format!("pw{code}")))
+            auth.decide_now(&request_as("carol", &format!("correct horse{code}")))
                 .expect("a salted digest is decided at once")
                 .reply
                 .code
