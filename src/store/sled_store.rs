@@ -344,26 +344,14 @@ impl SledStore {
     }
 
     /// Rewrites the account of `name` as `change` makes it, removing it if it ends up empty;
-    /// a name with no account is left alone. A compare-and-swap: a login that changes the
-    /// account meanwhile makes it read again, so its change is never undone.
+    /// a name with no account is left alone.
     fn update_account(
         &self,
         name: &str,
         change: impl Fn(Account<'_>) -> Result<Account<'_>, StoreError>,
     ) -> Result<(), StoreError> {
-        loop {
-            let Some(current) = self.account(name)? else {
-                return Ok(());
-            };
-            let new = change(Account::parse(name, &current)?)?.encode()?;
-            let swapped = self
-                .accounts
-                .compare_and_swap(name.as_bytes(), Some(&current), new)
-                .map_err(io)?;
-            if swapped.is_ok() {
-                return Ok(());
-            }
-        }
+        self.swap_account(name, |account| change(account)?.encode().map(Some), None)
+            .map(drop)
     }
 
     /// The account stored under `name`, if any.
@@ -371,29 +359,33 @@ impl SledStore {
         self.accounts.get(name.as_bytes()).map_err(io)
     }
 
-    /// Hot path: compare-and-swap of the record of the token in `owner`'s account, keeping the
-    /// user record as it is. A user record changed between the read and the swap only makes it
-    /// read again.
-    fn swap_owned_token(
+    /// Compare-and-swap of `name`'s account. `change` sees the stored account (an empty one if
+    /// there is none) and answers `None` to leave it (the swap is then `false`), or the value to
+    /// store instead (`None` for none: the key is removed). A writer that changes the account
+    /// between the read and the swap (a login, a user change) makes it read again, so neither
+    /// undoes the other. With `logged`, the swap and the append of that token record to the log
+    /// happen under the pending lock, held for nothing else: the log's order is the writes'.
+    fn swap_account(
         &self,
-        owner: &str,
-        expected: &[u8],
-        new: &[u8],
+        name: &str,
+        change: impl Fn(Account<'_>) -> Result<Option<Option<Vec<u8>>>, StoreError>,
+        logged: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
         loop {
-            let Some(current) = self.account(owner)? else {
+            let current = self.account(name)?;
+            let Some(new) = change(Account::stored(name, current.as_deref())?)? else {
                 return Ok(false);
             };
-            let account = Account::parse(owner, &current)?;
-            if account.token != Some(expected) {
-                return Ok(false);
-            }
-            let value = account_value(account.user, Some(new))?;
+            let mut pending = logged.map(|_| lock(&self.pending));
             let swapped = self
                 .accounts
-                .compare_and_swap(owner.as_bytes(), Some(&current), Some(value))
-                .map_err(io)?;
-            if swapped.is_ok() {
+                .compare_and_swap(name.as_bytes(), current.as_ref(), new)
+                .map_err(io)?
+                .is_ok();
+            if swapped {
+                if let (Some(pending), Some(record)) = (pending.as_mut(), logged) {
+                    pending.append(record);
+                }
                 return Ok(true);
             }
         }
@@ -479,10 +471,8 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 impl Store for SledStore {
     fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
-        match self.account(username)? {
-            Some(value) => user_in(username, Account::parse(username, &value)?),
-            None => Ok(None),
-        }
+        let value = self.account(username)?;
+        user_in(username, Account::stored(username, value.as_deref())?)
     }
 
     fn create_users(&self, users: &[User]) -> Result<(), StoreError> {
@@ -530,29 +520,21 @@ impl Store for SledStore {
             )));
         }
         let name = new.username.as_str();
-        let no_such_user = || StoreError::NoSuchUser(name.to_string());
         let expected = encode(expected)?;
         let new = encode(new)?;
-        // A login may change the token in the same account between the read and the swap:
-        // then read again.
-        loop {
-            let current = self.account(name)?.ok_or_else(no_such_user)?;
-            let account = Account::parse(name, &current)?;
-            match account.user {
-                None => return Err(no_such_user()),
-                Some(user) if user != expected.as_slice() => return Ok(false),
-                Some(_) => {}
-            }
-            let value = account_value(Some(&new), account.token)?;
-            let swapped = self
-                .accounts
-                .compare_and_swap(name.as_bytes(), Some(&current), Some(value))
-                .map_err(io)?;
-            if swapped.is_ok() {
-                self.needs_checkpoint.store(true, Ordering::Release);
-                return Ok(true);
-            }
+        let swapped = self.swap_account(
+            name,
+            |account| match account.user {
+                None => Err(StoreError::NoSuchUser(name.to_string())),
+                Some(user) if user != expected.as_slice() => Ok(None),
+                Some(_) => account.with_user(Some(&new)).encode().map(Some),
+            },
+            None,
+        )?;
+        if swapped {
+            self.needs_checkpoint.store(true, Ordering::Release);
         }
+        Ok(swapped)
     }
 
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
@@ -566,13 +548,13 @@ impl Store for SledStore {
             };
             let found: Option<Token> = match location(serial, &value)? {
                 Location::Here(record) => Some(decode(|| format!("serials/{serial}"), record)?),
-                Location::Owned(owner) => match self.account(owner)? {
-                    Some(account) => Account::parse(owner, &account)?
+                Location::Owned(owner) => {
+                    let value = self.account(owner)?;
+                    Account::stored(owner, value.as_deref())?
                         .token
                         .map(|record| decode(|| token_key(owner), record))
-                        .transpose()?,
-                    None => None,
-                },
+                        .transpose()?
+                }
             };
             match found {
                 Some(token) if token.serial == serial => return Ok(Some(token)),
@@ -588,17 +570,13 @@ impl Store for SledStore {
     }
 
     fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError> {
-        match self.account(username)? {
-            Some(value) => token_in(username, Account::parse(username, &value)?),
-            None => Ok(None),
-        }
+        let value = self.account(username)?;
+        token_in(username, Account::stored(username, value.as_deref())?)
     }
 
     fn user_and_token(&self, username: &str) -> Result<(Option<User>, Option<Token>), StoreError> {
-        let Some(value) = self.account(username)? else {
-            return Ok((None, None));
-        };
-        let account = Account::parse(username, &value)?;
+        let value = self.account(username)?;
+        let account = Account::stored(username, value.as_deref())?;
         Ok((user_in(username, account)?, token_in(username, account)?))
     }
 
@@ -623,10 +601,9 @@ impl Store for SledStore {
                         second: token.serial.clone(),
                     });
                 }
-                if let Some(value) = self.account(owner)? {
-                    if let Some(held) = Account::parse(owner, &value)?.token {
-                        return Err(owner_taken(owner, held));
-                    }
+                let value = self.account(owner)?;
+                if let Some(held) = Account::stored(owner, value.as_deref())?.token {
+                    return Err(owner_taken(owner, held));
                 }
             }
             rows.push((token, encode(token)?));
@@ -670,34 +647,46 @@ impl Store for SledStore {
         let expected_bytes = encode(expected)?;
         let new_bytes = encode(new)?;
         let serial = new.serial.as_bytes();
-        // The write and its log record under one lock: the log's order is the writes' order.
-        let mut pending = lock(&self.pending);
         if expected.owner == new.owner {
             // Hot path: a single-key compare-and-swap where the record is, no transaction.
-            let swapped = match &new.owner {
-                Some(owner) => self.swap_owned_token(owner, &expected_bytes, &new_bytes)?,
-                None => self
-                    .serials
-                    .compare_and_swap(
-                        serial,
-                        Some(unowned_value(&expected_bytes)),
-                        Some(unowned_value(&new_bytes)),
-                    )
-                    .map_err(io)?
-                    .is_ok(),
+            return match &new.owner {
+                Some(owner) => self.swap_account(
+                    owner,
+                    |account| {
+                        (account.token == Some(&expected_bytes[..]))
+                            .then(|| account.with_token(Some(&new_bytes)).encode())
+                            .transpose()
+                    },
+                    Some(&new_bytes),
+                ),
+                None => {
+                    // The write and its log record under one lock: the log's order is the
+                    // writes' order.
+                    let mut pending = lock(&self.pending);
+                    let swapped = self
+                        .serials
+                        .compare_and_swap(
+                            serial,
+                            Some(unowned_value(&expected_bytes)),
+                            Some(unowned_value(&new_bytes)),
+                        )
+                        .map_err(io)?
+                        .is_ok();
+                    if swapped {
+                        pending.append(&new_bytes);
+                    }
+                    Ok(swapped)
+                }
             };
-            if swapped {
-                pending.append(&new_bytes);
-            }
-            return Ok(swapped);
         }
         // Rare (registration): the record moves. Not logged: replay would skip such a record
         // anyway (see `layout::place`); the next sync checkpoints, so both trees become
-        // durable together.
-        self.needs_checkpoint.store(true, Ordering::Release);
+        // durable together. Held until the move is in sled, so no login on this token is
+        // logged before it.
+        let _pending = lock(&self.pending);
         let swapped = tx_result((&self.serials, &self.accounts).transaction(|(s, a)| {
             let abort = ConflictableTransactionError::Abort;
-            // The previous owner's account as it is to be left: its user record, if any.
+            // The previous owner's account as it is to be left (`None`: removed).
             let previous = match &expected.owner {
                 Some(owner) => {
                     let current = a.get(owner.as_bytes())?;
@@ -705,7 +694,7 @@ impl Store for SledStore {
                     if account.token != Some(&expected_bytes[..]) {
                         return Ok(false);
                     }
-                    Some((owner, account.user.map(<[u8]>::to_vec)))
+                    Some((owner, account.with_token(None).encode().map_err(abort)?))
                 }
                 None => {
                     if s.get(serial)?.as_deref() != Some(&unowned_value(&expected_bytes)[..]) {
@@ -717,22 +706,21 @@ impl Store for SledStore {
             if let Some(owner) = &new.owner {
                 give_token(a, owner, &new_bytes)?;
             }
-            if let Some((owner, user)) = previous {
-                match user {
-                    Some(user) => {
-                        let value = account_value(Some(&user), None).map_err(abort)?;
-                        a.insert(owner.as_bytes(), value)?;
-                    }
-                    None => {
-                        a.remove(owner.as_bytes())?;
-                    }
+            match previous {
+                Some((owner, Some(value))) => {
+                    a.insert(owner.as_bytes(), value)?;
                 }
+                Some((owner, None)) => {
+                    a.remove(owner.as_bytes())?;
+                }
+                None => {}
             }
             s.insert(serial, serial_value(new, &new_bytes))?;
             Ok(true)
         }))?;
-        // Held until here: no login on this token is logged before the move is in sled.
-        drop(pending);
+        if swapped {
+            self.needs_checkpoint.store(true, Ordering::Release);
+        }
         Ok(swapped)
     }
 
