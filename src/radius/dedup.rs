@@ -74,11 +74,11 @@ enum SlotState<R> {
     Gone,
 }
 
-/// A ring of slots in arrival order, and an index from key to slot. When the ring is full the
-/// next request takes the oldest answered slot, so an answered entry survives `capacity`
-/// newer requests (or its window, whichever ends first), and one still being evaluated is
-/// not dropped (it would be evaluated twice) unless every slot is being evaluated. No per-request expiry walk; the index holds
-/// slot numbers only (4 octets each) and is kept at most a quarter full, so the markers that
+/// A ring of slots in arrival order, and an index from key to slot. When the ring is full the next
+/// request takes the oldest answered slot, so an answered entry survives `capacity` newer requests
+/// (or its window, whichever ends first), and one still being evaluated is not dropped (it would be
+/// evaluated twice) unless every slot is being evaluated. No per-request expiry walk; the index
+/// holds slot numbers only (4 octets each) and is kept at most a quarter full, so the markers that
 /// removals leave seldom force it to be cleaned.
 struct Inner<R> {
     slots: Vec<Slot<R>>,
