@@ -407,7 +407,6 @@ impl SledStore {
         self.needs_checkpoint.store(false, Ordering::Release);
         // No batch can be placed meanwhile (`pending` is held); the sled flush runs without the
         // log's lock, which the background checkpointer takes after a flush of its own.
-        lock(&self.wal).settle();
         let result = self.flush_sled().and_then(|()| {
             lock(&self.wal)
                 .checkpoint(pending.last_seq())

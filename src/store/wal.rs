@@ -296,7 +296,7 @@ fn aligned(buffer: &mut Vec<u8>, len: usize) -> io::Result<&mut [u8]> {
         .ok_or_else(|| io::Error::other("cannot align a direct I/O buffer"))
 }
 
-/// A position in the log: the last record written and where the next one goes.
+/// A position in the log: the last record placed and where the next one goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
     seq: u64,
@@ -570,13 +570,8 @@ impl Wal {
         self.place(records.to_vec()).complete()
     }
 
-    /// Waits until every batch placed so far has been written (or has failed): a checkpoint
-    /// then owns the ring up to the write offset.
-    pub fn settle(&self) {
-        drop(self.commits.wait_finished(self.placed));
-    }
-
-    /// Sequence number of the last record written (or replayed, or checkpointed).
+    /// Sequence number of the last record placed (or replayed, or checkpointed); its batch may
+    /// still be in flight.
     pub fn last_seq(&self) -> u64 {
         self.last_written_seq
     }
@@ -585,9 +580,11 @@ impl Wal {
     /// elsewhere (sled was flushed while no record could be appended), so their space can be
     /// reused; records not yet written must then be dropped by the caller.
     ///
-    /// No batch may be in flight ([`Wal::settle`]). Earlier failed batches no longer fail the
-    /// syncs that wait for them: their records are among those now held elsewhere.
+    /// Waits for the batches in flight first, so none still writes into the space this frees.
+    /// Earlier failed batches no longer fail the syncs that wait for them: their records are
+    /// among those now held elsewhere.
     pub fn checkpoint(&mut self, last_seq: u64) -> io::Result<()> {
+        drop(self.commits.wait_finished(self.placed));
         let offset = self.write_offset;
         write_header_at(&self.files.header, last_seq, offset)?;
         // Only once the header is durable does the log move on.
@@ -970,7 +967,6 @@ mod tests {
             .expect("a later sync must not wait forever");
         assert!(!ok, "replay would stop at the hole");
         // A checkpoint covers both (their writes are in sled), and syncs succeed again.
-        wal.settle();
         wal.checkpoint(pending.last_seq()).expect("checkpoint");
         pending.clear();
         write_records(&mut wal, &[b"fine"]);
