@@ -44,7 +44,7 @@ const TAG_OWNED: u8 = 1;
 const TAG_RECORD: u8 = 0;
 
 /// Trees of schemas 1 to 3, dropped once migrated.
-const OLD_TREES: [&[u8]; 3] = [b"tokens", b"owners", b"users"];
+const OLD_TREES: [&[u8]; 3] = [b"tokens", b"owners", OLD_USERS.as_bytes()];
 /// The tree of schemas 2 and 3 that [`migrate_to_schema_4`] reads.
 pub const OLD_USERS: &str = "users";
 /// Rows per sled batch while migrating.
@@ -225,7 +225,7 @@ pub fn place(
         let stored = accounts.get(owner.as_bytes()).map_err(io)?;
         let account = Account::stored(owner, stored.as_deref())?;
         if let Some(held) = account.token {
-            let held: Token = decode(|| format!("{ACCOUNTS}/{owner} token"), held)?;
+            let held: Token = decode(|| token_key(owner), held)?;
             if held.serial != token.serial {
                 return Ok(false);
             }
