@@ -137,20 +137,20 @@ impl AccessRequest {
         }
         let bytes = buf.get(..header.length).ok_or(DropReason::Malformed)?;
         let packet = Packet::decode(bytes, secret).map_err(|_| DropReason::Malformed)?;
-        let mas = packet.lookup_all(ATTR_MESSAGE_AUTHENTICATOR);
-        match mas.as_slice() {
-            [] => {
+        let scan = AttributeScan::of(bytes);
+        match (scan.message_authenticators, scan.message_authenticator_at) {
+            (0, _) => {
                 // RFC 3579 section 3.2: with EAP-Message it is mandatory whatever the setting.
-                if require_message_authenticator || packet.lookup(ATTR_EAP_MESSAGE).is_some() {
+                if require_message_authenticator || scan.eap_message {
                     return Err(DropReason::MissingMessageAuthenticator);
                 }
             }
-            [_] => verify_message_authenticator(bytes, secret)?,
+            (1, Some(at)) => verify_message_authenticator(bytes, at, secret)?,
             _ => return Err(DropReason::Malformed),
         }
         // The reply echoes every Proxy-State; refuse up front a request whose reply could not
         // fit in 4096 octets, rather than evaluate it (consuming a code) and be unable to answer.
-        let echoed = attribute_octets(bytes, ATTR_PROXY_STATE);
+        let echoed = scan.proxy_state_octets;
         if HEADER_LEN + MA_LEN + 2 + REPLY_MESSAGE_BUDGET + echoed > MAX_PACKET_LEN {
             return Err(DropReason::Malformed);
         }
@@ -200,10 +200,42 @@ impl AccessRequest {
     }
 }
 
-/// Verifies the Message-Authenticator of a request: HMAC-MD5 keyed with the secret over the
-/// packet with the attribute's value zeroed (RFC 3579 section 3.2).
-fn verify_message_authenticator(packet: &[u8], secret: &Secret) -> Result<(), DropReason> {
-    let offset = find_attribute(packet, ATTR_MESSAGE_AUTHENTICATOR).ok_or(DropReason::Malformed)?;
+/// What a request's checks need from its attributes, found in one walk over them.
+#[derive(Default)]
+struct AttributeScan {
+    message_authenticators: usize,
+    /// Offset of the first Message-Authenticator.
+    message_authenticator_at: Option<usize>,
+    eap_message: bool,
+    /// Octets (headers included) of the Proxy-States a reply echoes.
+    proxy_state_octets: usize,
+}
+
+impl AttributeScan {
+    fn of(packet: &[u8]) -> AttributeScan {
+        let mut scan = AttributeScan::default();
+        for attribute in attributes(packet) {
+            match attribute.typ {
+                ATTR_MESSAGE_AUTHENTICATOR => {
+                    scan.message_authenticators += 1;
+                    scan.message_authenticator_at.get_or_insert(attribute.at);
+                }
+                ATTR_EAP_MESSAGE => scan.eap_message = true,
+                ATTR_PROXY_STATE => scan.proxy_state_octets += attribute.len,
+                _ => {}
+            }
+        }
+        scan
+    }
+}
+
+/// Verifies the Message-Authenticator at `offset` of a request: HMAC-MD5 keyed with the secret
+/// over the packet with the attribute's value zeroed (RFC 3579 section 3.2).
+fn verify_message_authenticator(
+    packet: &[u8],
+    offset: usize,
+    secret: &Secret,
+) -> Result<(), DropReason> {
     let value = packet
         .get(offset + 2..offset + 2 + MA_LEN)
         .ok_or(DropReason::Malformed)?;
@@ -217,14 +249,6 @@ fn verify_message_authenticator(packet: &[u8], secret: &Secret) -> Result<(), Dr
     // `verify_slice` compares in constant time.
     mac.verify_slice(value)
         .map_err(|_| DropReason::BadMessageAuthenticator)
-}
-
-/// Octets (headers included) taken by the attributes of type `wanted` in a framed packet.
-fn attribute_octets(packet: &[u8], wanted: u8) -> usize {
-    attributes(packet)
-        .filter(|a| a.typ == wanted)
-        .map(|a| a.len)
-        .sum()
 }
 
 /// Offset of the first attribute of type `wanted` in a framed packet.
@@ -391,6 +415,41 @@ mod tests {
             decode(&tampered, true).err(),
             Some(DropReason::BadMessageAuthenticator)
         );
+    }
+
+    /// `bytes` with `attributes` appended and its Length field set to match.
+    fn with_attributes(mut bytes: Vec<u8>, attributes: &[(u8, usize)]) -> Vec<u8> {
+        for &(typ, len) in attributes {
+            bytes.push(typ);
+            bytes.push(len as u8);
+            bytes.extend(std::iter::repeat_n(0x5a, len - 2));
+        }
+        let length = u16::try_from(bytes.len()).expect("length");
+        bytes[2..4].copy_from_slice(&length.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn attribute_checks_eap_two_message_authenticators_and_proxy_states() {
+        let unsigned = nas::access_request(1, "u", b"p", SECRET, false)
+            .expect("build")
+            .bytes;
+        // RFC 3579 3.2: EAP-Message makes Message-Authenticator mandatory whatever the setting.
+        let eap = with_attributes(unsigned.clone(), &[(ATTR_EAP_MESSAGE, 3)]);
+        assert_eq!(
+            decode(&eap, false).err(),
+            Some(DropReason::MissingMessageAuthenticator)
+        );
+        let signed = nas::access_request(1, "u", b"p", SECRET, true)
+            .expect("build")
+            .bytes;
+        let two = with_attributes(signed, &[(ATTR_MESSAGE_AUTHENTICATOR, 18)]);
+        assert_eq!(decode(&two, false).err(), Some(DropReason::Malformed));
+        // Proxy-States a reply could echo within 4096 octets pass; more are refused up front.
+        let fits = with_attributes(unsigned.clone(), &[(ATTR_PROXY_STATE, 255); 12]);
+        assert!(decode(&fits, false).is_ok());
+        let too_many = with_attributes(unsigned, &[(ATTR_PROXY_STATE, 255); 14]);
+        assert_eq!(decode(&too_many, false).err(), Some(DropReason::Malformed));
     }
 
     #[test]
