@@ -27,7 +27,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use argon2::password_hash::{PasswordHash as Phc, PasswordHasher, SaltString};
+use argon2::password_hash::{Output, PasswordHash as Phc, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
@@ -264,16 +264,29 @@ impl PasswordHash {
         Ok(PasswordHash { stored, kind })
     }
 
-    /// Creates a new argon2id hash (PHC string) with a random 16-byte salt from OsRng.
+    /// Creates a new argon2id hash (PHC string) with a random 16-byte salt from OsRng, in the
+    /// working memory verifications keep (what the crate's `hash_password` does, without
+    /// faulting in a fresh area for every re-hash).
     pub fn new_argon2id(password: &[u8], params: &Argon2Params) -> Result<Self, PasswordHashError> {
         let params = params
             .to_argon2()
             .map_err(PasswordHashError::InvalidParams)?;
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-        let phc = argon2
-            .hash_password(password, &salt)
+        let mut salt_bytes = [0u8; 64];
+        let raw_salt = salt
+            .decode_b64(&mut salt_bytes)
             .map_err(PasswordHashError::Hashing)?;
+        let mut output = Zeroizing::new([0u8; Params::DEFAULT_OUTPUT_LEN]);
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        hash_in_kept_memory(&argon2, password, raw_salt, &mut output[..])
+            .map_err(|e| PasswordHashError::Hashing(e.into()))?;
+        let phc = Phc {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: (&params).try_into().map_err(PasswordHashError::Hashing)?,
+            salt: Some(salt.as_salt()),
+            hash: Some(Output::new(&output[..]).map_err(PasswordHashError::Hashing)?),
+        };
         Self::parse(&phc.to_string())
     }
 
@@ -857,6 +870,13 @@ $argon2id$v=19$m=4194304,t=5,p=1$SZMxamJpxGRsw2fKPy3GfA$lf/jn1jGs7q/NqqSHh1Q6Q i
         assert_eq!(hash.scheme(), "argon2id");
         assert!(hash.as_stored().starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         assert!(hash.verify(PW) && !hash.verify(b"correct horsf"));
+        // The crate's own verifier agrees (the hash is built outside its `hash_password`).
+        use argon2::password_hash::PasswordVerifier;
+        let reference = Phc::new(hash.as_stored()).expect("phc");
+        assert!(Argon2::default().verify_password(PW, &reference).is_ok());
+        assert!(Argon2::default()
+            .verify_password(b"correct horsf", &reference)
+            .is_err());
         let again = parse(hash.as_stored());
         assert!(again.verify(PW) && !again.needs_rehash(&SMALL));
         let other = PasswordHash::new_argon2id(PW, &SMALL).expect("hash");
@@ -907,7 +927,7 @@ $argon2id$v=19$m=4194304,t=5,p=1$SZMxamJpxGRsw2fKPy3GfA$lf/jn1jGs7q/NqqSHh1Q6Q i
     /// lengths around the default, and `keyid` / `data` fields (`data` is hashed into H0).
     #[test]
     fn argon2_verification_matches_the_crate_verifier() {
-        use argon2::password_hash::PasswordVerifier;
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
         use argon2::{AssociatedData, KeyId, ParamsBuilder};
         // (keyid, data)
         let extras = [
