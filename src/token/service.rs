@@ -135,55 +135,18 @@ impl TokenService {
                 return Ok(OtpOutcome::NotUsable(state));
             }
             let seed = self.cipher.open(&token.serial, &token.sealed_seed)?;
-            let mut new = token.clone();
-            let matched = match token.kind {
-                TokenKind::Hotp => hotp::verify(
-                    &seed,
-                    token.algorithm,
-                    token.digits,
-                    token.counter,
-                    self.otp.hotp_look_ahead,
-                    code,
-                )
-                .map(|counter| new.counter = counter.saturating_add(1))
-                .is_some(),
-                TokenKind::Totp { period } => self
-                    .totp_match(&token, &seed, period, code, now, token.last_step)
-                    .map(|m| {
-                        new.last_step = Some(m.step);
-                        new.drift = m.drift;
-                    })
-                    .is_some(),
-            };
-            let outcome = if matched {
-                new.failures = 0;
-                new.last_auth = Some(now);
-                OtpOutcome::Accepted
-            } else if self.is_used_code(&token, &seed, code, now) {
-                // A spent code (a double submit, a client re-sending cached credentials): refused,
-                // but not counted, so it cannot lock the owner's token. Nothing to write.
-                return Ok(OtpOutcome::Rejected {
-                    failures: token.failures,
-                    replayed: true,
-                });
-            } else {
-                new.failures = token.failures.saturating_add(1);
-                if new.failures >= self.otp.max_failures {
-                    new.state =
-                        next_state(token.state, Event::FailureLimit).map_err(|refused| {
-                            TokenError::Transition {
-                                serial: serial.to_string(),
-                                refused,
-                            }
-                        })?;
-                    new.state_changed_at = now;
-                    OtpOutcome::LockedNow
-                } else {
-                    OtpOutcome::Rejected {
-                        failures: new.failures,
-                        replayed: false,
-                    }
+            let (new, outcome) = match self.consume(&token, &seed, code, now) {
+                Some(new) => (new, OtpOutcome::Accepted),
+                // The last accepted code again (a double submit, a VPN client reconnecting with
+                // cached credentials, however long after): refused, but not counted, so it can
+                // never lock the owner's token. Nothing to write.
+                None if self.is_last_accepted_code(&token, &seed, code) => {
+                    return Ok(OtpOutcome::Rejected {
+                        failures: token.failures,
+                        replayed: true,
+                    });
                 }
+                None => self.count_failure(&token, now)?,
             };
             if self.store.replace_token(&token, &new)? {
                 return Ok(outcome);
@@ -216,27 +179,83 @@ impl TokenService {
         )
     }
 
-    /// Whether `code` is one the token accepted before (behind the replay guard), within the
-    /// same window a fresh code would be searched in.
-    fn is_used_code(&self, token: &Token, seed: &[u8], code: &str, now: u64) -> bool {
+    /// The token after one more wrong code at `now`: `otp.max_failures` in a row lock it.
+    fn count_failure(&self, token: &Token, now: u64) -> Result<(Token, OtpOutcome), TokenError> {
+        let mut new = token.clone();
+        new.failures = token.failures.saturating_add(1);
+        if new.failures < self.otp.max_failures {
+            let failures = new.failures;
+            return Ok((
+                new,
+                OtpOutcome::Rejected {
+                    failures,
+                    replayed: false,
+                },
+            ));
+        }
+        new.state =
+            next_state(token.state, Event::FailureLimit).map_err(|refused| TokenError::Transition {
+                serial: token.serial.clone(),
+                refused,
+            })?;
+        new.state_changed_at = now;
+        Ok((new, OtpOutcome::LockedNow))
+    }
+
+    /// The token as it is after accepting `code` at `now`: the HOTP counter moved past the
+    /// matched one (RFC 4226 7.4) or the TOTP step and drift recorded (RFC 6238 5.2), failures
+    /// reset, the time recorded. `None` unless `code` is a valid code not yet spent, within the
+    /// look-ahead or window.
+    fn consume(&self, token: &Token, seed: &[u8], code: &str, now: u64) -> Option<Token> {
+        let mut new = token.clone();
         match token.kind {
             TokenKind::Hotp => {
-                let start = token.counter.saturating_sub(self.otp.hotp_look_ahead);
-                token.counter > start
-                    && hotp::verify(
-                        seed,
-                        token.algorithm,
-                        token.digits,
-                        start,
-                        token.counter - start - 1,
-                        code,
-                    )
-                    .is_some()
+                let counter = hotp::verify(
+                    seed,
+                    token.algorithm,
+                    token.digits,
+                    token.counter,
+                    self.otp.hotp_look_ahead,
+                    code,
+                )?;
+                new.counter = counter.saturating_add(1);
             }
-            TokenKind::Totp { period } => self
-                .totp_match(token, seed, period, code, now, None)
-                .is_some_and(|m| token.last_step.is_some_and(|last| m.step <= last)),
+            TokenKind::Totp { period } => {
+                let m = self.totp_match(token, seed, period, code, now, token.last_step)?;
+                new.last_step = Some(m.step);
+                new.drift = m.drift;
+            }
         }
+        new.failures = 0;
+        new.last_auth = Some(now);
+        Some(new)
+    }
+
+    /// Whether `code` would be accepted for `token` at `now`, without recording anything: the
+    /// token is usable and the code valid and unspent. The login path asks this before it
+    /// verifies a password for a throttled user name (README "Security notes"), so a guesser
+    /// without the token is refused without a hash and the code stays unspent.
+    pub fn code_would_pass(&self, token: &Token, code: &str, now: u64) -> Result<bool, TokenError> {
+        if Self::effective_state(token, now) != TokenState::Active {
+            return Ok(false);
+        }
+        let seed = self.cipher.open(&token.serial, &token.sealed_seed)?;
+        Ok(self.consume(token, &seed, code, now).is_some())
+    }
+
+    /// Whether `code` is the last code the token accepted, however long ago: the TOTP code of
+    /// the last accepted step, or the HOTP code just before the next counter. Re-sending it is
+    /// a replay (a double submit, a client reconnecting with cached credentials), never a
+    /// failure; older codes are not recognised and count as wrong.
+    fn is_last_accepted_code(&self, token: &Token, seed: &[u8], code: &str) -> bool {
+        let last = match token.kind {
+            TokenKind::Hotp => token.counter.checked_sub(1),
+            TokenKind::Totp { .. } => token.last_step,
+        };
+        last.is_some_and(|counter| {
+            crate::otp::well_formed(code, token.digits)
+                && hotp::matches(seed, token.algorithm, token.digits, counter, code)
+        })
     }
 
     /// The guide's "Register Your Token": two consecutive codes synchronise the token and bind
@@ -631,5 +650,93 @@ mod tests {
         assert!(svc
             .import(vec![imported("H3", TokenKind::Hotp, Some("nobody"))], NOW)
             .is_err());
+    }
+
+    /// Issue 11 point 3: the last accepted code is a replay whenever it comes back (long after
+    /// its window too), never a failure and never a lock; older codes count as wrong.
+    #[test]
+    fn the_last_accepted_code_is_a_replay_forever_and_older_codes_are_wrong() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path());
+        svc.store()
+            .create_users(&[user("alice"), user("bob")])
+            .expect("users");
+        svc.import(
+            vec![
+                imported("T1", TokenKind::Totp { period: 30 }, Some("alice")),
+                imported("H1", TokenKind::Hotp, Some("bob")),
+            ],
+            NOW,
+        )
+        .expect("import");
+        let replayed = |outcome: OtpOutcome| {
+            assert_eq!(
+                outcome,
+                OtpOutcome::Rejected {
+                    failures: 0,
+                    replayed: true
+                }
+            )
+        };
+        // TOTP: accepted at step s, re-sent an hour later (far outside the window), more often
+        // than max_failures (3).
+        let step = totp::step_at(NOW, 30);
+        let code = |s: u64| totp::code(SEED, s, 6, Algorithm::Sha1);
+        assert_eq!(
+            svc.check_otp("T1", &code(step - 1), NOW).expect("check"),
+            OtpOutcome::Accepted
+        );
+        assert_eq!(
+            svc.check_otp("T1", &code(step), NOW).expect("check"),
+            OtpOutcome::Accepted
+        );
+        let later = NOW + 3600;
+        for _ in 0..5 {
+            replayed(svc.check_otp("T1", &code(step), later).expect("check"));
+        }
+        // The code accepted before the last one is an ordinary wrong code.
+        assert_eq!(
+            svc.check_otp("T1", &code(step - 1), later).expect("check"),
+            OtpOutcome::Rejected {
+                failures: 1,
+                replayed: false
+            }
+        );
+        // HOTP: counters 0..=9 accepted; the last (9) is a replay far beyond the look-ahead
+        // behind; 8 is wrong.
+        for counter in 0..10 {
+            assert_eq!(
+                svc.check_otp("H1", &hotp_code(counter), NOW).expect("check"),
+                OtpOutcome::Accepted
+            );
+        }
+        for _ in 0..5 {
+            replayed(svc.check_otp("H1", &hotp_code(9), NOW).expect("check"));
+        }
+        assert_eq!(
+            svc.check_otp("H1", &hotp_code(8), NOW).expect("check"),
+            OtpOutcome::Rejected {
+                failures: 1,
+                replayed: false
+            }
+        );
+        let token = svc.store().token("H1").expect("read").expect("exists");
+        assert_eq!((token.state, token.counter), (TokenState::Active, 10));
+    }
+
+    #[test]
+    fn a_code_that_would_pass_is_not_spent_by_asking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service_with_bob(dir.path());
+        let token = svc.store().token("H1").expect("read").expect("exists");
+        assert!(svc.code_would_pass(&token, &hotp_code(2), NOW).expect("ask"));
+        assert!(!svc.code_would_pass(&token, "000000", NOW).expect("ask"));
+        assert_eq!(svc.store().token("H1").expect("read"), Some(token));
+        assert_eq!(
+            svc.check_otp("H1", &hotp_code(2), NOW).expect("check"),
+            OtpOutcome::Accepted
+        );
+        let token = svc.store().token("H1").expect("read").expect("exists");
+        assert!(!svc.code_would_pass(&token, &hotp_code(2), NOW).expect("ask"));
     }
 }
