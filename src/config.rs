@@ -157,8 +157,8 @@ pub struct PasswordSettings {
 /// Wrong-password throttling that never touches the token (mass-lockout defence).
 #[derive(Debug, Clone)]
 pub struct ThrottleSettings {
-    /// Wrong passwords for one user from one source (Calling-Station-Id) within `window` before
-    /// that pair is refused unchecked.
+    /// Attempts without a right password for one user from one source (Calling-Station-Id)
+    /// within `window` before that pair must show a valid code first (`auth::throttle`).
     pub user_failures: u32,
     /// Failures from one source across user names (spraying) before it is refused unchecked;
     /// the same count through one NAS is logged as a warning (the NAS is never refused).

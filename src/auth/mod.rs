@@ -1,5 +1,6 @@
-//! The authentication pipeline (DESIGN.md, "Data flow"): throttle, account, first factor,
-//! token gate, OTP, durable commit, decision. It implements [`RequestHandler`], so the RADIUS
+//! The authentication pipeline (DESIGN.md, "Data flow"): account, throttle (counted before any
+//! hash; a throttled name must show a valid code first, see [`throttle`]), first factor, token
+//! gate, OTP, durable commit, decision. It implements [`RequestHandler`], so the RADIUS
 //! layer hands it checked requests and turns its [`Reply`] into a packet.
 //!
 //! Reply-Message texts: an unknown user, a wrong password and a wrong OTP all get the same
@@ -23,7 +24,7 @@ use crate::store::{Token, TokenState, User};
 use crate::token::{OtpOutcome, TokenService};
 
 use password::PasswordHash;
-use throttle::{Origin, Throttle};
+use throttle::{Admission, Origin, Throttle};
 
 /// Why a request was decided as it was; the `reason` field of the decision log event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,30 +130,30 @@ impl Authenticator {
         }
     }
 
-    /// Decides one request on the async path: hashing on the bounded pool, then a store sync
-    /// (shared with concurrent callers) on the blocking pool.
+    /// Decides one request on the async path: the throttle's admission, hashing on the bounded
+    /// pool, then a store sync (shared with concurrent callers) on the blocking pool.
     pub async fn decide(&self, request: &Request) -> Outcome {
-        let (origin, prepared) = match self.prepare(request) {
-            Ok(ready) => ready,
-            Err(Early::Final(outcome)) => return outcome,
-            Err(Early::AfterDummyHash(outcome)) => {
+        let attempt = match self.look_up(request) {
+            Ok(attempt) => attempt,
+            Err(outcome) => return outcome,
+        };
+        if let Err(outcome) = self.admit(&attempt) {
+            return outcome;
+        }
+        let verified = match &attempt.check {
+            Check::Dummy(outcome) => {
                 self.spend_dummy_verify().await;
-                if matches!(outcome, Outcome::UnknownUser | Outcome::PasswordTooShort) {
-                    if let Some(origin) = origin_of(request) {
-                        self.throttle.record_failure(&origin, Instant::now());
-                    }
-                }
-                return outcome;
+                return *outcome;
+            }
+            Check::Real { hash, .. } => {
+                let hash = hash.clone();
+                let password = attempt.password.clone();
+                hash_off_thread(&self.hashing, move || hash.verify(&password))
+                    .await
+                    .unwrap_or(false)
             }
         };
-        let verified = {
-            let hash = prepared.hash.clone();
-            let password = prepared.password.clone();
-            hash_off_thread(&self.hashing, move || hash.verify(&password))
-                .await
-                .unwrap_or(false)
-        };
-        let (outcome, wrote, rehash) = self.after_password(request, &origin, prepared, verified);
+        let (outcome, wrote, rehash) = self.after_password(request, attempt, verified);
         if wrote {
             // `Store::sync` takes every record appended so far into one batch (the UDP
             // committers' records too), flushed beside any other in flight.
@@ -172,61 +173,97 @@ impl Authenticator {
         outcome
     }
 
-    /// Steps 1 and the first half of 2, no hashing: the account, its token, the split of the
-    /// password and the OTP, the parsed hash.
-    fn prepare<'r>(&self, request: &'r Request) -> Result<(Origin<'r>, Prepared), Early> {
-        let Some(origin) = origin_of(request) else {
-            return Err(Early::Final(Outcome::NoUserName));
-        };
+    /// Step 1 and the first half of 2, nothing counted and no hashing: the account, its token,
+    /// the split of the password and the OTP, the parsed hash.
+    fn look_up<'r>(&self, request: &'r Request) -> Result<Attempt<'r>, Outcome> {
+        let origin = origin_of(request).ok_or(Outcome::NoUserName)?;
         let username = origin.user;
-        if self.throttle.is_throttled(&origin, Instant::now()) {
-            return Err(Early::Final(Outcome::Throttled));
-        }
         let Some(password_and_otp) = request.password.as_ref() else {
-            return Err(Early::Final(if request.has_chap_password {
+            return Err(if request.has_chap_password {
                 Outcome::UnsupportedChap
             } else {
                 Outcome::NoPassword
-            }));
+            });
         };
-        let store = self.tokens.store();
-        let internal = |e: crate::store::StoreError| {
-            tracing::error!(user = username, error = %e, "store read failed");
-            Early::Final(Outcome::InternalError)
+        let dummy = |outcome| Attempt {
+            origin,
+            password: password_and_otp.clone(),
+            otp: String::new(),
+            check: Check::Dummy(outcome),
         };
         // 1. Account.
-        // Failures decided here are counted by `decide`, once, after the dummy hash: this
-        // step also runs on the fast path before the request is handed to `decide`.
-        let (user, token) = store.user_and_token(username).map_err(internal)?;
+        let (user, token) = self.tokens.store().user_and_token(username).map_err(|e| {
+            tracing::error!(user = username, error = %e, "store read failed");
+            Outcome::InternalError
+        })?;
         let Some(user) = user else {
-            return Err(Early::AfterDummyHash(Outcome::UnknownUser));
+            return Ok(dummy(Outcome::UnknownUser));
         };
         let Some(token) = token else {
-            // Without a token the OTP cannot be split off; answer as for a wrong password.
-            return Err(Early::AfterDummyHash(Outcome::NoToken));
+            // Without a token the OTP cannot be split off; answered as for an unknown user.
+            return Ok(dummy(Outcome::NoToken));
         };
         // 2. First factor: everything before the last `digits` characters.
         let Some(split) = password_and_otp
             .len()
             .checked_sub(usize::from(token.digits))
         else {
-            return Err(Early::AfterDummyHash(Outcome::PasswordTooShort));
+            return Ok(dummy(Outcome::PasswordTooShort));
         };
         let (password, otp) = password_and_otp.split_at(split);
         let hash = PasswordHash::parse(&user.password_hash).map_err(|e| {
             tracing::error!(user = username, error = %e, "stored password hash is unusable");
-            Early::Final(Outcome::UnusableHash)
+            Outcome::UnusableHash
         })?;
-        Ok((
+        Ok(Attempt {
             origin,
-            Prepared {
-                password: Zeroizing::new(password.to_vec()),
-                otp: String::from_utf8_lossy(otp).into_owned(),
-                user,
-                token,
-                hash,
-            },
-        ))
+            password: Zeroizing::new(password.to_vec()),
+            otp: String::from_utf8_lossy(otp).into_owned(),
+            check: Check::Real { user, token, hash },
+        })
+    }
+
+    /// The throttle's admission, counted before any hash (README "Security notes"): a
+    /// spraying source is refused; a user name throttled at this source must first show a
+    /// valid, unspent code of its token, so a guesser without the token never reaches a hash.
+    fn admit(&self, attempt: &Attempt<'_>) -> Result<(), Outcome> {
+        let now = Instant::now();
+        match self.throttle.admit(&attempt.origin, now) {
+            Admission::Open => Ok(()),
+            Admission::Refused => Err(Outcome::Throttled),
+            Admission::CodeFirst => {
+                if self.code_would_pass(attempt)
+                    && self.throttle.pass_gate(&attempt.origin, &attempt.otp, now)
+                {
+                    Ok(())
+                } else {
+                    Err(Outcome::Throttled)
+                }
+            }
+        }
+    }
+
+    /// Whether the throttle would refuse `attempt` without a hash, counting nothing: a cheap
+    /// look the UDP workers take before they hand a costly hash to the async path.
+    fn refused_unchecked(&self, attempt: &Attempt<'_>) -> bool {
+        match self.throttle.peek(&attempt.origin, Instant::now()) {
+            Admission::Open => false,
+            Admission::Refused => true,
+            Admission::CodeFirst => !self.code_would_pass(attempt),
+        }
+    }
+
+    /// Whether the attempt's code is a valid, unspent code of its user's token (nothing spent).
+    fn code_would_pass(&self, attempt: &Attempt<'_>) -> bool {
+        let Check::Real { token, .. } = &attempt.check else {
+            return false;
+        };
+        self.tokens
+            .code_would_pass(token, &attempt.otp, unix_now())
+            .unwrap_or_else(|e| {
+                tracing::error!(serial = %token.serial, error = %e, "OTP check failed");
+                false
+            })
     }
 
     /// Steps 3 and 4 once the password has been checked: the token gate and the OTP. Returns
@@ -235,22 +272,24 @@ impl Authenticator {
     fn after_password(
         &self,
         request: &Request,
-        origin: &Origin<'_>,
-        prepared: Prepared,
+        attempt: Attempt<'_>,
         verified: bool,
     ) -> (Outcome, bool, Option<Rehash>) {
-        if !verified {
-            self.throttle.record_failure(origin, Instant::now());
-            return (Outcome::WrongPassword, false, None);
-        }
-        self.throttle.record_success(origin);
-        let Prepared {
-            user,
-            token,
-            hash,
+        let Attempt {
+            origin,
             password,
             otp,
-        } = prepared;
+            check,
+        } = attempt;
+        let (user, token, hash) = match check {
+            Check::Real { user, token, hash } => (user, token, hash),
+            Check::Dummy(outcome) => return (outcome, false, None),
+        };
+        if !verified {
+            // Counted when it started.
+            return (Outcome::WrongPassword, false, None);
+        }
+        self.throttle.succeeded(&origin, Instant::now());
         // 3. Token gate: state, then the application's required level.
         let now = unix_now();
         let state = TokenService::effective_state(&token, now);
@@ -407,20 +446,40 @@ fn origin_of(request: &Request) -> Option<Origin<'_>> {
     })
 }
 
-/// What `prepare` found: enough to check the password and then the OTP.
-struct Prepared {
-    user: User,
-    token: Token,
-    hash: PasswordHash,
+/// A request's credentials and what they will be checked against, before anything is counted
+/// or hashed.
+struct Attempt<'r> {
+    origin: Origin<'r>,
+    /// The first factor (for an unknown user, the whole User-Password).
     password: Zeroizing<Vec<u8>>,
+    /// The code split off the end (empty for an unknown user).
     otp: String,
+    check: Check,
 }
 
-/// A request decided before any password check.
-enum Early {
-    Final(Outcome),
-    /// Decided, but answered only after a dummy hash, so that it takes as long as a real check.
-    AfterDummyHash(Outcome),
+impl Attempt<'_> {
+    /// Whether its password check goes to the hashing pool (argon2id, a dummy hash...).
+    fn costly(&self) -> bool {
+        match &self.check {
+            Check::Real { hash, .. } => hash.is_costly(),
+            Check::Dummy(_) => true,
+        }
+    }
+}
+
+/// What a password is checked against.
+// One per request, on the stack: boxing the large variant would cost every login an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Check {
+    /// The user's stored hash; the token comes next.
+    Real {
+        user: User,
+        token: Token,
+        hash: PasswordHash,
+    },
+    /// Nothing: a dummy argon2id hash is spent so the answer takes as long as a real check,
+    /// then the attempt ends in this outcome (unknown user, no token, password too short).
+    Dummy(Outcome),
 }
 
 /// A re-hash to argon2id to do after a successful login.
@@ -433,19 +492,25 @@ struct Rehash {
 impl RequestHandler for Authenticator {
     fn decide_now(&self, request: &Request) -> Option<Decided> {
         let started = Instant::now();
-        let (outcome, wrote) = match self.prepare(request) {
-            Err(Early::Final(outcome)) => (outcome, false),
-            Err(Early::AfterDummyHash(_)) => return None,
-            Ok((_, prepared)) if prepared.hash.is_costly() => return None,
-            Ok((origin, prepared)) => {
-                let verified = prepared.hash.verify(&prepared.password);
-                let (outcome, wrote, rehash) =
-                    self.after_password(request, &origin, prepared, verified);
-                if let Some(rehash) = rehash {
-                    self.rehash(rehash);
+        let (outcome, wrote) = match self.look_up(request) {
+            Err(outcome) => (outcome, false),
+            // A costly hash goes to the async path, unless the throttle refuses it unhashed.
+            Ok(attempt) if attempt.costly() && !self.refused_unchecked(&attempt) => return None,
+            Ok(attempt) if attempt.costly() => (Outcome::Throttled, false),
+            Ok(attempt) => match self.admit(&attempt) {
+                Err(outcome) => (outcome, false),
+                Ok(()) => {
+                    let verified = match &attempt.check {
+                        Check::Real { hash, .. } => hash.verify(&attempt.password),
+                        Check::Dummy(_) => false,
+                    };
+                    let (outcome, wrote, rehash) = self.after_password(request, attempt, verified);
+                    if let Some(rehash) = rehash {
+                        self.rehash(rehash);
+                    }
+                    (outcome, wrote)
                 }
-                (outcome, wrote)
-            }
+            },
         };
         Some(Decided {
             reply: self.conclude(request, outcome, started),

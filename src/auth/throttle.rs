@@ -1,19 +1,31 @@
-//! Wrong-password throttling, in memory, never touching the token: unknown users and wrong
+//! Password-guess throttling, in memory, never touching the token: unknown users and wrong
 //! passwords must not be able to lock a real token (the mass-lockout attack), and the throttle
-//! itself must not become a way to lock people out.
+//! itself must not become a way to lock people out (privacyIDEA issue 1227).
 //!
-//! - Per user *and source*: `user_failures` wrong passwords for one user name from one source
-//!   (its Calling-Station-Id, the end user's address as the NAS reports it) within the window
-//!   refuse that pair unchecked until the window has passed. A guesser elsewhere does not lock
-//!   the real user out of their own address.
-//! - Per source: `client_failures` failures from one Calling-Station-Id across any user names
-//!   (password spraying) refuse that source unchecked.
+//! An attempt is counted when it starts, before any password hash ([`Throttle::admit`]), so
+//! concurrent guesses are bounded exactly as if they had come one by one; a right password takes
+//! its attempt back ([`Throttle::succeeded`]). Attempts that never prove a password (unknown user,
+//! a user without a token, a wrong password) stay counted.
+//!
+//! - Per user *and source* (the source is the NAS and the end user's Calling-Station-Id):
+//!   after `user_failures` counted attempts within the window, the pair goes *code first*
+//!   ([`Admission::CodeFirst`]): a request's password is checked only if it carries a valid,
+//!   unspent code of the user's token, a cheap check. A guesser without the token is refused
+//!   without a hash, however many guesses they send; the token's holder gets through at the
+//!   first try, so a stranger cannot keep a user out. A code lets [`CHECKS_PER_CODE`] password
+//!   checks through at most ([`Throttle::pass_gate`]); it is not spent on the token unless the
+//!   login succeeds.
+//! - Per source: `client_failures` counted attempts from one Calling-Station-Id across user
+//!   names (password spraying) refuse that source unchecked.
 //! - Per NAS: every end user arrives through the same concentrator, so the NAS is never
-//!   refused; crossing `client_failures` failures there is logged as a warning once per window.
+//!   refused; crossing `client_failures` there is logged as a warning once per window.
 //!
-//! Requests without Calling-Station-Id share one anonymous source per NAS.
+//! Requests without Calling-Station-Id share one anonymous source per NAS. Keys are keyed
+//! 64-bit hashes of the names (a collision, about 2^-64 per pair, would merge two counts).
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,16 +33,35 @@ use crate::config::ThrottleSettings;
 
 /// Keys tracked per table at most; past this the oldest windows are dropped first.
 const MAX_TRACKED: usize = 100_000;
+/// Codes remembered per user and source in code-first mode: more than a TOTP window (3) or an
+/// HOTP look-ahead (11 by default) holds valid at once.
+const GATED_CODES: usize = 16;
+/// Password checks one valid code lets through in code-first mode: room for the holder's typo
+/// or two, while a guesser who saw one code gets no more than this for it.
+pub const CHECKS_PER_CODE: u8 = 3;
+
+/// How a request may proceed, by its user name and source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Check the password.
+    Open,
+    /// Check the password only once the request has shown a valid, unspent code.
+    CodeFirst,
+    /// Refuse without checking anything (a spraying source).
+    Refused,
+}
 
 struct Window {
     started: Instant,
-    failures: u32,
+    attempts: u32,
+    /// Codes that let password checks through in code-first mode (keyed hashes), and how many.
+    gated: Vec<(u64, u8)>,
 }
 
-/// A bounded map of failure windows, evicting the oldest first.
+/// A bounded map of windows, evicting the oldest first.
 struct Table {
-    windows: HashMap<String, Window>,
-    order: VecDeque<(Instant, String)>,
+    windows: HashMap<u64, Window>,
+    order: VecDeque<(Instant, u64)>,
 }
 
 impl Table {
@@ -41,20 +72,25 @@ impl Table {
         }
     }
 
-    fn failures(&self, key: &str, window: Duration, now: Instant) -> u32 {
+    /// The key's window, if one is running at `now`.
+    fn current(&mut self, key: u64, window: Duration, now: Instant) -> Option<&mut Window> {
         self.windows
-            .get(key)
+            .get_mut(&key)
             .filter(|w| now.duration_since(w.started) < window)
-            .map_or(0, |w| w.failures)
     }
 
-    /// Counts a failure; returns the count within the current window.
-    fn bump(&mut self, key: &str, window: Duration, now: Instant) -> u32 {
-        if let Some(w) = self.windows.get_mut(key) {
-            if now.duration_since(w.started) < window {
-                w.failures = w.failures.saturating_add(1);
-                return w.failures;
-            }
+    fn attempts(&self, key: u64, window: Duration, now: Instant) -> u32 {
+        self.windows
+            .get(&key)
+            .filter(|w| now.duration_since(w.started) < window)
+            .map_or(0, |w| w.attempts)
+    }
+
+    /// Counts an attempt; returns the count within the current window.
+    fn bump(&mut self, key: u64, window: Duration, now: Instant) -> u32 {
+        if let Some(w) = self.current(key, window, now) {
+            w.attempts = w.attempts.saturating_add(1);
+            return w.attempts;
         }
         while self.windows.len() >= MAX_TRACKED || self.order.len() >= 2 * MAX_TRACKED {
             let Some((started, oldest)) = self.order.pop_front() else {
@@ -69,44 +105,48 @@ impl Table {
             }
         }
         self.windows.insert(
-            key.to_string(),
+            key,
             Window {
                 started: now,
-                failures: 1,
+                attempts: 1,
+                gated: Vec::new(),
             },
         );
-        self.order.push_back((now, key.to_string()));
+        self.order.push_back((now, key));
         1
     }
 
-    fn clear(&mut self, key: &str) {
-        self.windows.remove(key);
+    /// Takes one attempt back (it proved its password).
+    fn unbump(&mut self, key: u64, window: Duration, now: Instant) {
+        if let Some(w) = self.current(key, window, now) {
+            w.attempts = w.attempts.saturating_sub(1);
+        }
+    }
+
+    fn clear(&mut self, key: u64) {
+        self.windows.remove(&key);
     }
 }
 
 /// Who a request comes from, for throttling.
+#[derive(Clone, Copy)]
 pub struct Origin<'a> {
     pub user: &'a str,
     pub nas: &'a str,
     pub calling_station_id: Option<&'a str>,
 }
 
-impl Origin<'_> {
-    fn source(&self) -> String {
-        match self.calling_station_id {
-            Some(id) => format!("{}\u{1f}{id}", self.nas),
-            None => format!("{}\u{1f}-", self.nas),
-        }
-    }
-
-    fn user_at_source(&self) -> String {
-        format!("{}\u{1f}{}", self.user, self.source())
-    }
+/// An origin's keys in the three tables.
+struct Keys {
+    user_at_source: u64,
+    source: u64,
+    nas: u64,
 }
 
 pub struct Throttle {
     inner: Mutex<Tables>,
     settings: ThrottleSettings,
+    hasher: RandomState,
 }
 
 struct Tables {
@@ -124,30 +164,42 @@ impl Throttle {
                 nases: Table::new(),
             }),
             settings: settings.clone(),
+            hasher: RandomState::new(),
         }
     }
 
-    /// True when this user at this source, or this source, is to be refused unchecked.
-    pub fn is_throttled(&self, origin: &Origin<'_>, now: Instant) -> bool {
+    fn keys(&self, origin: &Origin<'_>) -> Keys {
+        let source = (origin.nas, origin.calling_station_id);
+        Keys {
+            user_at_source: self.hasher.hash_one((origin.user, source)),
+            source: self.hasher.hash_one(source),
+            nas: self.hasher.hash_one(origin.nas),
+        }
+    }
+
+    /// How a request from `origin` would be admitted now, counting nothing.
+    pub fn peek(&self, origin: &Origin<'_>, now: Instant) -> Admission {
         let tables = self.lock();
         if tables.users.windows.is_empty() && tables.sources.windows.is_empty() {
-            // The common case (no recent failures): no key to build.
-            return false;
+            // The common case (no recent failures): no key to compute.
+            return Admission::Open;
         }
-        let window = self.settings.window;
-        tables.users.failures(&origin.user_at_source(), window, now) >= self.settings.user_failures
-            || (origin.calling_station_id.is_some()
-                && tables.sources.failures(&origin.source(), window, now)
-                    >= self.settings.client_failures)
+        self.admission(&tables, origin, &self.keys(origin), now)
     }
 
-    /// Counts an unknown user or a wrong password.
-    pub fn record_failure(&self, origin: &Origin<'_>, now: Instant) {
-        let mut tables = self.lock();
+    /// Counts an attempt from `origin` as it starts, before any hash, and says how it may
+    /// proceed. A refused attempt is not counted.
+    pub fn admit(&self, origin: &Origin<'_>, now: Instant) -> Admission {
+        let keys = self.keys(origin);
         let window = self.settings.window;
-        tables.users.bump(&origin.user_at_source(), window, now);
-        tables.sources.bump(&origin.source(), window, now);
-        if tables.nases.bump(origin.nas, window, now) == self.settings.client_failures {
+        let mut tables = self.lock();
+        let admission = self.admission(&tables, origin, &keys, now);
+        if admission == Admission::Refused {
+            return admission;
+        }
+        tables.users.bump(keys.user_at_source, window, now);
+        tables.sources.bump(keys.source, window, now);
+        if tables.nases.bump(keys.nas, window, now) == self.settings.client_failures {
             tracing::warn!(
                 nas = origin.nas,
                 failures = self.settings.client_failures,
@@ -155,14 +207,62 @@ impl Throttle {
                 "many wrong passwords or unknown users through this NAS (password spraying?)"
             );
         }
+        admission
     }
 
-    /// A right password clears the count of this user at this source.
-    pub fn record_success(&self, origin: &Origin<'_>) {
-        let mut tables = self.lock();
-        if !tables.users.windows.is_empty() {
-            tables.users.clear(&origin.user_at_source());
+    fn admission(
+        &self,
+        tables: &Tables,
+        origin: &Origin<'_>,
+        keys: &Keys,
+        now: Instant,
+    ) -> Admission {
+        let window = self.settings.window;
+        if origin.calling_station_id.is_some()
+            && tables.sources.attempts(keys.source, window, now) >= self.settings.client_failures
+        {
+            Admission::Refused
+        } else if tables.users.attempts(keys.user_at_source, window, now)
+            >= self.settings.user_failures
+        {
+            Admission::CodeFirst
+        } else {
+            Admission::Open
         }
+    }
+
+    /// In code-first mode, lets `code` (already found valid for the user's token) through to a
+    /// password check: false once it let [`CHECKS_PER_CODE`] through in this window.
+    pub fn pass_gate(&self, origin: &Origin<'_>, code: &str, now: Instant) -> bool {
+        let key = self.keys(origin).user_at_source;
+        let code = self.hasher.hash_one(code);
+        let mut tables = self.lock();
+        let Some(w) = tables.users.current(key, self.settings.window, now) else {
+            return true;
+        };
+        if let Some((_, checks)) = w.gated.iter_mut().find(|(c, _)| *c == code) {
+            if *checks >= CHECKS_PER_CODE {
+                return false;
+            }
+            *checks += 1;
+            return true;
+        }
+        if w.gated.len() == GATED_CODES {
+            w.gated.remove(0);
+        }
+        w.gated.push((code, 1));
+        true
+    }
+
+    /// A right password: clears this user's count at this source and takes the attempt back
+    /// from the source's and the NAS's.
+    pub fn succeeded(&self, origin: &Origin<'_>, now: Instant) {
+        let keys = self.keys(origin);
+        let window = self.settings.window;
+        let mut tables = self.lock();
+        tables.users.clear(keys.user_at_source);
+        tables.sources.unbump(keys.source, window, now);
+        tables.nases.unbump(keys.nas, window, now);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
@@ -192,18 +292,36 @@ mod tests {
     }
 
     #[test]
-    fn user_at_source_limit_then_window_reset() {
+    fn user_at_source_goes_code_first_then_window_reset() {
         let t = throttle();
         let t0 = Instant::now();
         let attacker = origin("alice", Some("203.0.113.9"));
         for _ in 0..3 {
-            assert!(!t.is_throttled(&attacker, t0));
-            t.record_failure(&attacker, t0);
+            assert_eq!(t.admit(&attacker, t0), Admission::Open);
         }
-        assert!(t.is_throttled(&attacker, t0));
-        // The real alice, elsewhere, is not locked out by the guesser.
-        assert!(!t.is_throttled(&origin("alice", Some("198.51.100.7")), t0));
-        assert!(!t.is_throttled(&attacker, t0 + Duration::from_secs(61)));
+        assert_eq!(t.peek(&attacker, t0), Admission::CodeFirst);
+        assert_eq!(t.admit(&attacker, t0), Admission::CodeFirst);
+        // The real alice, elsewhere, is not affected by the guesser.
+        assert_eq!(
+            t.peek(&origin("alice", Some("198.51.100.7")), t0),
+            Admission::Open
+        );
+        assert_eq!(
+            t.peek(&attacker, t0 + Duration::from_secs(61)),
+            Admission::Open
+        );
+    }
+
+    #[test]
+    fn attempts_count_when_they_start_so_concurrent_ones_are_bounded() {
+        let t = throttle();
+        let t0 = Instant::now();
+        let o = origin("alice", None);
+        // Ten attempts started before any finished: three are let through to a hash.
+        let open = (0..10)
+            .filter(|_| t.admit(&o, t0) == Admission::Open)
+            .count();
+        assert_eq!(open, 3);
     }
 
     #[test]
@@ -211,27 +329,66 @@ mod tests {
         let t = throttle();
         let t0 = Instant::now();
         for i in 0..5 {
-            t.record_failure(&origin(&format!("user{i}"), Some("203.0.113.9")), t0);
+            t.admit(&origin(&format!("user{i}"), Some("203.0.113.9")), t0);
         }
-        assert!(t.is_throttled(&origin("someone", Some("203.0.113.9")), t0));
-        assert!(!t.is_throttled(&origin("someone", Some("198.51.100.7")), t0));
+        assert_eq!(
+            t.admit(&origin("someone", Some("203.0.113.9")), t0),
+            Admission::Refused
+        );
+        assert_eq!(
+            t.peek(&origin("someone", Some("198.51.100.7")), t0),
+            Admission::Open
+        );
         // Without Calling-Station-Id only the per-user limit applies.
         for i in 0..50 {
-            t.record_failure(&origin(&format!("x{i}"), None), t0);
+            t.admit(&origin(&format!("x{i}"), None), t0);
         }
-        assert!(!t.is_throttled(&origin("carol", None), t0));
+        assert_eq!(t.peek(&origin("carol", None), t0), Admission::Open);
     }
 
     #[test]
-    fn success_clears_user() {
+    fn success_clears_user_and_gives_the_source_its_attempt_back() {
+        let t = throttle();
+        let t0 = Instant::now();
+        let o = origin("alice", Some("198.51.100.1"));
+        for _ in 0..3 {
+            t.admit(&o, t0);
+        }
+        t.succeeded(&o, t0);
+        assert_eq!(t.peek(&o, t0), Admission::Open);
+        // 4 successes and 4 failures from one source: 4 counted, under client_failures (5).
+        for i in 0..4 {
+            let name = format!("ok{i}");
+            let ok = origin(&name, Some("198.51.100.7"));
+            t.admit(&ok, t0);
+            t.succeeded(&ok, t0);
+            t.admit(&origin(&format!("bad{i}"), Some("198.51.100.7")), t0);
+        }
+        assert_eq!(
+            t.peek(&origin("next", Some("198.51.100.7")), t0),
+            Admission::Open
+        );
+    }
+
+    #[test]
+    fn a_code_passes_the_gate_a_few_times_per_window() {
         let t = throttle();
         let t0 = Instant::now();
         let o = origin("alice", None);
-        for _ in 0..3 {
-            t.record_failure(&o, t0);
+        for _ in 0..4 {
+            t.admit(&o, t0);
         }
-        t.record_success(&o);
-        assert!(!t.is_throttled(&o, t0));
+        for _ in 0..CHECKS_PER_CODE {
+            assert!(t.pass_gate(&o, "123456", t0));
+        }
+        assert!(!t.pass_gate(&o, "123456", t0));
+        assert!(t.pass_gate(&o, "654321", t0));
+        // Another user's gate is their own.
+        let bob = origin("bob", None);
+        for _ in 0..4 {
+            t.admit(&bob, t0);
+        }
+        assert!(t.pass_gate(&bob, "123456", t0));
     }
 
     #[test]
@@ -239,15 +396,12 @@ mod tests {
         let mut table = Table::new();
         let t0 = Instant::now();
         let window = Duration::from_secs(60);
-        table.bump("first", window, t0);
-        for i in 0..MAX_TRACKED {
-            table.bump(&format!("k{i}"), window, t0);
+        table.bump(u64::MAX, window, t0);
+        for i in 0..MAX_TRACKED as u64 {
+            table.bump(i, window, t0);
         }
         assert!(table.windows.len() <= MAX_TRACKED);
-        assert_eq!(table.failures("first", window, t0), 0, "oldest evicted");
-        assert_eq!(
-            table.failures(&format!("k{}", MAX_TRACKED - 1), window, t0),
-            1
-        );
+        assert_eq!(table.attempts(u64::MAX, window, t0), 0, "oldest evicted");
+        assert_eq!(table.attempts(MAX_TRACKED as u64 - 1, window, t0), 1);
     }
 }

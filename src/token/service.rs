@@ -193,11 +193,12 @@ impl TokenService {
                 },
             ));
         }
-        new.state =
-            next_state(token.state, Event::FailureLimit).map_err(|refused| TokenError::Transition {
+        new.state = next_state(token.state, Event::FailureLimit).map_err(|refused| {
+            TokenError::Transition {
                 serial: token.serial.clone(),
                 refused,
-            })?;
+            }
+        })?;
         new.state_changed_at = now;
         Ok((new, OtpOutcome::LockedNow))
     }
@@ -706,7 +707,8 @@ mod tests {
         // behind; 8 is wrong.
         for counter in 0..10 {
             assert_eq!(
-                svc.check_otp("H1", &hotp_code(counter), NOW).expect("check"),
+                svc.check_otp("H1", &hotp_code(counter), NOW)
+                    .expect("check"),
                 OtpOutcome::Accepted
             );
         }
@@ -729,7 +731,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let svc = service_with_bob(dir.path());
         let token = svc.store().token("H1").expect("read").expect("exists");
-        assert!(svc.code_would_pass(&token, &hotp_code(2), NOW).expect("ask"));
+        assert!(svc
+            .code_would_pass(&token, &hotp_code(2), NOW)
+            .expect("ask"));
         assert!(!svc.code_would_pass(&token, "000000", NOW).expect("ask"));
         assert_eq!(svc.store().token("H1").expect("read"), Some(token));
         assert_eq!(
@@ -737,6 +741,8 @@ mod tests {
             OtpOutcome::Accepted
         );
         let token = svc.store().token("H1").expect("read").expect("exists");
-        assert!(!svc.code_would_pass(&token, &hotp_code(2), NOW).expect("ask"));
+        assert!(!svc
+            .code_would_pass(&token, &hotp_code(2), NOW)
+            .expect("ask"));
     }
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod durability;
+mod hardening;
 mod harness;
 mod peers;
 mod radius_udp;

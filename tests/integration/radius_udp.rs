@@ -176,12 +176,14 @@ fn password_guessing_is_throttled_per_user() {
     for _ in 0..3 {
         app.auth("bob", "guess999999").expect("reply");
     }
-    // Now even the right password and code are refused unchecked (and the code not consumed).
+    // Now a request is refused unchecked unless it carries a valid code (the holder's).
+    let reply = app.auth("bob", "bob-pw999999").expect("reply");
+    assert_eq!(reply.code, Code::AccessReject);
+    assert!(app.wait_for_log("reason=\"throttled\""));
     let reply = app
         .auth("bob", &format!("bob-pw{}", hotp(SEED_B, 0)))
         .expect("reply");
-    assert_eq!(reply.code, Code::AccessReject);
-    assert!(app.wait_for_log("reason=\"throttled\""));
+    assert_eq!(reply.code, Code::AccessAccept);
 }
 
 #[test]
