@@ -2,11 +2,12 @@
 //! library. Every subcommand accepts `-c/--config FILE`, before or after its name.
 
 use std::io::{BufRead, IsTerminal, Read};
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use zeroize::Zeroizing;
@@ -112,9 +113,8 @@ enum TokenCommand {
     /// Import seeds: CSV `serial,secret,kind,digits,step[,owner]` or PSKC (RFC 6030) XML.
     Import {
         file: PathBuf,
-        /// Pre-shared key (hex) for PSKC files whose secrets are encrypted.
-        #[arg(long, value_name = "HEX")]
-        pskc_key: Option<String>,
+        #[command(flatten)]
+        key: PskcKey,
     },
     /// Bind a token to a user with two consecutive codes (guide: "Register Your Token").
     Register {
@@ -139,6 +139,25 @@ enum TokenCommand {
         #[command(flatten)]
         output: Output,
     },
+}
+
+/// Where `token import` reads the pre-shared key (hex) of PSKC files whose secrets are
+/// encrypted: at most one of the three.
+#[derive(Args)]
+#[group(multiple = false)]
+struct PskcKey {
+    /// Pre-shared key (hex) for PSKC files whose secrets are encrypted. Visible to other local
+    /// users (process list) and kept in shell history: prefer --pskc-key-file or
+    /// --pskc-key-stdin.
+    #[arg(long, value_name = "HEX")]
+    pskc_key: Option<String>,
+    /// Read the pre-shared key (hex) from a file only its owner can access (mode 0600 or
+    /// stricter).
+    #[arg(long, value_name = "PATH")]
+    pskc_key_file: Option<PathBuf>,
+    /// Read the pre-shared key (hex) from the first line of standard input.
+    #[arg(long)]
+    pskc_key_stdin: bool,
 }
 
 #[derive(Args)]
@@ -236,7 +255,7 @@ fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
             last,
             level,
         } => {
-            let password = read_password_line()?;
+            let password = read_stdin_line("the password")?;
             let profile = Profile {
                 email,
                 first_name: first,
@@ -274,21 +293,18 @@ fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
 }
 
 fn token_command(settings: &Settings, command: TokenCommand) -> Result<()> {
+    // Before the store is opened (seconds for a large one): a refused key fails at once.
+    let pskc_key = match &command {
+        TokenCommand::Import { key, .. } => key.read()?,
+        _ => None,
+    };
     let services = open_services(settings)?;
     let now = unix_now();
     match command {
-        TokenCommand::Import { file, pskc_key } => {
-            let key = pskc_key
-                .map(|hex| {
-                    data_encoding::HEXLOWER_PERMISSIVE
-                        .decode(hex.trim().as_bytes())
-                        .map(Zeroizing::new)
-                        .context("--pskc-key must be hex")
-                })
-                .transpose()?;
+        TokenCommand::Import { file, key: _ } => {
             let content =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let tokens = parse_file(&content, key.as_ref().map(|k| k.as_slice()))
+            let tokens = parse_file(&content, pskc_key.as_ref().map(|k| k.as_slice()))
                 .with_context(|| format!("{}: nothing imported", file.display()))?;
             let count = services
                 .tokens
@@ -330,16 +346,78 @@ fn token_command(settings: &Settings, command: TokenCommand) -> Result<()> {
     Ok(())
 }
 
-/// The first line of standard input, without its line ending.
-fn read_password_line() -> Result<Zeroizing<String>> {
-    let mut line = Zeroizing::new(String::new());
+/// The first line of standard input (at most 4 KiB), without its line ending; `what` names
+/// the secret in the error.
+fn read_stdin_line(what: &str) -> Result<Zeroizing<String>> {
+    // Sized for the limit, so the line never grows (and leaves a copy behind).
+    let mut line = Zeroizing::new(String::with_capacity(4096));
     std::io::stdin()
         .lock()
         .take(4096)
         .read_line(&mut line)
-        .context("reading the password from standard input")?;
+        .with_context(|| format!("reading {what} from standard input"))?;
     let trimmed = Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_string());
     Ok(trimmed)
+}
+
+/// The longest key file accepted (a 256-bit key is 64 hex digits).
+const MAX_KEY_FILE: usize = 1024;
+
+impl PskcKey {
+    /// The key from whichever source was given, or None. Never printed or logged.
+    fn read(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let key = if let Some(hex) = &self.pskc_key {
+            decode_key(hex.as_bytes(), "--pskc-key")?
+        } else if let Some(path) = &self.pskc_key_file {
+            read_key_file(path)?
+        } else if self.pskc_key_stdin {
+            let line = read_stdin_line("the PSKC key")?;
+            decode_key(line.as_bytes(), "the PSKC key on standard input")?
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(key))
+    }
+}
+
+/// Reads a hex key from `path`, refusing the file if its mode gives group or others any
+/// access (checked on the opened file): the key decrypts every seed shipped with it.
+fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let name = path.display();
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open key file {name}"))?;
+    let mode = file
+        .metadata()
+        .with_context(|| format!("cannot stat key file {name}"))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "key file {name} is accessible to group or others (mode {:04o}); chmod 600 it",
+            mode & 0o7777
+        );
+    }
+    // Room for one byte past the limit, so the buffer never grows (and leaves a copy behind).
+    let mut text = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE + 2));
+    file.take(MAX_KEY_FILE as u64 + 1)
+        .read_to_end(&mut text)
+        .with_context(|| format!("cannot read key file {name}"))?;
+    if text.len() > MAX_KEY_FILE {
+        bail!("key file {name} is longer than {MAX_KEY_FILE} bytes: not a hex key");
+    }
+    decode_key(&text, &format!("key file {name}"))
+}
+
+/// Decodes a hex key (upper or lower case, surrounding whitespace ignored); `source` names
+/// where it came from in the error, which never shows the key.
+fn decode_key(text: &[u8], source: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let hex = text.trim_ascii();
+    if hex.is_empty() {
+        bail!("{source} is empty: expected the pre-shared key in hex");
+    }
+    data_encoding::HEXLOWER_PERMISSIVE
+        .decode(hex)
+        .map(Zeroizing::new)
+        .map_err(|e| anyhow!("{source} is not a hex key ({e})"))
 }
 
 fn time_text(unix: Option<u64>) -> String {

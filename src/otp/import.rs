@@ -137,7 +137,10 @@ pub enum Problem {
     Owner,
     #[error("unsupported {0}")]
     Unsupported(String),
-    #[error("secret is encrypted with pre-shared key `{0}`; a key is required (--pskc-key HEX)")]
+    #[error(
+        "secret is encrypted with pre-shared key `{0}`; a key is required \
+         (--pskc-key-file PATH or --pskc-key-stdin)"
+    )]
     KeyRequired(String),
     #[error("pre-shared key has {got} bytes, the cipher needs {need}")]
     KeyLength { got: usize, need: usize },
@@ -904,7 +907,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("`Pre-shared-key`; a key is required (--pskc-key HEX)"),
+            text.contains(
+                "`Pre-shared-key`; a key is required (--pskc-key-file PATH or --pskc-key-stdin)"
+            ),
             "{text}"
         );
         let mut wrong = RFC_PSK;

@@ -169,3 +169,182 @@ fn user_import_accepts_migrated_hash_formats() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
 }
+
+/// RFC 6030 Figure 6 (section 6.1): a HOTP secret AES-128-CBC encrypted under PSKC_KEY.
+const FIGURE6: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<KeyContainer Version="1.0" xmlns="urn:ietf:params:xml:ns:keyprov:pskc"
+    xmlns:ds="http://www.w3.org/2000/09/xmldsig#" xmlns:xenc="http://www.w3.org/2001/04/xmlenc#">
+  <EncryptionKey><ds:KeyName>Pre-shared-key</ds:KeyName></EncryptionKey>
+  <MACMethod Algorithm="http://www.w3.org/2000/09/xmldsig#hmac-sha1">
+    <MACKey>
+      <xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>
+      <xenc:CipherData><xenc:CipherValue>
+        ESIzRFVmd4iZABEiM0RVZgKn6WjLaTC1sbeBMSvIhRejN9vJa2BOlSaMrR7I5wSX
+      </xenc:CipherValue></xenc:CipherData>
+    </MACKey>
+  </MACMethod>
+  <KeyPackage>
+    <DeviceInfo><Manufacturer>Manufacturer</Manufacturer><SerialNo>987654321</SerialNo>
+    </DeviceInfo>
+    <CryptoModuleInfo><Id>CM_ID_001</Id></CryptoModuleInfo>
+    <Key Id="12345678" Algorithm="urn:ietf:params:xml:ns:keyprov:pskc:hotp">
+      <Issuer>Issuer</Issuer>
+      <AlgorithmParameters><ResponseFormat Length="8" Encoding="DECIMAL"/></AlgorithmParameters>
+      <Data>
+        <Secret>
+          <EncryptedValue>
+            <xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>
+            <xenc:CipherData><xenc:CipherValue>
+              AAECAwQFBgcICQoLDA0OD+cIHItlB3Wra1DUpxVvOx2lef1VmNPCMl8jwZqIUqGv
+            </xenc:CipherValue></xenc:CipherData>
+          </EncryptedValue>
+          <ValueMAC>Su+NvtQfmvfJzF6bmQiJqoLRExc=
+          </ValueMAC>
+        </Secret>
+        <Counter><PlainValue>0</PlainValue></Counter>
+      </Data>
+    </Key>
+  </KeyPackage>
+</KeyContainer>"#;
+const PSKC_KEY: &str = "12345678901234567890123456789012";
+const PSKC_SERIAL: &str = "987654321";
+
+/// Writes FIGURE6 and a key file holding `key` with `mode`; returns their paths as text.
+fn pskc_files(app: &Appliance, key: &str, mode: u32) -> (String, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let seeds = app.dir.path().join("seeds.pskc");
+    std::fs::write(&seeds, FIGURE6).expect("write pskc");
+    let key_file = app.dir.path().join("key.hex");
+    let _ = std::fs::remove_file(&key_file); // an earlier one may be read-only
+    std::fs::write(&key_file, key).expect("write key");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    let text = |p: std::path::PathBuf| p.to_str().expect("utf8 path").to_owned();
+    (text(seeds), text(key_file))
+}
+
+/// Runs `args`, checks it failed with `expected` in its error and never showed the key, and
+/// that the PSKC token was not imported.
+fn refused(app: &Appliance, args: &[&str], stdin: Option<&str>, expected: &[&str]) -> String {
+    let out = app.cli(args, stdin);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    for needle in expected {
+        assert!(err.contains(needle), "{args:?}: `{needle}` not in: {err}");
+    }
+    assert!(!err.contains("1234567890123456"), "key leaked: {err}");
+    let show = app.cli(&["token", "show", PSKC_SERIAL], None);
+    assert!(!show.status.success(), "{args:?}: the token was imported");
+    err
+}
+
+#[test]
+fn pskc_key_file_0600_imports() {
+    let app = Appliance::new("");
+    let (seeds, key) = pskc_files(&app, &format!("  {PSKC_KEY}\n\n"), 0o600);
+    let out = app.cli_ok(&["token", "import", &seeds, "--pskc-key-file", &key], None);
+    assert!(out.contains("1 token(s) imported"), "{out}");
+    let shown = app.cli_ok(&["token", "show", PSKC_SERIAL], None);
+    assert!(shown.contains("inventory"), "{shown}");
+    // The RFC's secret is "12345678901234567890": never shown, in any encoding.
+    assert!(
+        !shown.contains("3132333435") && !shown.contains("GEZDGNBV"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn pskc_key_file_open_to_group_or_others_is_refused() {
+    let app = Appliance::new("");
+    for (mode, text) in [
+        (0o640, "mode 0640"),
+        (0o604, "mode 0604"),
+        (0o620, "mode 0620"),
+    ] {
+        let (seeds, key) = pskc_files(&app, PSKC_KEY, mode);
+        refused(
+            &app,
+            &["token", "import", &seeds, "--pskc-key-file", &key],
+            None,
+            &[&key, "group or others", text, "chmod 600"],
+        );
+    }
+}
+
+#[test]
+fn pskc_key_file_missing_empty_or_not_hex_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = Appliance::new("");
+    let (seeds, key) = pskc_files(&app, "", 0o600);
+    let args = ["token", "import", &seeds, "--pskc-key-file", &key];
+    refused(&app, &args, None, &[&key, "is empty"]);
+    let (_, key) = pskc_files(&app, "  \n", 0o400);
+    refused(&app, &args, None, &[&key, "is empty"]);
+    let (_, key) = pskc_files(&app, "12345678901234567890123456789O12\n", 0o600);
+    refused(&app, &args, None, &[&key, "not a hex key"]);
+    let (_, key) = pskc_files(&app, &"0".repeat(2000), 0o600);
+    refused(&app, &args, None, &[&key, "longer than"]);
+    let missing = app.dir.path().join("no-such.hex");
+    let missing = missing.to_str().expect("utf8 path");
+    let args = ["token", "import", &seeds, "--pskc-key-file", missing];
+    refused(&app, &args, None, &[missing, "cannot open"]);
+    // A directory opens but cannot be read (and its mode, 0700, passes the check).
+    let dir = app.dir.path().join("key.d");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let dir = dir.to_str().expect("utf8 path");
+    let args = ["token", "import", &seeds, "--pskc-key-file", dir];
+    refused(&app, &args, None, &[dir, "cannot read key file"]);
+    // Unreadable to its owner (root reads it anyway, so only checked when not root).
+    let (_, key) = pskc_files(&app, PSKC_KEY, 0o200);
+    if std::fs::read(&key).is_err() {
+        let args = ["token", "import", &seeds, "--pskc-key-file", &key];
+        refused(&app, &args, None, &[&key, "cannot open"]);
+    }
+}
+
+#[test]
+fn pskc_key_stdin_imports() {
+    let app = Appliance::new("");
+    let (seeds, _) = pskc_files(&app, PSKC_KEY, 0o600);
+    let args = ["token", "import", &seeds, "--pskc-key-stdin"];
+    refused(
+        &app,
+        &args,
+        Some("nothex\n"),
+        &["standard input", "not a hex key"],
+    );
+    let out = app.cli_ok(&args, Some(&format!("{PSKC_KEY}\n")));
+    assert!(out.contains("1 token(s) imported"), "{out}");
+    app.cli_ok(&["token", "show", PSKC_SERIAL], None);
+}
+
+#[test]
+fn pskc_key_options_are_mutually_exclusive() {
+    let app = Appliance::new("");
+    let (seeds, key) = pskc_files(&app, PSKC_KEY, 0o600);
+    let cases: [&[&str]; 3] = [
+        &["--pskc-key", PSKC_KEY, "--pskc-key-file", &key],
+        &["--pskc-key-file", &key, "--pskc-key-stdin"],
+        &["--pskc-key", PSKC_KEY, "--pskc-key-stdin"],
+    ];
+    for options in cases {
+        let mut args = vec!["token", "import", seeds.as_str()];
+        args.extend_from_slice(options);
+        // No stdin: the usage error comes before it is read (writing it could hit EPIPE).
+        refused(&app, &args, None, &["cannot be used with"]);
+    }
+}
+
+#[test]
+fn pskc_wrong_key_file_imports_nothing() {
+    let app = Appliance::new("");
+    let wrong = "12345678901234567890123456789013";
+    let (seeds, key) = pskc_files(&app, wrong, 0o600);
+    let args = ["token", "import", &seeds, "--pskc-key-file", &key];
+    refused(
+        &app,
+        &args,
+        None,
+        &["nothing imported", "wrong pre-shared key"],
+    );
+}
