@@ -23,6 +23,11 @@
 #               as FreeRADIUS's SSHA2-256-Password) or argon2id (otpgate only does the argon2
 #               work then: report it separately; generating 1 M argon2id hashes takes hours,
 #               use a small USERS)
+#   REHASH=1    otpgate re-hashes the imported hashes to argon2id after each user's first login
+#               (`rehash_on_login = true`, the default of a real deployment: the first-login wave
+#               after an import); otherwise off, so both servers do the same work. With it, the
+#               load runs are followed by REHASH_DRAIN seconds without load (default 10), a
+#               graceful stop that reports what the re-hashing did, and a restart.
 #   FR_THREADS  FreeRADIUS worker threads (default 4, a fixed pool; see the config template)
 #   FR_PORT     FreeRADIUS UDP port on 127.0.0.1 (default 18120)
 #   OG_PORT     otpgate UDP port on 127.0.0.1 (default 18121)
@@ -41,6 +46,8 @@ ROUNDS=${ROUNDS:-2}
 LEVELS=${LEVELS:-16 64 256}
 ORDERS=${ORDERS:-file shuffled}
 HASH=${HASH:-ssha256}
+REHASH=${REHASH:-0}
+REHASH_DRAIN=${REHASH_DRAIN:-10}
 FR_THREADS=${FR_THREADS:-4}
 FR_PORT=${FR_PORT:-18120}
 OG_PORT=${OG_PORT:-18121}
@@ -191,11 +198,13 @@ secret = "$SECRET"
 application = "default"
 
 [password]
-# Keep the imported hashes as they are (salted SHA-256 like FreeRADIUS, or argon2id).
-rehash_on_login = false
+# Off: keep the imported hashes as they are (salted SHA-256 like FreeRADIUS, or argon2id).
+# REHASH=1: upgrade them to argon2id after each first login, as a deployment does by default.
+rehash_on_login = $( ((REHASH)) && echo true || echo false)
 
 [log]
-level = "warn"
+# The re-hashing summary at stop (otpgate::auth), not a line per upgraded user.
+level = "warn,otpgate::auth=info,otpgate::auth::rehash=warn"
 EOF
 "$OTPGATE" check-config -c "$OG_CONF" >/dev/null
 log "otpgate: importing users"
@@ -281,6 +290,17 @@ OG_RSS=$(rss_mib "$OG_PID")
 OG_HWM=$(hwm_mib "$OG_PID")
 FR_RSS=$(rss_mib "$FR_PID")
 
+# With REHASH=1: the re-hashing runs on spare CPU only, so it must catch up once the load
+# stops. A pause, a graceful stop (which logs its counters), a restart for what follows.
+REHASH_SUMMARY=
+if ((REHASH)); then
+    log "re-hash: ${REHASH_DRAIN} s without load, then a graceful stop"
+    sleep "$REHASH_DRAIN"
+    stop_pid "$OG_PID"
+    REHASH_SUMMARY=$(grep -o 'upgraded=.*' "$WORK/otpgate.log" | tail -n 1)
+    start_otpgate
+fi
+
 # --- 6. The table ---------------------------------------------------------------------------------
 # mean SERVER ORDER-LEVEL KEY: mean of KEY over the rounds ("-" when null).
 mean() {
@@ -330,6 +350,9 @@ fmt() { awk -v v="$1" -v d="$2" 'BEGIN { if (v == "-") print "-"; else printf "%
     echo "otpgate with $USERS users and tokens: import users ${IMPORT_USERS} s, tokens ${IMPORT_TOKENS} s;"
     echo "start-up (launch to first answer) ${OG_START} s; RSS while serving ${OG_RSS} MiB (peak ${OG_HWM} MiB)."
     echo "FreeRADIUS: start-up ${FR_START} s, RSS ${FR_RSS} MiB."
+    if ((REHASH)); then
+        echo "Re-hashing to argon2id on (REHASH=1); at the stop ${REHASH_DRAIN} s after the load: ${REHASH_SUMMARY:-no summary logged}."
+    fi
 } | tee "$WORK/table.md"
 
 # --- 7. Durability: kill -9 during a run, restart, replay every accepted code ---------------------

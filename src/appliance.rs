@@ -145,7 +145,7 @@ pub async fn serve(
     }
     let stats = Arc::new(Stats::default());
     let server = Arc::new(Server::new(
-        authenticator,
+        Arc::clone(&authenticator),
         ClientTable::new(&settings.radius.clients).map_err(ServeError::Clients)?,
         &settings.radius,
         Arc::clone(&stats),
@@ -159,6 +159,7 @@ pub async fn serve(
     if let Err(e) = serving.await {
         tracing::error!(error = %e, "server task ended abnormally");
     }
+    authenticator.stop_rehashing();
     // Leave nothing to recover at the next start.
     services.store.checkpoint()?;
     let counters: Vec<String> = stats

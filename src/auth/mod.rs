@@ -9,8 +9,10 @@
 
 pub mod messages;
 pub mod password;
+pub mod rehash;
 pub mod throttle;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +26,7 @@ use crate::store::{Token, TokenState, User};
 use crate::token::{OtpOutcome, TokenService};
 
 use password::PasswordHash;
+use rehash::Rehasher;
 use throttle::{Admission, Origin, Throttle};
 
 /// Why a request was decided as it was; the `reason` field of the decision log event.
@@ -106,28 +109,44 @@ pub struct Authenticator {
     /// Bounds concurrent password hashing: argon2id costs ~19 MiB and a core per hash, so a
     /// burst of logins queues here instead of exhausting memory.
     hashing: Arc<tokio::sync::Semaphore>,
-    /// Bounds the re-hash jobs waiting for or holding a hashing slot ([`Self::rehash`]).
-    rehash_queue: Arc<tokio::sync::Semaphore>,
-    /// Where re-hashing runs, whichever thread decided the request.
-    runtime: tokio::runtime::Handle,
+    /// Re-hashes imported hashes to argon2id on spare CPU (`rehash_on_login`).
+    rehasher: Option<Rehasher>,
 }
 
 impl Authenticator {
-    /// Must be called within the tokio runtime that will run the async path.
     pub fn new(settings: Arc<Settings>, tokens: Arc<TokenService>) -> Self {
         let throttle = Throttle::new(&settings.throttle);
         let slots = settings.password.max_concurrent_hashes;
         let hashing = Arc::new(tokio::sync::Semaphore::new(slots));
-        let rehash_queue = Arc::new(tokio::sync::Semaphore::new(slots));
         password::keep_argon2_memory_up_to(settings.password.argon2.memory_kib);
+        let rehasher = settings
+            .password
+            .rehash_on_login
+            .then(|| Rehasher::start(Arc::clone(tokens.store()), settings.password.argon2));
         Authenticator {
             settings,
             tokens,
             throttle,
             hashing,
-            rehash_queue,
-            runtime: tokio::runtime::Handle::current(),
+            rehasher,
         }
+    }
+
+    /// Stops re-hashing (jobs still waiting are left for later logins) and logs what it did;
+    /// after this nothing writes to the store on its own. Called once serving has stopped.
+    pub fn stop_rehashing(&self) {
+        let Some(rehasher) = &self.rehasher else {
+            return;
+        };
+        rehasher.stop();
+        let counters = rehasher.counters();
+        tracing::info!(
+            upgraded = counters.upgraded.load(Ordering::Relaxed),
+            left_for_later_logins = counters.deferred.load(Ordering::Relaxed),
+            dropped = counters.dropped.load(Ordering::Relaxed),
+            abandoned_at_stop = counters.abandoned.load(Ordering::Relaxed),
+            "re-hashing to argon2id stopped"
+        );
     }
 
     /// Decides one request on the async path: the throttle's admission, hashing on the bounded
@@ -274,7 +293,7 @@ impl Authenticator {
         request: &Request,
         attempt: Attempt<'_>,
         verified: bool,
-    ) -> (Outcome, bool, Option<Rehash>) {
+    ) -> (Outcome, bool, Option<rehash::Job>) {
         let Attempt {
             origin,
             password,
@@ -318,7 +337,7 @@ impl Authenticator {
             OtpOutcome::Accepted => {
                 let params = self.settings.password.argon2;
                 let rehash = (self.settings.password.rehash_on_login && hash.needs_rehash(&params))
-                    .then_some(Rehash {
+                    .then_some(rehash::Job {
                         user,
                         password,
                         from: hash.scheme(),
@@ -341,64 +360,12 @@ impl Authenticator {
         let _ = hash_off_thread(&self.hashing, move || password::dummy_verify(&params)).await;
     }
 
-    /// Re-hashes an imported hash to argon2id after a successful login, off the reply path: the
-    /// job waits for a hashing slot like a login does, and holds it only while it hashes. At
-    /// most `max_concurrent_hashes` jobs wait or run; beyond that (a storm of first logins
-    /// after an import) the re-hash is left for the user's next login, so a storm never queues
-    /// one argon2id job per accepted login.
-    fn rehash(&self, job: Rehash) {
-        let Ok(queued) = Arc::clone(&self.rehash_queue).try_acquire_owned() else {
-            tracing::debug!(user = %job.user.username, "re-hash left for a later login: queue full");
-            return;
-        };
-        let params = self.settings.password.argon2;
-        let store = Arc::clone(self.tokens.store());
-        let hashing = Arc::clone(&self.hashing);
-        self.runtime.spawn(async move {
-            let _queued = queued;
-            let Rehash {
-                user,
-                password,
-                from,
-            } = job;
-            let hashed = hash_off_thread(&hashing, move || {
-                PasswordHash::new_argon2id(&password, &params)
-            })
-            .await;
-            let new_hash = match hashed {
-                Some(Ok(h)) => h,
-                Some(Err(e)) => {
-                    tracing::warn!(user = %user.username, error = %e, "re-hash failed");
-                    return;
-                }
-                None => return,
-            };
-            let updated = User {
-                password_hash: new_hash.as_stored().to_string(),
-                ..user.clone()
-            };
-            // Only over the record the login read: a change made meanwhile (a new password,
-            // another level) wins, and the re-hash waits for a later login.
-            let stored = tokio::task::spawn_blocking(move || {
-                let stored = store
-                    .replace_user(&user, &updated)
-                    .and_then(|swapped| store.sync().map(|()| swapped));
-                (user.username, stored)
-            })
-            .await;
-            match stored {
-                Ok((username, Ok(true))) => {
-                    tracing::info!(user = %username, from, "password hash upgraded to argon2id")
-                }
-                Ok((username, Ok(false))) => {
-                    tracing::info!(user = %username, "re-hash dropped: the user changed meanwhile")
-                }
-                Ok((username, Err(e))) => {
-                    tracing::warn!(user = %username, error = %e, "re-hash not stored")
-                }
-                Err(e) => tracing::warn!(error = %e, "re-hash not stored"),
-            }
-        });
+    /// Hands a re-hash to argon2id after a successful login to the idle-priority re-hasher
+    /// ([`rehash`]); with its queue full it is left for the user's next login.
+    fn rehash(&self, job: rehash::Job) {
+        if let Some(rehasher) = &self.rehasher {
+            rehasher.offer(job);
+        }
     }
 
     /// Turns an outcome into a reply and logs the decision as one event.
@@ -480,13 +447,6 @@ enum Check {
     /// Nothing: a dummy argon2id hash is spent so the answer takes as long as a real check,
     /// then the attempt ends in this outcome (unknown user, no token, password too short).
     Dummy(Outcome),
-}
-
-/// A re-hash to argon2id to do after a successful login.
-struct Rehash {
-    user: User,
-    password: Zeroizing<Vec<u8>>,
-    from: &'static str,
 }
 
 impl RequestHandler for Authenticator {
@@ -585,6 +545,9 @@ mod tests {
         }
         fn replace_user(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
             self.inner.replace_user(expected, new)
+        }
+        fn replace_user_lazily(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
+            self.inner.replace_user_lazily(expected, new)
         }
         fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
             self.inner.token(serial)
@@ -730,46 +693,35 @@ mod tests {
     const SSHA256_CORRECT_HORSE: &str =
         "{SSHA256}62RnE8i68Rku2tJcWuHTq0Iu22EYuLaYy4OAoBpRZOmhssPU5fYHGA==";
 
+    /// A re-hash takes no login hashing slot: with every slot held (logins hashing), the
+    /// imported hash is still upgraded, and without a sync of its own (it waits for a checkpoint).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn rehash_waits_for_a_hashing_slot_and_a_full_queue_skips_it() {
+    async fn rehash_needs_no_login_hashing_slot_and_no_sync() {
         let (_dir, store, auth) = setup(false).await;
         provision(&auth.tokens, "carol", SSHA256_CORRECT_HORSE, "H2");
-        let scheme = || {
-            let user = store.user("carol").expect("read").expect("carol");
-            PasswordHash::parse(&user.password_hash)
-                .expect("hash")
-                .scheme()
-        };
-        let login = |counter| {
-            let code = hotp::code(SEED, counter, 6, Algorithm::Sha1);
-            auth.decide_now(&request_as("carol", &format!("correct horse{code}")))
-                .expect("a salted digest is decided at once")
-                .reply
-                .code
-        };
         let slots = u32::try_from(auth.settings.password.max_concurrent_hashes).expect("slots");
-        let pause = || tokio::time::sleep(std::time::Duration::from_millis(300));
-        // A full queue: the re-hash is left for a later login, not queued.
         let busy = auth.hashing.acquire_many(slots).await.expect("every slot");
-        let queue = auth
-            .rehash_queue
-            .acquire_many(slots)
-            .await
-            .expect("every place");
-        assert_eq!(login(0), ReplyCode::Accept);
-        drop((queue, busy));
-        pause().await;
-        assert_eq!(scheme(), "ssha256", "a re-hash was queued beyond the bound");
-        // Room in the queue but no free slot: the re-hash waits for one.
-        let busy = auth.hashing.acquire_many(slots).await.expect("every slot");
-        assert_eq!(login(1), ReplyCode::Accept);
-        pause().await;
-        assert_eq!(scheme(), "ssha256", "re-hashed without a free slot");
-        drop(busy);
+        let code = hotp::code(SEED, 0, 6, Algorithm::Sha1);
+        let decided = auth
+            .decide_now(&request_as("carol", &format!("correct horse{code}")))
+            .expect("a salted digest is decided at once");
+        assert_eq!(decided.reply.code, ReplyCode::Accept);
+        let syncs_before = store.events().iter().filter(|e| **e == "synced").count();
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
-        while scheme() != "argon2id" {
+        loop {
+            let user = store.user("carol").expect("read").expect("carol");
+            let scheme = PasswordHash::parse(&user.password_hash)
+                .expect("hash")
+                .scheme();
+            if scheme == "argon2id" {
+                break;
+            }
             assert!(Instant::now() < deadline, "never re-hashed");
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        drop(busy);
+        let syncs_after = store.events().iter().filter(|e| **e == "synced").count();
+        assert_eq!(syncs_before, syncs_after, "the re-hash synced the store");
+        auth.stop_rehashing();
     }
 }

@@ -391,6 +391,32 @@ impl SledStore {
         }
     }
 
+    /// [`Store::replace_user`]; with `checkpoint`, the next sync makes it durable.
+    fn swap_user(&self, expected: &User, new: &User, checkpoint: bool) -> Result<bool, StoreError> {
+        if expected.username != new.username {
+            return Err(StoreError::Io(format!(
+                "a user record cannot be renamed ({} -> {})",
+                expected.username, new.username
+            )));
+        }
+        let name = new.username.as_str();
+        let expected = encode(expected)?;
+        let new = encode(new)?;
+        let swapped = self.swap_account(
+            name,
+            |account| match account.user {
+                None => Err(StoreError::NoSuchUser(name.to_string())),
+                Some(user) if user != expected.as_slice() => Ok(None),
+                Some(_) => account.with_user(Some(&new)).encode().map(Some),
+            },
+            None,
+        )?;
+        if swapped && checkpoint {
+            self.needs_checkpoint.store(true, Ordering::Release);
+        }
+        Ok(swapped)
+    }
+
     fn flush_sled(&self) -> Result<(), StoreError> {
         self.flusher.flush()
     }
@@ -512,28 +538,11 @@ impl Store for SledStore {
     }
 
     fn replace_user(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
-        if expected.username != new.username {
-            return Err(StoreError::Io(format!(
-                "a user record cannot be renamed ({} -> {})",
-                expected.username, new.username
-            )));
-        }
-        let name = new.username.as_str();
-        let expected = encode(expected)?;
-        let new = encode(new)?;
-        let swapped = self.swap_account(
-            name,
-            |account| match account.user {
-                None => Err(StoreError::NoSuchUser(name.to_string())),
-                Some(user) if user != expected.as_slice() => Ok(None),
-                Some(_) => account.with_user(Some(&new)).encode().map(Some),
-            },
-            None,
-        )?;
-        if swapped {
-            self.needs_checkpoint.store(true, Ordering::Release);
-        }
-        Ok(swapped)
+        self.swap_user(expected, new, true)
+    }
+
+    fn replace_user_lazily(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
+        self.swap_user(expected, new, false)
     }
 
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {

@@ -164,8 +164,12 @@ fn imported_ssha256_user_logs_in_and_is_rehashed_to_argon2id() {
     let code = oathtool(&["-b", "-c", "0", SEED]);
     let reply = app.auth("ivan", &format!("ivan-pw{code}")).expect("reply");
     assert_eq!(reply.code, radius::core::code::Code::AccessAccept);
-    // The re-hash happens off the reply path; give it a moment before stopping.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The re-hash happens off the reply path, on spare CPU: wait for it before stopping.
+    assert!(
+        app.wait_for_log("password hash upgraded to argon2id"),
+        "{}",
+        app.logs().join("\n")
+    );
     assert!(app.stop());
     let shown = app.cli_ok(&["user", "show", "ivan", "--json"], None);
     assert!(
