@@ -6,3 +6,4 @@ mod durability;
 mod harness;
 mod peers;
 mod radius_udp;
+mod reject_timing;
