@@ -233,8 +233,10 @@ fn every_reject_takes_the_delay_whatever_failed_and_accepts_do_not() {
         "the kinds' medians differ by {:?}: {medians:?}",
         high - low
     );
+    // A held Accept would take the delay at least. The argon2id one waits for a hashing slot
+    // behind its round's other hashes, so its time follows the machine's load (40-75 ms here).
     for ((kind, m), _) in &accepts {
-        assert!(*m < DELAY / 2, "{kind} was held: {m:?}");
+        assert!(*m < DELAY * 2 / 3, "{kind} was held: {m:?}");
     }
     assert!(app.stop());
     let logs = app.logs().join("\n");
