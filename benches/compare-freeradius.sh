@@ -190,6 +190,8 @@ path = "$WORK/otpgate-data"
 
 [radius]
 listen = ["127.0.0.1:$OG_PORT"]
+# Off, as FreeRADIUS has reject_delay = 0 in its bench config: both send every reply at once.
+reject_delay_ms = 0
 
 [[radius.clients]]
 name = "bench"

@@ -79,6 +79,9 @@ pub struct RadiusSettings {
     pub dedup_window: Duration,
     /// Sockets (and threads) per listen address, sharing the port with `SO_REUSEPORT`.
     pub workers: usize,
+    /// How long after its request arrived an Access-Reject leaves at the earliest (FreeRADIUS
+    /// `reject_delay`): reply time then tells nothing about which check failed. Zero: off.
+    pub reject_delay: Duration,
 }
 
 /// One NAS allowed to send requests (RFC 2865 section 3: identified by source address).
@@ -311,6 +314,7 @@ struct RawRadius {
     max_in_flight: usize,
     dedup_window_secs: u64,
     workers: Option<usize>,
+    reject_delay_ms: u64,
 }
 
 impl Default for RawRadius {
@@ -322,6 +326,7 @@ impl Default for RawRadius {
             max_in_flight: 1024,
             dedup_window_secs: 30,
             workers: None,
+            reject_delay_ms: 1000,
         }
     }
 }
@@ -645,6 +650,14 @@ impl RawSettings {
             Some(n) => in_range(&invalid, "radius.workers", n, 1..=64)?,
             None => cores(),
         };
+        // 0 turns the delay off; more than 10 s outlasts a NAS's whole retry budget (and would
+        // hold a stop as long).
+        let reject_delay_ms = in_range(
+            &invalid,
+            "radius.reject_delay_ms",
+            self.radius.reject_delay_ms,
+            0..=10_000,
+        )?;
         let raw_clients = self.radius.clients.unwrap_or_else(default_clients);
         let mut clients: Vec<ClientSettings> = Vec::with_capacity(raw_clients.len());
         for (i, client) in raw_clients.into_iter().enumerate() {
@@ -782,6 +795,7 @@ impl RawSettings {
                 max_in_flight,
                 dedup_window: Duration::from_secs(dedup_window_secs),
                 workers,
+                reject_delay: Duration::from_millis(reject_delay_ms),
             },
             applications,
             otp,
@@ -1078,5 +1092,39 @@ mod tests {
         let s = Settings::load_with_env(None, Some(env)).expect("loads");
         assert_eq!(s.otp.max_failures, 3);
         assert_eq!(s.radius.listen.len(), 2);
+    }
+
+    #[test]
+    fn reject_delay_defaults_checks_its_bound_and_follows_the_environment() {
+        let s = Settings::load_with_env(None, Some(HashMap::new())).expect("defaults");
+        assert_eq!(s.radius.reject_delay, Duration::from_millis(1000));
+        assert_eq!(
+            load_text("[radius]\nreject_delay_ms = 0\n")
+                .expect("0 turns it off")
+                .radius
+                .reject_delay,
+            Duration::ZERO
+        );
+        let p = problem("[radius]\nreject_delay_ms = 10001\n");
+        assert!(
+            p.contains("radius.reject_delay_ms") && p.contains("between 0 and 10000"),
+            "{p}"
+        );
+        let p = problem("[radius]\nreject_delay_ms = -1\n");
+        assert!(p.contains("reject_delay_ms"), "{p}");
+        let env = |value: &str| {
+            let mut env = HashMap::new();
+            env.insert(
+                "OTPGATE__RADIUS__REJECT_DELAY_MS".to_string(),
+                value.to_string(),
+            );
+            Settings::load_with_env(None, Some(env))
+        };
+        assert_eq!(
+            env("250").expect("loads").radius.reject_delay,
+            Duration::from_millis(250)
+        );
+        let e = env("20000").expect_err("out of range").to_string();
+        assert!(e.contains("radius.reject_delay_ms"), "{e}");
     }
 }

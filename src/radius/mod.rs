@@ -1,11 +1,13 @@
 //! The RADIUS layer: bytes and peers, not tokens. [`packet`] checks requests and builds replies
-//! over the `radius` crate, [`dedup`] is the RFC 5080 reply cache, [`clients`] the NAS table,
-//! [`mmsg`] batched datagram I/O, [`server`] the UDP workers that hand checked requests to a
-//! [`server::RequestHandler`], [`stats`] their counters. [`nas`] is the other side (building
-//! requests, checking replies) for the tests and the load generator.
+//! over the `radius` crate, [`dedup`] is the RFC 5080 reply cache, [`delay`] holds Access-Rejects
+//! until their `reject_delay_ms` deadline, [`clients`] is the NAS table, [`mmsg`] batched datagram
+//! I/O, [`server`] the UDP workers that hand checked requests to a [`server::RequestHandler`],
+//! [`stats`] their counters. [`nas`] is the other side (building requests, checking replies) for
+//! the tests and the load generator.
 
 pub mod clients;
 pub mod dedup;
+pub mod delay;
 pub mod mmsg;
 pub mod nas;
 pub mod packet;

@@ -15,8 +15,11 @@
 //!    workers), so a worker decides its next batch meanwhile. A request that needs a costly
 //!    hash (argon2id...) goes to the async runtime instead, bounded by `max_in_flight`, and is
 //!    answered from there.
+//! 4. An Access-Reject, on either path, is not sent but handed to the [`DelayQueue`], which
+//!    sends it `reject_delay` after its request arrived (FreeRADIUS `reject_delay`: no oracle
+//!    by reply time); Accepts leave at once.
 //!
-//! No Access-Accept leaves before the state change it depends on is durable.
+//! No reply leaves before the state change it depends on is durable.
 
 use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
@@ -30,6 +33,7 @@ use zeroize::Zeroizing;
 
 use super::clients::{Client, ClientTable};
 use super::dedup::{DedupCache, RequestKey, Seen};
+use super::delay::{DelayQueue, Delayed};
 use super::mmsg::{is_idle, send_batch, RecvBatch};
 use super::packet::{
     encode_reply, read_header, AccessRequest, DropReason, ReplyCode, MAX_PACKET_LEN,
@@ -39,6 +43,14 @@ use super::stats::Stats;
 /// Requests the duplicate cache remembers at most: about four seconds at 60,000 requests/s,
 /// longer than a NAS's usual retransmission timeout (about 24 MiB when full).
 const DEDUP_CAPACITY: usize = 262_144;
+/// Access-Rejects that may wait for their `reject_delay` at once; past this they are dropped
+/// (counted, logged; the NAS retransmits). Each holds an in-progress slot of the duplicate
+/// cache, so half its capacity: with the async path's `max_in_flight` (at most 65,536) and the
+/// batches being decided, in-progress slots stay under the capacity and answered entries keep
+/// at least a quarter of it, while the cache's search for a free slot stays short. At the
+/// default 1 s delay that is 131,072 Rejects a second, more than the workers can decide; at
+/// most about 35 MiB of held replies.
+const DELAYED_CAPACITY: usize = DEDUP_CAPACITY / 2;
 /// Datagrams taken per `recvmmsg`.
 pub const BATCH: usize = 64;
 /// Decided batches the workers may queue for the committers before they wait.
@@ -107,6 +119,8 @@ enum Disposition {
 /// A decided batch on its way to a committer.
 struct Commit {
     socket: Arc<UdpSocket>,
+    /// When the batch was received: its Rejects leave `reject_delay` after this.
+    arrived: Instant,
     dispositions: Vec<(Disposition, SocketAddr)>,
     /// Some decision wrote state: the replies wait for a sync.
     wrote: bool,
@@ -125,6 +139,9 @@ pub struct Server<H> {
     clients: ClientTable,
     dedup: Arc<DedupCache<Reply>>,
     stats: Arc<Stats>,
+    /// Holds Access-Rejects until `reject_delay` after their arrival; `None` when it is zero.
+    delayed: Option<Arc<DelayQueue<Reply>>>,
+    reject_delay: Duration,
     require_message_authenticator: bool,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
@@ -140,11 +157,21 @@ impl<H: RequestHandler> Server<H> {
         stats: Arc<Stats>,
         runtime: tokio::runtime::Handle,
     ) -> Server<H> {
+        let dedup = Arc::new(DedupCache::new(settings.dedup_window, DEDUP_CAPACITY));
+        let delayed = (!settings.reject_delay.is_zero()).then(|| {
+            Arc::new(DelayQueue::new(
+                Arc::clone(&dedup),
+                Arc::clone(&stats),
+                DELAYED_CAPACITY,
+            ))
+        });
         Server {
             handler,
             clients,
-            dedup: Arc::new(DedupCache::new(settings.dedup_window, DEDUP_CAPACITY)),
+            dedup,
             stats,
+            delayed,
+            reject_delay: settings.reject_delay,
             require_message_authenticator: settings.require_message_authenticator,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             max_in_flight: settings.max_in_flight,
@@ -154,7 +181,8 @@ impl<H: RequestHandler> Server<H> {
     }
 
     /// Serves every socket on its own thread until `stop` is set, then waits for the requests
-    /// in flight on the async path to be answered.
+    /// in flight on the async path to be answered and for the delayed Rejects to leave (each at
+    /// its deadline, so at most `reject_delay` longer).
     pub async fn serve(self: Arc<Self>, sockets: Vec<UdpSocket>, stop: Arc<AtomicBool>) {
         let (to_committers, batches) = std::sync::mpsc::sync_channel::<Commit>(COMMIT_QUEUE);
         let batches = Arc::new(Mutex::new(batches));
@@ -210,6 +238,15 @@ impl<H: RequestHandler> Server<H> {
         if let Ok(all) = self.in_flight.acquire_many(permits).await {
             drop(all);
         }
+        // Nothing hands over a Reject any more: send those held, at their deadline.
+        if let Some(delayed) = self.delayed.clone() {
+            if tokio::task::spawn_blocking(move || delayed.finish())
+                .await
+                .is_err()
+            {
+                tracing::error!("waiting for the delayed Rejects failed");
+            }
+        }
     }
 
     /// Receives and decides batches. A batch whose decisions wrote state goes to the
@@ -239,15 +276,18 @@ impl<H: RequestHandler> Server<H> {
                     continue;
                 }
             };
+            let arrived = Instant::now();
             Stats::count(&self.stats.batches);
             let mut dispositions = Vec::with_capacity(received);
             for i in 0..received {
                 if let Some((datagram, peer)) = batch.get(i) {
-                    dispositions.push((self.on_datagram(&socket, datagram, peer), peer));
+                    let disposition = self.on_datagram(&socket, datagram, peer, arrived);
+                    dispositions.push((disposition, peer));
                 }
             }
             let commit = Commit {
                 socket: Arc::clone(&socket),
+                arrived,
                 wrote: wrote(&dispositions),
                 dispositions,
             };
@@ -275,13 +315,17 @@ impl<H: RequestHandler> Server<H> {
         }
     }
 
-    /// Syncs once for the batch's writes, then sends every reply in one go.
+    /// Syncs once for the batch's writes, then sends every reply in one go; Rejects go to the
+    /// delay queue instead, after the sync like the others.
     fn answer_batch(&self, commit: Commit) {
         let Commit {
             socket,
+            arrived,
             dispositions,
             wrote,
         } = commit;
+        let hold = self.hold(arrived);
+        let hold_until = hold.map(|(_, at)| at);
         let durable = !wrote || {
             Stats::count(&self.stats.batch_syncs);
             match self.handler.make_durable() {
@@ -293,6 +337,8 @@ impl<H: RequestHandler> Server<H> {
             }
         };
         let mut encoded: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(dispositions.len());
+        // Allocated only if a Reject is held.
+        let mut held: Vec<Delayed<Reply>> = Vec::new();
         for (disposition, peer) in dispositions {
             match disposition {
                 Disposition::Dropped | Disposition::Deferred => {}
@@ -309,7 +355,7 @@ impl<H: RequestHandler> Server<H> {
                     } else {
                         self.handler.unavailable()
                     };
-                    if let Some(bytes) = finish_reply(
+                    match finish_reply(
                         &self.dedup,
                         &self.stats,
                         &key,
@@ -317,19 +363,30 @@ impl<H: RequestHandler> Server<H> {
                         &request,
                         &client,
                         reply,
+                        hold_until,
                     ) {
-                        encoded.push((bytes, peer));
+                        Outgoing::Now(bytes) => encoded.push((bytes, peer)),
+                        Outgoing::Later(delayed) => held.push(delayed),
+                        Outgoing::Nothing => {}
                     }
                 }
             }
         }
-        if encoded.is_empty() {
-            return;
+        if !encoded.is_empty() {
+            let failed = send_batch(&socket, &encoded);
+            Stats::add(&self.stats.send_errors, failed);
         }
-        let failed = send_batch(&socket, &encoded);
-        for _ in 0..failed {
-            Stats::count(&self.stats.send_errors);
+        // Only a deadline makes a reply `Later`, so `held` is empty without one.
+        if let Some((queue, at)) = hold.filter(|_| !held.is_empty()) {
+            queue.hold(at, &socket, held);
         }
+    }
+
+    /// The delay queue and when a Reject to a request that arrived at `arrived` may leave;
+    /// `None` without a delay.
+    fn hold(&self, arrived: Instant) -> Option<(&Arc<DelayQueue<Reply>>, Instant)> {
+        let queue = self.delayed.as_ref()?;
+        Some((queue, arrived.checked_add(self.reject_delay)?))
     }
 
     fn on_datagram(
@@ -337,6 +394,7 @@ impl<H: RequestHandler> Server<H> {
         socket: &Arc<UdpSocket>,
         datagram: &[u8],
         peer: SocketAddr,
+        arrived: Instant,
     ) -> Disposition {
         Stats::count(&self.stats.received);
         let Some(client) = self.clients.lookup(peer.ip()) else {
@@ -405,16 +463,19 @@ impl<H: RequestHandler> Server<H> {
                 decided,
             }));
         }
-        self.defer(socket, key, request, decoded)
+        self.defer(socket, key, request, decoded, arrived)
     }
 
-    /// Hands a request to the async path, if a permit is free.
+    /// Hands a request to the async path, if a permit is free. The permit is given back once
+    /// the reply is sent or, for a Reject, handed to the delay queue: a waiting Reject holds
+    /// none.
     fn defer(
         &self,
         socket: &Arc<UdpSocket>,
         key: RequestKey,
         request: AccessRequest,
         decoded: Request,
+        arrived: Instant,
     ) -> Disposition {
         let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
             Stats::count(&self.stats.dropped_overload);
@@ -427,13 +488,24 @@ impl<H: RequestHandler> Server<H> {
         let dedup = Arc::clone(&self.dedup);
         let client = Arc::clone(&decoded.client);
         let peer = decoded.peer;
+        let hold = self
+            .hold(arrived)
+            .map(|(queue, at)| (Arc::clone(queue), at));
         self.runtime.spawn(async move {
             let reply = handler.handle(decoded).await;
-            if let Some(bytes) = finish_reply(&dedup, &stats, &key, peer, &request, &client, reply)
-            {
-                if socket.send_to(&bytes, peer).is_err() {
-                    Stats::count(&stats.send_errors);
+            let hold_until = hold.as_ref().map(|(_, at)| *at);
+            let outgoing = finish_reply(
+                &dedup, &stats, &key, peer, &request, &client, reply, hold_until,
+            );
+            match (outgoing, hold) {
+                (Outgoing::Now(bytes), _) => {
+                    if socket.send_to(&bytes, peer).is_err() {
+                        Stats::count(&stats.send_errors);
+                    }
                 }
+                (Outgoing::Later(held), Some((queue, at))) => queue.hold(at, &socket, vec![held]),
+                // Only a deadline makes a reply `Later`.
+                (Outgoing::Later(_), None) | (Outgoing::Nothing, _) => {}
             }
             drop(permit);
         });
@@ -466,8 +538,21 @@ fn wrote(dispositions: &[(Disposition, SocketAddr)]) -> bool {
     })
 }
 
-/// Encodes a reply, counts it and remembers its decision for retransmissions; `None` if it
-/// cannot be encoded (the decision is remembered all the same).
+/// What becomes of a decided reply.
+enum Outgoing {
+    /// Sent now; its decision is already remembered for retransmissions.
+    Now(Vec<u8>),
+    /// A Reject to hold until its deadline; its duplicate-cache entry stays in progress until
+    /// it leaves.
+    Later(Delayed<Reply>),
+    /// It could not be encoded (logged); its decision is remembered all the same.
+    Nothing,
+}
+
+/// Encodes a reply and counts it. An Access-Reject whose deadline `hold_until` is still ahead
+/// is to be held ([`Outgoing::Later`]); any other reply's decision is remembered for
+/// retransmissions now and the reply sent at once.
+#[allow(clippy::too_many_arguments)]
 fn finish_reply(
     dedup: &DedupCache<Reply>,
     stats: &Stats,
@@ -476,17 +561,30 @@ fn finish_reply(
     request: &AccessRequest,
     client: &Client,
     reply: Reply,
-) -> Option<Vec<u8>> {
-    // The decision stands even if it cannot be encoded (its state change may be durable): a
-    // retransmission gets the same decision, fails the same way and is dropped, never
-    // evaluated again.
-    dedup.complete(key, reply, Instant::now());
-    let bytes = encode_logged(request, reply, client, peer)?;
+    hold_until: Option<Instant>,
+) -> Outgoing {
+    let Some(bytes) = encode_logged(request, reply, client, peer) else {
+        // The decision stands even if it cannot be encoded (its state change may be durable):
+        // a retransmission gets the same decision, fails the same way and is dropped, never
+        // evaluated again. Nothing is sent, so nothing needs to wait.
+        dedup.complete(key, reply, Instant::now());
+        return Outgoing::Nothing;
+    };
     Stats::count(match reply.code {
         ReplyCode::Accept => &stats.accepts,
         ReplyCode::Reject => &stats.rejects,
     });
-    Some(bytes)
+    let now = Instant::now();
+    if reply.code == ReplyCode::Reject && hold_until.is_some_and(|at| at > now) {
+        return Outgoing::Later(Delayed {
+            bytes,
+            peer,
+            key: *key,
+            answer: reply,
+        });
+    }
+    dedup.complete(key, reply, now);
+    Outgoing::Now(bytes)
 }
 
 /// The octets of `reply` to `request`, or `None` (logged) if it cannot be encoded.
@@ -505,10 +603,14 @@ fn encode_logged(
 mod tests {
     //! The fast path's contract, over a real socket: no reply that depends on a write leaves
     //! before `make_durable` has returned, and a failed sync turns the decision into the
-    //! handler's `unavailable` reply.
+    //! handler's `unavailable` reply. The reject delay's: on both paths a Reject leaves
+    //! `reject_delay` after its request arrived (at once if deciding took longer), an Accept
+    //! at once, and a held Reject holds no `max_in_flight` permit.
 
     use std::sync::Mutex;
     use std::time::Duration;
+
+    use radius::core::code::Code;
 
     use super::*;
     use crate::config::{ClientSettings, Settings};
@@ -558,14 +660,54 @@ mod tests {
         }
     }
 
-    fn serve(
-        fail: bool,
-    ) -> (
-        Arc<SlowSync>,
-        SocketAddr,
-        Arc<AtomicBool>,
-        tokio::runtime::Runtime,
-    ) {
+    /// Decides by user name: `accept` and `reject` at once, `async-reject-<ms>` on the async
+    /// path after `<ms>` milliseconds.
+    struct ByName;
+
+    impl RequestHandler for ByName {
+        fn decide_now(&self, request: &Request) -> Option<Decided> {
+            let code = match request.user_name.as_deref() {
+                Some("accept") => ReplyCode::Accept,
+                Some("reject") => ReplyCode::Reject,
+                _ => return None,
+            };
+            Some(Decided {
+                reply: Reply {
+                    code,
+                    message: None,
+                },
+                wrote: false,
+            })
+        }
+
+        fn make_durable(&self) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn unavailable(&self) -> Reply {
+            Reply {
+                code: ReplyCode::Reject,
+                message: None,
+            }
+        }
+
+        async fn handle(&self, request: Request) -> Reply {
+            let millis = request
+                .user_name
+                .as_deref()
+                .and_then(|name| name.strip_prefix("async-reject-"))
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            self.unavailable()
+        }
+    }
+
+    /// A server with `handler` on a loopback socket; `configure` adjusts the defaults.
+    fn serve_with<H: RequestHandler>(
+        handler: Arc<H>,
+        configure: impl FnOnce(&mut crate::config::RadiusSettings),
+    ) -> (SocketAddr, Arc<AtomicBool>, tokio::runtime::Runtime) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -579,12 +721,9 @@ mod tests {
             secret: SECRET.into(),
             application: "default".into(),
         }];
-        let handler = Arc::new(SlowSync {
-            synced_at: Mutex::new(Vec::new()),
-            fail,
-        });
+        configure(&mut settings.radius);
         let server = Arc::new(Server::new(
-            Arc::clone(&handler),
+            handler,
             ClientTable::new(&settings.radius.clients).expect("clients"),
             &settings.radius,
             Arc::new(Stats::default()),
@@ -594,29 +733,158 @@ mod tests {
         let addr = socket.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
         runtime.spawn(server.serve(vec![socket], Arc::clone(&stop)));
+        (addr, stop, runtime)
+    }
+
+    fn serve(
+        fail: bool,
+    ) -> (
+        Arc<SlowSync>,
+        SocketAddr,
+        Arc<AtomicBool>,
+        tokio::runtime::Runtime,
+    ) {
+        let handler = Arc::new(SlowSync {
+            synced_at: Mutex::new(Vec::new()),
+            fail,
+        });
+        let (addr, stop, runtime) = serve_with(Arc::clone(&handler), |radius| {
+            radius.reject_delay = Duration::ZERO;
+        });
         (handler, addr, stop, runtime)
     }
 
-    fn exchange(addr: SocketAddr) -> (nas::CheckedReply, Instant) {
+    /// Sends a request for `user` from a fresh socket; returns the socket, the request and when
+    /// it was sent.
+    fn send(addr: SocketAddr, user: &str) -> (UdpSocket, nas::BuiltRequest, Instant) {
         let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
         client
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
         let request =
-            nas::access_request(1, "u", b"pw123456", SECRET.as_bytes(), true).expect("request");
+            nas::access_request(1, user, b"pw123456", SECRET.as_bytes(), true).expect("request");
+        let sent = Instant::now();
         client.send_to(&request.bytes, addr).expect("send");
+        (client, request, sent)
+    }
+
+    /// The reply on `client` to `request` and when it arrived.
+    fn receive(client: &UdpSocket, request: &nas::BuiltRequest) -> (nas::CheckedReply, Instant) {
         let mut buf = [0u8; 4096];
         let (n, _) = client.recv_from(&mut buf).expect("a reply");
         let arrived = Instant::now();
-        let reply = nas::check_reply(&buf[..n], &request, SECRET.as_bytes()).expect("authentic");
+        let reply = nas::check_reply(&buf[..n], request, SECRET.as_bytes()).expect("authentic");
         (reply, arrived)
+    }
+
+    fn exchange(addr: SocketAddr) -> (nas::CheckedReply, Instant) {
+        let (client, request, _) = send(addr, "u");
+        receive(&client, &request)
+    }
+
+    #[test]
+    fn rejects_leave_reject_delay_after_arrival_on_both_paths_accepts_at_once() {
+        let delay = Duration::from_millis(300);
+        let (addr, stop, runtime) = serve_with(Arc::new(ByName), |radius| {
+            radius.reject_delay = delay;
+        });
+        // Deciding takes 0 ms (fast path), 150 ms and 500 ms (async path): the first two leave
+        // at the delay counted from arrival (not 450 ms), the last at once when decided.
+        let sent: Vec<_> = ["accept", "reject", "async-reject-150", "async-reject-500"]
+            .into_iter()
+            .map(|user| (user, send(addr, user)))
+            .collect();
+        for (user, (client, request, at)) in &sent {
+            let (reply, arrived) = receive(client, request);
+            let took = arrived - *at;
+            let (code, from, to) = match *user {
+                "accept" => (
+                    Code::AccessAccept,
+                    Duration::ZERO,
+                    Duration::from_millis(150),
+                ),
+                "async-reject-500" => (
+                    Code::AccessReject,
+                    Duration::from_millis(500),
+                    Duration::from_millis(650),
+                ),
+                _ => (Code::AccessReject, delay, Duration::from_millis(420)),
+            };
+            assert_eq!(reply.code, code, "{user}");
+            assert!(from <= took && took < to, "{user}: {took:?}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        runtime.shutdown_timeout(Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_held_reject_holds_no_in_flight_permit() {
+        let (addr, stop, runtime) = serve_with(Arc::new(ByName), |radius| {
+            radius.reject_delay = Duration::from_millis(400);
+            radius.max_in_flight = 1;
+        });
+        // The first is decided after 20 ms and then waits; the second, sent meanwhile, finds
+        // the only permit free (else it would be dropped for overload and get no reply).
+        let first = send(addr, "async-reject-20");
+        std::thread::sleep(Duration::from_millis(150));
+        let second = send(addr, "async-reject-21");
+        for (client, request, at) in [&first, &second] {
+            let (reply, arrived) = receive(client, request);
+            assert_eq!(reply.code, Code::AccessReject);
+            assert!(arrived - *at >= Duration::from_millis(400));
+        }
+        stop.store(true, Ordering::Relaxed);
+        runtime.shutdown_timeout(Duration::from_secs(2));
+    }
+
+    #[test]
+    fn stopping_sends_the_held_rejects_before_serve_returns() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut settings =
+            Settings::load_with_env(None, Some(Default::default())).expect("defaults");
+        settings.radius.clients = vec![ClientSettings {
+            name: "test".into(),
+            address: "127.0.0.1/32".parse().expect("cidr"),
+            secret: SECRET.into(),
+            application: "default".into(),
+        }];
+        settings.radius.reject_delay = Duration::from_millis(500);
+        let server = Arc::new(Server::new(
+            Arc::new(ByName),
+            ClientTable::new(&settings.radius.clients).expect("clients"),
+            &settings.radius,
+            Arc::new(Stats::default()),
+            runtime.handle().clone(),
+        ));
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let serving = runtime.spawn(server.serve(vec![socket], Arc::clone(&stop)));
+        let (client, request, at) = send(addr, "reject");
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::Relaxed);
+        runtime
+            .block_on(serving)
+            .expect("serve returns once the Reject has left");
+        assert!(
+            at.elapsed() >= Duration::from_millis(500),
+            "held to its deadline"
+        );
+        // Already there: nothing was left to send after `serve` returned.
+        client.set_nonblocking(true).expect("nonblocking");
+        let (reply, _) = receive(&client, &request);
+        assert_eq!(reply.code, Code::AccessReject);
     }
 
     #[test]
     fn accept_leaves_only_after_its_batch_is_durable() {
         let (handler, addr, stop, runtime) = serve(false);
         let (reply, arrived) = exchange(addr);
-        assert_eq!(reply.code, radius::core::code::Code::AccessAccept);
+        assert_eq!(reply.code, Code::AccessAccept);
         let synced = handler.synced_at.lock().expect("lock").clone();
         assert!(
             synced.first().is_some_and(|t| *t <= arrived),
@@ -630,7 +898,7 @@ mod tests {
     fn failed_sync_sends_the_unavailable_reply_instead() {
         let (_handler, addr, stop, runtime) = serve(true);
         let (reply, _) = exchange(addr);
-        assert_eq!(reply.code, radius::core::code::Code::AccessReject);
+        assert_eq!(reply.code, Code::AccessReject);
         assert_eq!(reply.reply_message.as_deref(), Some("try later"));
         stop.store(true, Ordering::Relaxed);
         runtime.shutdown_timeout(Duration::from_secs(2));

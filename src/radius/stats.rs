@@ -18,6 +18,10 @@ pub struct Stats {
     pub dropped_missing_message_authenticator: AtomicU64,
     pub dropped_bad_message_authenticator: AtomicU64,
     pub dropped_overload: AtomicU64,
+    /// Access-Rejects held until their `reject_delay_ms` deadline, and those dropped because
+    /// too many were waiting already.
+    pub delayed_rejects: AtomicU64,
+    pub dropped_delayed_rejects: AtomicU64,
     pub receive_errors: AtomicU64,
     /// Receive batches taken by the UDP workers, and how many of them needed a sync.
     pub batches: AtomicU64,
@@ -28,6 +32,12 @@ pub struct Stats {
 impl Stats {
     pub fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(counter: &AtomicU64, n: usize) {
+        if n > 0 {
+            counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
     }
 
     pub fn dropped(&self, reason: DropReason) {
@@ -63,6 +73,11 @@ impl Stats {
                 get(&self.dropped_bad_message_authenticator),
             ),
             ("dropped_overload", get(&self.dropped_overload)),
+            ("delayed_rejects", get(&self.delayed_rejects)),
+            (
+                "dropped_delayed_rejects",
+                get(&self.dropped_delayed_rejects),
+            ),
             ("receive_errors", get(&self.receive_errors)),
             ("batches", get(&self.batches)),
             ("batch_syncs", get(&self.batch_syncs)),

@@ -23,7 +23,7 @@ pub struct Appliance {
     log_reader: Option<std::thread::JoinHandle<()>>,
     /// Further "radius listening" addresses, in the order logged.
     listening: Option<mpsc::Receiver<String>>,
-    /// Environment overrides (`OTPGATE__SECTION__KEY`) given to `serve`.
+    /// Environment overrides (`OTPGATE__SECTION__KEY`) given to `serve` and the CLI.
     pub env: Vec<(String, String)>,
 }
 
@@ -39,6 +39,9 @@ path = "{data}"
 
 [radius]
 listen = ["127.0.0.1:0"]
+# Most tests check decisions, not timing; the timing tests turn it on with
+# OTPGATE__RADIUS__REJECT_DELAY_MS.
+reject_delay_ms = 0
 
 [[radius.clients]]
 name = "test-nas"
@@ -76,6 +79,7 @@ level = "info"
             .arg("-c")
             .arg(&self.config)
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -7,3 +7,4 @@ mod hardening;
 mod harness;
 mod peers;
 mod radius_udp;
+mod reject_timing;
