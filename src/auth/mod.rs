@@ -152,6 +152,7 @@ impl Authenticator {
     /// Decides one request on the async path: the throttle's admission, hashing on the bounded
     /// pool, then a store sync (shared with concurrent callers) on the blocking pool.
     pub async fn decide(&self, request: &Request) -> Outcome {
+        self.note_request();
         let attempt = match self.look_up(request) {
             Ok(attempt) => attempt,
             Err(outcome) => return outcome,
@@ -360,6 +361,13 @@ impl Authenticator {
         let _ = hash_off_thread(&self.hashing, move || password::dummy_verify(&params)).await;
     }
 
+    /// Counts a request for the re-hasher, which waits for quiet (none without re-hashing).
+    fn note_request(&self) {
+        if let Some(rehasher) = &self.rehasher {
+            rehasher.note_request();
+        }
+    }
+
     /// Hands a re-hash to argon2id after a successful login to the idle-priority re-hasher
     /// ([`rehash`]); with its queue full it is left for the user's next login.
     fn rehash(&self, job: rehash::Job) {
@@ -452,6 +460,7 @@ enum Check {
 impl RequestHandler for Authenticator {
     fn decide_now(&self, request: &Request) -> Option<Decided> {
         let started = Instant::now();
+        self.note_request();
         let (outcome, wrote) = match self.look_up(request) {
             Err(outcome) => (outcome, false),
             // A costly hash goes to the async path, unless the throttle refuses it unhashed.
