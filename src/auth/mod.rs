@@ -163,6 +163,7 @@ impl Authenticator {
         let verified = match &attempt.check {
             Check::Dummy(outcome) => {
                 self.spend_dummy_verify().await;
+                self.throttle.failed(&attempt.origin, Instant::now());
                 return *outcome;
             }
             Check::Real { hash, .. } => {
@@ -196,7 +197,7 @@ impl Authenticator {
     /// Step 1 and the first half of 2, nothing counted and no hashing: the account, its token,
     /// the split of the password and the OTP, the parsed hash.
     fn look_up<'r>(&self, request: &'r Request) -> Result<Attempt<'r>, Outcome> {
-        let origin = origin_of(request).ok_or(Outcome::NoUserName)?;
+        let origin = self.origin_of(request).ok_or(Outcome::NoUserName)?;
         let username = origin.user;
         let Some(password_and_otp) = request.password.as_ref() else {
             return Err(if request.has_chap_password {
@@ -243,6 +244,15 @@ impl Authenticator {
         })
     }
 
+    /// Who a request comes from, for throttling; `None` without a User-Name.
+    fn origin_of<'r>(&self, request: &'r Request) -> Option<Origin<'r>> {
+        Some(self.throttle.origin(
+            request.user_name.as_deref()?,
+            &request.client.name,
+            request.calling_station_id.as_deref(),
+        ))
+    }
+
     /// The throttle's admission, counted before any hash (README "Security notes"): a
     /// spraying source is refused; a user name throttled at this source must first show a
     /// valid, unspent code of its token, so a guesser without the token never reaches a hash.
@@ -257,6 +267,7 @@ impl Authenticator {
                 {
                     Ok(())
                 } else {
+                    self.throttle.failed(&attempt.origin, now);
                     Err(Outcome::Throttled)
                 }
             }
@@ -303,13 +314,16 @@ impl Authenticator {
         } = attempt;
         let (user, token, hash) = match check {
             Check::Real { user, token, hash } => (user, token, hash),
-            Check::Dummy(outcome) => return (outcome, false, None),
+            Check::Dummy(outcome) => {
+                self.throttle.failed(&origin, Instant::now());
+                return (outcome, false, None);
+            }
         };
         if !verified {
-            // Counted when it started.
+            self.throttle.failed(&origin, Instant::now());
             return (Outcome::WrongPassword, false, None);
         }
-        self.throttle.succeeded(&origin, Instant::now());
+        self.throttle.succeeded(&origin);
         // 3. Token gate: state, then the application's required level.
         let now = unix_now();
         let state = TokenService::effective_state(&token, now);
@@ -412,15 +426,6 @@ async fn hash_off_thread<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await.ok()
 }
 
-/// Who a request comes from, for throttling; `None` without a User-Name.
-fn origin_of(request: &Request) -> Option<Origin<'_>> {
-    Some(Origin {
-        user: request.user_name.as_deref()?,
-        nas: &request.client.name,
-        calling_station_id: request.calling_station_id.as_deref(),
-    })
-}
-
 /// A request's credentials and what they will be checked against, before anything is counted
 /// or hashed.
 struct Attempt<'r> {
@@ -465,7 +470,10 @@ impl RequestHandler for Authenticator {
             Err(outcome) => (outcome, false),
             // A costly hash goes to the async path, unless the throttle refuses it unhashed.
             Ok(attempt) if attempt.costly() && !self.refused_unchecked(&attempt) => return None,
-            Ok(attempt) if attempt.costly() => (Outcome::Throttled, false),
+            Ok(attempt) if attempt.costly() => {
+                self.throttle.failed(&attempt.origin, Instant::now());
+                (Outcome::Throttled, false)
+            }
             Ok(attempt) => match self.admit(&attempt) {
                 Err(outcome) => (outcome, false),
                 Ok(()) => {

@@ -2,10 +2,11 @@
 //! passwords must not be able to lock a real token (the mass-lockout attack), and the throttle
 //! itself must not become a way to lock people out (privacyIDEA issue 1227).
 //!
-//! An attempt is counted when it starts, before any password hash ([`Throttle::admit`]), so
-//! concurrent guesses are bounded exactly as if they had come one by one; a right password takes
-//! its attempt back ([`Throttle::succeeded`]). Attempts that never prove a password (unknown user,
-//! a user without a token, a wrong password) stay counted.
+//! An attempt is counted for its user name when it starts, before any password hash
+//! ([`Throttle::admit`]), so concurrent guesses are bounded exactly as if they had come one by
+//! one; a right password clears the count ([`Throttle::succeeded`]). Attempts that never prove
+//! a password (unknown user, a user without a token, a wrong password) stay counted, and are
+//! counted for their source and NAS as they end ([`Throttle::failed`]).
 //!
 //! - Per user *and source* (the source is the NAS and the end user's Calling-Station-Id):
 //!   after `user_failures` counted attempts within the window, the pair goes *code first*
@@ -15,17 +16,21 @@
 //!   first try, so a stranger cannot keep a user out. A code lets [`CHECKS_PER_CODE`] password
 //!   checks through at most ([`Throttle::pass_gate`]); it is not spent on the token unless the
 //!   login succeeds.
-//! - Per source: `client_failures` counted attempts from one Calling-Station-Id across user
+//! - Per source: `client_failures` failed attempts from one Calling-Station-Id across user
 //!   names (password spraying) refuse that source unchecked.
 //! - Per NAS: every end user arrives through the same concentrator, so the NAS is never
 //!   refused; crossing `client_failures` there is logged as a warning once per window.
 //!
 //! Requests without Calling-Station-Id share one anonymous source per NAS. Keys are keyed
-//! 64-bit hashes of the names (a collision, about 2^-64 per pair, would merge two counts).
+//! 64-bit hashes of the names (a collision, about 2^-64 per pair, would merge two counts); a
+//! successful login costs one key, one lock and an insert and a removal in one table.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
+
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -58,30 +63,41 @@ struct Window {
     gated: Vec<(u64, u8)>,
 }
 
-/// A bounded map of windows, evicting the oldest first.
+/// A bounded map of windows, evicting the oldest first. Its keys are already keyed hashes, so
+/// they are their own hash.
 struct Table {
-    windows: HashMap<u64, Window>,
+    windows: HashTable<(u64, Window)>,
     order: VecDeque<(Instant, u64)>,
 }
 
 impl Table {
     fn new() -> Table {
         Table {
-            windows: HashMap::new(),
+            windows: HashTable::new(),
             order: VecDeque::new(),
+        }
+    }
+
+    fn get(&self, key: u64) -> Option<&Window> {
+        self.windows.find(key, |(k, _)| *k == key).map(|(_, w)| w)
+    }
+
+    fn remove(&mut self, key: u64) {
+        if let Ok(entry) = self.windows.find_entry(key, |(k, _)| *k == key) {
+            entry.remove();
         }
     }
 
     /// The key's window, if one is running at `now`.
     fn current(&mut self, key: u64, window: Duration, now: Instant) -> Option<&mut Window> {
         self.windows
-            .get_mut(&key)
+            .find_mut(key, |(k, _)| *k == key)
+            .map(|(_, w)| w)
             .filter(|w| now.duration_since(w.started) < window)
     }
 
     fn attempts(&self, key: u64, window: Duration, now: Instant) -> u32 {
-        self.windows
-            .get(&key)
+        self.get(key)
             .filter(|w| now.duration_since(w.started) < window)
             .map_or(0, |w| w.attempts)
     }
@@ -96,51 +112,39 @@ impl Table {
             let Some((started, oldest)) = self.order.pop_front() else {
                 break;
             };
-            if self
-                .windows
-                .get(&oldest)
-                .is_some_and(|w| w.started == started)
-            {
-                self.windows.remove(&oldest);
+            if self.get(oldest).is_some_and(|w| w.started == started) {
+                self.remove(oldest);
             }
         }
-        self.windows.insert(
-            key,
-            Window {
-                started: now,
-                attempts: 1,
-                gated: Vec::new(),
-            },
-        );
+        let fresh = Window {
+            started: now,
+            attempts: 1,
+            gated: Vec::new(),
+        };
+        // A window that has run out is started afresh in its place.
+        match self.windows.entry(key, |(k, _)| *k == key, |(k, _)| *k) {
+            Entry::Occupied(mut stale) => stale.get_mut().1 = fresh,
+            Entry::Vacant(vacant) => {
+                vacant.insert((key, fresh));
+            }
+        }
         self.order.push_back((now, key));
         1
     }
 
-    /// Takes one attempt back (it proved its password).
-    fn unbump(&mut self, key: u64, window: Duration, now: Instant) {
-        if let Some(w) = self.current(key, window, now) {
-            w.attempts = w.attempts.saturating_sub(1);
-        }
-    }
-
     fn clear(&mut self, key: u64) {
-        self.windows.remove(&key);
+        self.remove(key);
     }
 }
 
-/// Who a request comes from, for throttling.
+/// Who a request comes from, for throttling, with its key in the per-user table (computed
+/// once, by [`Throttle::origin`]).
 #[derive(Clone, Copy)]
 pub struct Origin<'a> {
     pub user: &'a str,
     pub nas: &'a str,
     pub calling_station_id: Option<&'a str>,
-}
-
-/// An origin's keys in the three tables.
-struct Keys {
     user_at_source: u64,
-    source: u64,
-    nas: u64,
 }
 
 pub struct Throttle {
@@ -168,38 +172,59 @@ impl Throttle {
         }
     }
 
-    fn keys(&self, origin: &Origin<'_>) -> Keys {
-        let source = (origin.nas, origin.calling_station_id);
-        Keys {
-            user_at_source: self.hasher.hash_one((origin.user, source)),
-            source: self.hasher.hash_one(source),
-            nas: self.hasher.hash_one(origin.nas),
+    /// The origin of a request for `user` through `nas` from `calling_station_id`.
+    pub fn origin<'a>(
+        &self,
+        user: &'a str,
+        nas: &'a str,
+        calling_station_id: Option<&'a str>,
+    ) -> Origin<'a> {
+        Origin {
+            user,
+            nas,
+            calling_station_id,
+            user_at_source: self.hasher.hash_one((user, (nas, calling_station_id))),
         }
+    }
+
+    fn source_key(&self, origin: &Origin<'_>) -> u64 {
+        self.hasher
+            .hash_one((origin.nas, origin.calling_station_id))
     }
 
     /// How a request from `origin` would be admitted now, counting nothing.
     pub fn peek(&self, origin: &Origin<'_>, now: Instant) -> Admission {
         let tables = self.lock();
         if tables.users.windows.is_empty() && tables.sources.windows.is_empty() {
-            // The common case (no recent failures): no key to compute.
+            // The common case (no recent failures).
             return Admission::Open;
         }
-        self.admission(&tables, origin, &self.keys(origin), now)
+        self.admission(&tables, origin, now)
     }
 
-    /// Counts an attempt from `origin` as it starts, before any hash, and says how it may
-    /// proceed. A refused attempt is not counted.
+    /// Counts an attempt from `origin` for its user name as it starts, before any hash, and
+    /// says how it may proceed. A refused attempt is not counted.
     pub fn admit(&self, origin: &Origin<'_>, now: Instant) -> Admission {
-        let keys = self.keys(origin);
+        let mut tables = self.lock();
+        let admission = self.admission(&tables, origin, now);
+        if admission != Admission::Refused {
+            tables
+                .users
+                .bump(origin.user_at_source, self.settings.window, now);
+        }
+        admission
+    }
+
+    /// An attempt that ended without a right password (wrong password, unknown user, no
+    /// token, no valid code while code first): counted for its source and its NAS. (Its user
+    /// name's count was taken when it started.)
+    pub fn failed(&self, origin: &Origin<'_>, now: Instant) {
+        let source = self.source_key(origin);
+        let nas = self.hasher.hash_one(origin.nas);
         let window = self.settings.window;
         let mut tables = self.lock();
-        let admission = self.admission(&tables, origin, &keys, now);
-        if admission == Admission::Refused {
-            return admission;
-        }
-        tables.users.bump(keys.user_at_source, window, now);
-        tables.sources.bump(keys.source, window, now);
-        if tables.nases.bump(keys.nas, window, now) == self.settings.client_failures {
+        tables.sources.bump(source, window, now);
+        if tables.nases.bump(nas, window, now) == self.settings.client_failures {
             tracing::warn!(
                 nas = origin.nas,
                 failures = self.settings.client_failures,
@@ -207,22 +232,19 @@ impl Throttle {
                 "many wrong passwords or unknown users through this NAS (password spraying?)"
             );
         }
-        admission
     }
 
-    fn admission(
-        &self,
-        tables: &Tables,
-        origin: &Origin<'_>,
-        keys: &Keys,
-        now: Instant,
-    ) -> Admission {
+    fn admission(&self, tables: &Tables, origin: &Origin<'_>, now: Instant) -> Admission {
         let window = self.settings.window;
         if origin.calling_station_id.is_some()
-            && tables.sources.attempts(keys.source, window, now) >= self.settings.client_failures
+            && !tables.sources.windows.is_empty()
+            && tables
+                .sources
+                .attempts(self.source_key(origin), window, now)
+                >= self.settings.client_failures
         {
             Admission::Refused
-        } else if tables.users.attempts(keys.user_at_source, window, now)
+        } else if tables.users.attempts(origin.user_at_source, window, now)
             >= self.settings.user_failures
         {
             Admission::CodeFirst
@@ -234,7 +256,7 @@ impl Throttle {
     /// In code-first mode, lets `code` (already found valid for the user's token) through to a
     /// password check: false once it let [`CHECKS_PER_CODE`] through in this window.
     pub fn pass_gate(&self, origin: &Origin<'_>, code: &str, now: Instant) -> bool {
-        let key = self.keys(origin).user_at_source;
+        let key = origin.user_at_source;
         let code = self.hasher.hash_one(code);
         let mut tables = self.lock();
         let Some(w) = tables.users.current(key, self.settings.window, now) else {
@@ -254,15 +276,10 @@ impl Throttle {
         true
     }
 
-    /// A right password: clears this user's count at this source and takes the attempt back
-    /// from the source's and the NAS's.
-    pub fn succeeded(&self, origin: &Origin<'_>, now: Instant) {
-        let keys = self.keys(origin);
-        let window = self.settings.window;
+    /// A right password: clears this user's count at this source.
+    pub fn succeeded(&self, origin: &Origin<'_>) {
         let mut tables = self.lock();
-        tables.users.clear(keys.user_at_source);
-        tables.sources.unbump(keys.source, window, now);
-        tables.nases.unbump(keys.nas, window, now);
+        tables.users.clear(origin.user_at_source);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
@@ -283,19 +300,15 @@ mod tests {
         })
     }
 
-    fn origin<'a>(user: &'a str, station: Option<&'a str>) -> Origin<'a> {
-        Origin {
-            user,
-            nas: "vpn",
-            calling_station_id: station,
-        }
+    fn origin<'a>(t: &Throttle, user: &'a str, station: Option<&'a str>) -> Origin<'a> {
+        t.origin(user, "vpn", station)
     }
 
     #[test]
     fn user_at_source_goes_code_first_then_window_reset() {
         let t = throttle();
         let t0 = Instant::now();
-        let attacker = origin("alice", Some("203.0.113.9"));
+        let attacker = origin(&t, "alice", Some("203.0.113.9"));
         for _ in 0..3 {
             assert_eq!(t.admit(&attacker, t0), Admission::Open);
         }
@@ -303,7 +316,7 @@ mod tests {
         assert_eq!(t.admit(&attacker, t0), Admission::CodeFirst);
         // The real alice, elsewhere, is not affected by the guesser.
         assert_eq!(
-            t.peek(&origin("alice", Some("198.51.100.7")), t0),
+            t.peek(&origin(&t, "alice", Some("198.51.100.7")), t0),
             Admission::Open
         );
         assert_eq!(
@@ -316,7 +329,7 @@ mod tests {
     fn attempts_count_when_they_start_so_concurrent_ones_are_bounded() {
         let t = throttle();
         let t0 = Instant::now();
-        let o = origin("alice", None);
+        let o = origin(&t, "alice", None);
         // Ten attempts started before any finished: three are let through to a hash.
         let open = (0..10)
             .filter(|_| t.admit(&o, t0) == Admission::Open)
@@ -329,43 +342,52 @@ mod tests {
         let t = throttle();
         let t0 = Instant::now();
         for i in 0..5 {
-            t.admit(&origin(&format!("user{i}"), Some("203.0.113.9")), t0);
+            let name = format!("user{i}");
+            let o = origin(&t, &name, Some("203.0.113.9"));
+            assert_eq!(t.admit(&o, t0), Admission::Open);
+            t.failed(&o, t0);
         }
         assert_eq!(
-            t.admit(&origin("someone", Some("203.0.113.9")), t0),
+            t.admit(&origin(&t, "someone", Some("203.0.113.9")), t0),
             Admission::Refused
         );
         assert_eq!(
-            t.peek(&origin("someone", Some("198.51.100.7")), t0),
+            t.peek(&origin(&t, "someone", Some("198.51.100.7")), t0),
             Admission::Open
         );
         // Without Calling-Station-Id only the per-user limit applies.
         for i in 0..50 {
-            t.admit(&origin(&format!("x{i}"), None), t0);
+            let name = format!("x{i}");
+            let o = origin(&t, &name, None);
+            t.admit(&o, t0);
+            t.failed(&o, t0);
         }
-        assert_eq!(t.peek(&origin("carol", None), t0), Admission::Open);
+        assert_eq!(t.peek(&origin(&t, "carol", None), t0), Admission::Open);
     }
 
     #[test]
-    fn success_clears_user_and_gives_the_source_its_attempt_back() {
+    fn success_clears_the_user_and_only_failures_count_for_the_source() {
         let t = throttle();
         let t0 = Instant::now();
-        let o = origin("alice", Some("198.51.100.1"));
+        let o = origin(&t, "alice", Some("198.51.100.1"));
         for _ in 0..3 {
             t.admit(&o, t0);
         }
-        t.succeeded(&o, t0);
+        t.succeeded(&o);
         assert_eq!(t.peek(&o, t0), Admission::Open);
         // 4 successes and 4 failures from one source: 4 counted, under client_failures (5).
         for i in 0..4 {
             let name = format!("ok{i}");
-            let ok = origin(&name, Some("198.51.100.7"));
+            let ok = origin(&t, &name, Some("198.51.100.7"));
             t.admit(&ok, t0);
-            t.succeeded(&ok, t0);
-            t.admit(&origin(&format!("bad{i}"), Some("198.51.100.7")), t0);
+            t.succeeded(&ok);
+            let name = format!("bad{i}");
+            let bad = origin(&t, &name, Some("198.51.100.7"));
+            t.admit(&bad, t0);
+            t.failed(&bad, t0);
         }
         assert_eq!(
-            t.peek(&origin("next", Some("198.51.100.7")), t0),
+            t.peek(&origin(&t, "next", Some("198.51.100.7")), t0),
             Admission::Open
         );
     }
@@ -374,7 +396,7 @@ mod tests {
     fn a_code_passes_the_gate_a_few_times_per_window() {
         let t = throttle();
         let t0 = Instant::now();
-        let o = origin("alice", None);
+        let o = origin(&t, "alice", None);
         for _ in 0..4 {
             t.admit(&o, t0);
         }
@@ -384,7 +406,7 @@ mod tests {
         assert!(!t.pass_gate(&o, "123456", t0));
         assert!(t.pass_gate(&o, "654321", t0));
         // Another user's gate is their own.
-        let bob = origin("bob", None);
+        let bob = origin(&t, "bob", None);
         for _ in 0..4 {
             t.admit(&bob, t0);
         }
