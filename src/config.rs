@@ -163,7 +163,7 @@ pub struct ThrottleSettings {
     /// Attempts without a right password for one user from one source (Calling-Station-Id)
     /// within `window` before that pair must show a valid code first (`auth::throttle`).
     pub user_failures: u32,
-    /// Failures from one source across user names (spraying) before it is refused unchecked;
+    /// Failures from one source across user names (spraying) before it is code first, strict;
     /// the same count through one NAS is logged as a warning (the NAS is never refused).
     pub client_failures: u32,
     pub window: Duration,

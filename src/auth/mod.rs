@@ -23,7 +23,7 @@ use crate::radius::packet::ReplyCode;
 use crate::radius::server::Decided;
 use crate::radius::{Reply, Request, RequestHandler};
 use crate::store::{Token, TokenState, User};
-use crate::token::{OtpOutcome, TokenService};
+use crate::token::{OtpOutcome, Reach, TokenService};
 
 use password::PasswordHash;
 use rehash::Rehasher;
@@ -152,7 +152,6 @@ impl Authenticator {
     /// Decides one request on the async path: the throttle's admission, hashing on the bounded
     /// pool, then a store sync (shared with concurrent callers) on the blocking pool.
     pub async fn decide(&self, request: &Request) -> Outcome {
-        self.note_request();
         let attempt = match self.look_up(request) {
             Ok(attempt) => attempt,
             Err(outcome) => return outcome,
@@ -253,44 +252,57 @@ impl Authenticator {
         ))
     }
 
-    /// The throttle's admission, counted before any hash (README "Security notes"): a
-    /// spraying source is refused; a user name throttled at this source must first show a
-    /// valid, unspent code of its token, so a guesser without the token never reaches a hash.
+    /// The throttle's admission, counted before any hash (README "Security notes"): a user
+    /// name throttled at this source, or any from a spraying source, must first show a valid,
+    /// unspent code of its token, so a guesser without the token never reaches a hash.
     fn admit(&self, attempt: &Attempt<'_>) -> Result<(), Outcome> {
         let now = Instant::now();
         match self.throttle.admit(&attempt.origin, now) {
             Admission::Open => Ok(()),
-            Admission::Refused => Err(Outcome::Throttled),
-            Admission::CodeFirst => {
-                if self.code_would_pass(attempt)
-                    && self.throttle.pass_gate(&attempt.origin, &attempt.otp, now)
+            Admission::CodeFirst { strict } => {
+                if self.code_would_pass(attempt, strict)
+                    && self
+                        .throttle
+                        .pass_gate(&attempt.origin, &attempt.otp, strict, now)
                 {
                     Ok(())
                 } else {
-                    self.throttle.failed(&attempt.origin, now);
+                    self.throttle.refused_at_gate(&attempt.origin, now);
                     Err(Outcome::Throttled)
                 }
             }
         }
     }
 
-    /// Whether the throttle would refuse `attempt` without a hash, counting nothing: a cheap
-    /// look the UDP workers take before they hand a costly hash to the async path.
-    fn refused_unchecked(&self, attempt: &Attempt<'_>) -> bool {
-        match self.throttle.peek(&attempt.origin, Instant::now()) {
+    /// For an attempt that needs a costly hash, a cheap look the UDP workers take before they
+    /// hand it to the async path: if the throttle's gate would refuse it, it is refused here,
+    /// counted as [`Self::admit`] counts a refusal.
+    fn refuse_at_gate_now(&self, attempt: &Attempt<'_>) -> bool {
+        let now = Instant::now();
+        let refused = match self.throttle.peek(&attempt.origin, now) {
             Admission::Open => false,
-            Admission::Refused => true,
-            Admission::CodeFirst => !self.code_would_pass(attempt),
+            Admission::CodeFirst { strict } => !self.code_would_pass(attempt, strict),
+        };
+        if refused {
+            self.throttle.admit(&attempt.origin, now);
+            self.throttle.refused_at_gate(&attempt.origin, now);
         }
+        refused
     }
 
-    /// Whether the attempt's code is a valid, unspent code of its user's token (nothing spent).
-    fn code_would_pass(&self, attempt: &Attempt<'_>) -> bool {
+    /// Whether the attempt's code is a valid, unspent code of its user's token (nothing spent);
+    /// with `strict`, only its next expected code.
+    fn code_would_pass(&self, attempt: &Attempt<'_>, strict: bool) -> bool {
         let Check::Real { token, .. } = &attempt.check else {
             return false;
         };
+        let reach = if strict {
+            Reach::ExpectedOnly
+        } else {
+            Reach::Window
+        };
         self.tokens
-            .code_would_pass(token, &attempt.otp, unix_now())
+            .code_would_pass(token, &attempt.otp, unix_now(), reach)
             .unwrap_or_else(|e| {
                 tracing::error!(serial = %token.serial, error = %e, "OTP check failed");
                 false
@@ -469,9 +481,10 @@ impl RequestHandler for Authenticator {
         let (outcome, wrote) = match self.look_up(request) {
             Err(outcome) => (outcome, false),
             // A costly hash goes to the async path, unless the throttle refuses it unhashed.
-            Ok(attempt) if attempt.costly() && !self.refused_unchecked(&attempt) => return None,
             Ok(attempt) if attempt.costly() => {
-                self.throttle.failed(&attempt.origin, Instant::now());
+                if !self.refuse_at_gate_now(&attempt) {
+                    return None;
+                }
                 (Outcome::Throttled, false)
             }
             Ok(attempt) => match self.admit(&attempt) {

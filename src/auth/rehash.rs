@@ -21,7 +21,7 @@
 //!   crash, it is redone at a later login; the old hash verifies the same password meanwhile.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,6 +36,8 @@ pub const QUEUE_CAPACITY: usize = 256;
 /// Requests a second below which logins are quiet enough for a re-hash: at this rate logins
 /// use about 2% of a core, so the caches a hash evicts cost them little.
 pub const QUIET_BELOW_PER_SEC: u64 = 1_000;
+/// How long a stop waits for the hash in progress.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 /// The shortest time over which the request rate is measured.
 const SAMPLE: Duration = Duration::from_millis(10);
 /// How long the thread waits before it measures again while requests are not quiet.
@@ -58,14 +60,15 @@ pub struct Counters {
     pub deferred: AtomicU64,
     /// Jobs whose user changed meanwhile, or whose write failed.
     pub dropped: AtomicU64,
-    /// Jobs still waiting when re-hashing stopped (left for later logins).
+    /// Jobs waiting or being hashed when re-hashing stopped (left for later logins).
     pub abandoned: AtomicU64,
 }
 
 /// The queue's sending side and the thread working it off.
 pub struct Rehasher {
     queue: Mutex<Option<SyncSender<Job>>>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    /// The thread, and what tells that it ended (its sender is dropped then).
+    worker: Mutex<Option<(JoinHandle<()>, Receiver<()>)>>,
     stopping: Arc<AtomicBool>,
     counters: Arc<Counters>,
     /// Requests seen so far ([`Rehasher::note_request`]), for the [`QuietGate`].
@@ -84,12 +87,17 @@ impl Rehasher {
             let stopping = Arc::clone(&stopping);
             let counters = Arc::clone(&counters);
             let gate = QuietGate::new(Arc::clone(&requests));
+            let (ended, has_ended) = std::sync::mpsc::channel::<()>();
             std::thread::Builder::new()
                 .name("otpgate-rehash".into())
-                .spawn(move || work(&jobs, gate, &*store, &params, &stopping, &counters))
+                .spawn(move || {
+                    let _ended = ended;
+                    work(&jobs, gate, &*store, &params, &stopping, &counters);
+                })
+                .map(|handle| (handle, has_ended))
         };
         let (queue, worker) = match worker {
-            Ok(handle) => (Some(queue), Some(handle)),
+            Ok(worker) => (Some(queue), Some(worker)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the re-hash thread; re-hashing is off");
                 (None, None)
@@ -130,15 +138,24 @@ impl Rehasher {
         &self.counters
     }
 
-    /// Stops taking jobs, drops those waiting (redone at later logins) and waits for the one
-    /// being hashed, so nothing writes to the store after this returns.
+    /// Stops taking jobs and drops those waiting (redone at later logins). Waits up to
+    /// [`STOP_WAIT`] for the job being hashed (at idle priority it may be starved); a hash that
+    /// finishes after a stop is not stored, so nothing writes to the store after this returns.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
         let worker = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(worker) = worker {
-            if worker.join().is_err() {
-                tracing::error!("the re-hash thread ended abnormally");
+        let Some((handle, has_ended)) = worker else {
+            return;
+        };
+        match has_ended.recv_timeout(STOP_WAIT) {
+            Err(RecvTimeoutError::Timeout) => {
+                tracing::warn!("the re-hash thread is still hashing; leaving it behind");
+            }
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                if handle.join().is_err() {
+                    tracing::error!("the re-hash thread ended abnormally");
+                }
             }
         }
     }
@@ -187,11 +204,10 @@ fn work(
                 .fetch_add(waiting.saturating_add(1), Ordering::Relaxed);
             break;
         }
-        let upgraded = rehash(store, params, job);
-        Counters::count(if upgraded {
-            &counters.upgraded
-        } else {
-            &counters.dropped
+        Counters::count(match rehash(store, params, job, stopping) {
+            Some(true) => &counters.upgraded,
+            Some(false) => &counters.dropped,
+            None => &counters.abandoned,
         });
     }
 }
@@ -226,25 +242,37 @@ impl QuietGate {
             if stopping.load(Ordering::Acquire) {
                 return false;
             }
-            let elapsed = self.since.elapsed();
-            if elapsed < SAMPLE {
-                std::thread::sleep(SAMPLE - elapsed);
-                continue;
+            match self.sample() {
+                Err(too_short) => std::thread::sleep(too_short),
+                Ok(true) => return true,
+                Ok(false) => std::thread::sleep(BUSY_PROBE),
             }
-            let seen = self.requests.load(Ordering::Relaxed);
-            let arrived = u128::from(seen.wrapping_sub(self.seen));
-            self.restart();
-            // arrived / elapsed < QUIET_BELOW_PER_SEC, in whole numbers.
-            if arrived * 1_000_000 < u128::from(QUIET_BELOW_PER_SEC) * elapsed.as_micros() {
-                return true;
-            }
-            std::thread::sleep(BUSY_PROBE);
         }
+    }
+
+    /// Whether requests were quiet since the last sample, which this one ends; `Err` with
+    /// the time left if that was shorter than [`SAMPLE`].
+    fn sample(&mut self) -> Result<bool, Duration> {
+        let elapsed = self.since.elapsed();
+        if elapsed < SAMPLE {
+            return Err(SAMPLE - elapsed);
+        }
+        let seen = self.requests.load(Ordering::Relaxed);
+        let arrived = u128::from(seen.wrapping_sub(self.seen));
+        self.restart();
+        // arrived / elapsed < QUIET_BELOW_PER_SEC, in whole numbers.
+        Ok(arrived * 1_000_000 < u128::from(QUIET_BELOW_PER_SEC) * elapsed.as_micros())
     }
 }
 
-/// Hashes one password and stores it over the record its login read; true if stored.
-fn rehash(store: &dyn Store, params: &Argon2Params, job: Job) -> bool {
+/// Hashes one password and stores it over the record its login read; true if stored, `None`
+/// if a stop came while it hashed (nothing is stored then).
+fn rehash(
+    store: &dyn Store,
+    params: &Argon2Params,
+    job: Job,
+    stopping: &AtomicBool,
+) -> Option<bool> {
     let Job {
         user,
         password,
@@ -254,14 +282,17 @@ fn rehash(store: &dyn Store, params: &Argon2Params, job: Job) -> bool {
         Ok(hash) => hash,
         Err(e) => {
             tracing::warn!(user = %user.username, error = %e, "re-hash failed");
-            return false;
+            return Some(false);
         }
     };
+    if stopping.load(Ordering::Acquire) {
+        return None;
+    }
     let updated = User {
         password_hash: new_hash.as_stored().to_string(),
         ..user.clone()
     };
-    match store.replace_user_lazily(&user, &updated) {
+    Some(match store.replace_user_lazily(&user, &updated) {
         Ok(true) => {
             tracing::info!(user = %user.username, from, "password hash upgraded to argon2id");
             true
@@ -274,7 +305,7 @@ fn rehash(store: &dyn Store, params: &Argon2Params, job: Job) -> bool {
             tracing::warn!(user = %user.username, error = %e, "re-hash not stored");
             false
         }
-    }
+    })
 }
 
 /// Moves the calling thread to `SCHED_IDLE` (sched(7)); where that is refused, to nice 19.
@@ -406,29 +437,20 @@ mod tests {
     fn the_gate_opens_only_once_requests_are_quiet() {
         let requests = Arc::new(AtomicU64::new(0));
         let stopping = AtomicBool::new(false);
-        // Quiet from the start: open after one sample.
         let mut gate = QuietGate::new(Arc::clone(&requests));
+        // Quiet from the start: open after one sample.
         assert!(gate.wait(&stopping));
-        // 100,000 requests a second for 300 ms: the gate stays shut until they stop.
-        let busy = {
-            let requests = Arc::clone(&requests);
-            std::thread::spawn(move || {
-                let until = Instant::now() + Duration::from_millis(300);
-                while Instant::now() < until {
-                    requests.fetch_add(100, Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Instant::now()
-            })
-        };
-        std::thread::sleep(Duration::from_millis(20));
+        // Too short a sample says nothing yet.
         gate.restart();
-        assert!(gate.wait(&stopping));
-        let opened = Instant::now();
-        let ended = busy.join().expect("busy thread");
-        assert!(opened >= ended, "the gate opened while requests were busy");
-        // A stop while busy: the gate gives up.
-        requests.fetch_add(1_000_000, Ordering::Relaxed);
+        assert!(gate.sample().is_err());
+        // 100,000 requests over a sample of 10 ms or more (at most 100 s): busy.
+        std::thread::sleep(SAMPLE);
+        requests.fetch_add(100_000, Ordering::Relaxed);
+        assert_eq!(gate.sample(), Ok(false));
+        // None over the next one: quiet.
+        std::thread::sleep(SAMPLE);
+        assert_eq!(gate.sample(), Ok(true));
+        // A stop while waiting: the gate gives up.
         stopping.store(true, Ordering::Release);
         assert!(!gate.wait(&stopping));
     }

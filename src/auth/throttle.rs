@@ -15,15 +15,18 @@
 //!   without a hash, however many guesses they send; the token's holder gets through at the
 //!   first try, so a stranger cannot keep a user out. A code lets [`CHECKS_PER_CODE`] password
 //!   checks through at most ([`Throttle::pass_gate`]); it is not spent on the token unless the
-//!   login succeeds.
-//! - Per source: `client_failures` failed attempts from one Calling-Station-Id across user
-//!   names (password spraying) refuse that source unchecked.
+//!   login succeeds. Random codes would now and then be valid (the look-ahead and window hold
+//!   several), so after `user_failures` requests refused at the gate it turns *strict*: only
+//!   the token's next expected code counts, for one password check.
+//! - Per source: after `client_failures` failed attempts from one Calling-Station-Id across
+//!   user names (password spraying), every request from it is code first, strict. Nobody is
+//!   refused outright: a holder behind the same address (NAT) still gets in.
 //! - Per NAS: every end user arrives through the same concentrator, so the NAS is never
 //!   refused; crossing `client_failures` there is logged as a warning once per window.
 //!
 //! Requests without Calling-Station-Id share one anonymous source per NAS. Keys are keyed
 //! 64-bit hashes of the names (a collision, about 2^-64 per pair, would merge two counts); a
-//! successful login costs one key, one lock and an insert and a removal in one table.
+//! successful login costs one key, two locks and an insert and a removal in one table.
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
@@ -50,15 +53,17 @@ pub const CHECKS_PER_CODE: u8 = 3;
 pub enum Admission {
     /// Check the password.
     Open,
-    /// Check the password only once the request has shown a valid, unspent code.
-    CodeFirst,
-    /// Refuse without checking anything (a spraying source).
-    Refused,
+    /// Check the password only once the request has shown a valid, unspent code of the user's
+    /// token; with `strict`, only the token's next expected code counts, and it lets one
+    /// password check through.
+    CodeFirst { strict: bool },
 }
 
 struct Window {
     started: Instant,
     attempts: u32,
+    /// Requests refused at the code-first gate (no valid code) in this window.
+    wrong_codes: u32,
     /// Codes that let password checks through in code-first mode (keyed hashes), and how many.
     gated: Vec<(u64, u8)>,
 }
@@ -108,7 +113,8 @@ impl Table {
             w.attempts = w.attempts.saturating_add(1);
             return w.attempts;
         }
-        while self.windows.len() >= MAX_TRACKED || self.order.len() >= 2 * MAX_TRACKED {
+        // Full: the oldest running window goes.
+        while self.windows.len() >= MAX_TRACKED {
             let Some((started, oldest)) = self.order.pop_front() else {
                 break;
             };
@@ -116,9 +122,20 @@ impl Table {
                 self.remove(oldest);
             }
         }
+        // Most windows are cleared by a success soon after they start, leaving their place in
+        // `order` behind: those places are dropped once they are many, never a running window.
+        if self.order.len() >= 2 * MAX_TRACKED {
+            let windows = &self.windows;
+            self.order.retain(|(started, key)| {
+                windows
+                    .find(*key, |(k, _)| k == key)
+                    .is_some_and(|(_, w)| w.started == *started)
+            });
+        }
         let fresh = Window {
             started: now,
             attempts: 1,
+            wrong_codes: 0,
             gated: Vec::new(),
         };
         // A window that has run out is started afresh in its place.
@@ -203,21 +220,19 @@ impl Throttle {
     }
 
     /// Counts an attempt from `origin` for its user name as it starts, before any hash, and
-    /// says how it may proceed. A refused attempt is not counted.
+    /// says how it may proceed.
     pub fn admit(&self, origin: &Origin<'_>, now: Instant) -> Admission {
         let mut tables = self.lock();
         let admission = self.admission(&tables, origin, now);
-        if admission != Admission::Refused {
-            tables
-                .users
-                .bump(origin.user_at_source, self.settings.window, now);
-        }
+        tables
+            .users
+            .bump(origin.user_at_source, self.settings.window, now);
         admission
     }
 
     /// An attempt that ended without a right password (wrong password, unknown user, no
-    /// token, no valid code while code first): counted for its source and its NAS. (Its user
-    /// name's count was taken when it started.)
+    /// token): counted for its source and its NAS. (Its user name's count was taken when it
+    /// started.)
     pub fn failed(&self, origin: &Origin<'_>, now: Instant) {
         let source = self.source_key(origin);
         let nas = self.hasher.hash_one(origin.nas);
@@ -234,36 +249,59 @@ impl Throttle {
         }
     }
 
+    /// An attempt refused at the code-first gate (no valid code): a failure, and a wrong code
+    /// for this user name at this source (past `user_failures` of them the gate turns strict).
+    pub fn refused_at_gate(&self, origin: &Origin<'_>, now: Instant) {
+        {
+            let mut tables = self.lock();
+            if let Some(w) = tables
+                .users
+                .current(origin.user_at_source, self.settings.window, now)
+            {
+                w.wrong_codes = w.wrong_codes.saturating_add(1);
+            }
+        }
+        self.failed(origin, now);
+    }
+
+    /// Code first once the user name has `user_failures` attempts at this source, strict once
+    /// it also had `user_failures` wrong codes there or the source has `client_failures`
+    /// failures across names (spraying).
     fn admission(&self, tables: &Tables, origin: &Origin<'_>, now: Instant) -> Admission {
         let window = self.settings.window;
-        if origin.calling_station_id.is_some()
+        let spraying = origin.calling_station_id.is_some()
             && !tables.sources.windows.is_empty()
             && tables
                 .sources
                 .attempts(self.source_key(origin), window, now)
-                >= self.settings.client_failures
-        {
-            Admission::Refused
-        } else if tables.users.attempts(origin.user_at_source, window, now)
-            >= self.settings.user_failures
-        {
-            Admission::CodeFirst
-        } else {
-            Admission::Open
+                >= self.settings.client_failures;
+        let user = tables
+            .users
+            .get(origin.user_at_source)
+            .filter(|w| now.duration_since(w.started) < window);
+        let throttled = user.is_some_and(|w| w.attempts >= self.settings.user_failures);
+        if !spraying && !throttled {
+            return Admission::Open;
+        }
+        let many_wrong_codes = user.is_some_and(|w| w.wrong_codes >= self.settings.user_failures);
+        Admission::CodeFirst {
+            strict: spraying || many_wrong_codes,
         }
     }
 
     /// In code-first mode, lets `code` (already found valid for the user's token) through to a
-    /// password check: false once it let [`CHECKS_PER_CODE`] through in this window.
-    pub fn pass_gate(&self, origin: &Origin<'_>, code: &str, now: Instant) -> bool {
+    /// password check: false once it let [`CHECKS_PER_CODE`] through in this window (one when
+    /// `strict`).
+    pub fn pass_gate(&self, origin: &Origin<'_>, code: &str, strict: bool, now: Instant) -> bool {
         let key = origin.user_at_source;
         let code = self.hasher.hash_one(code);
+        let most = if strict { 1 } else { CHECKS_PER_CODE };
         let mut tables = self.lock();
         let Some(w) = tables.users.current(key, self.settings.window, now) else {
             return true;
         };
         if let Some((_, checks)) = w.gated.iter_mut().find(|(c, _)| *c == code) {
-            if *checks >= CHECKS_PER_CODE {
+            if *checks >= most {
                 return false;
             }
             *checks += 1;
@@ -312,8 +350,14 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(t.admit(&attacker, t0), Admission::Open);
         }
-        assert_eq!(t.peek(&attacker, t0), Admission::CodeFirst);
-        assert_eq!(t.admit(&attacker, t0), Admission::CodeFirst);
+        let lenient = Admission::CodeFirst { strict: false };
+        assert_eq!(t.peek(&attacker, t0), lenient);
+        assert_eq!(t.admit(&attacker, t0), lenient);
+        // Wrong codes at the gate: after user_failures (3) of them only the expected code counts.
+        for _ in 0..3 {
+            t.refused_at_gate(&attacker, t0);
+        }
+        assert_eq!(t.peek(&attacker, t0), Admission::CodeFirst { strict: true });
         // The real alice, elsewhere, is not affected by the guesser.
         assert_eq!(
             t.peek(&origin(&t, "alice", Some("198.51.100.7")), t0),
@@ -338,7 +382,7 @@ mod tests {
     }
 
     #[test]
-    fn spraying_from_one_source_is_refused_but_the_nas_is_not() {
+    fn a_spraying_source_is_code_first_strict_but_the_nas_is_not() {
         let t = throttle();
         let t0 = Instant::now();
         for i in 0..5 {
@@ -349,7 +393,7 @@ mod tests {
         }
         assert_eq!(
             t.admit(&origin(&t, "someone", Some("203.0.113.9")), t0),
-            Admission::Refused
+            Admission::CodeFirst { strict: true }
         );
         assert_eq!(
             t.peek(&origin(&t, "someone", Some("198.51.100.7")), t0),
@@ -401,16 +445,16 @@ mod tests {
             t.admit(&o, t0);
         }
         for _ in 0..CHECKS_PER_CODE {
-            assert!(t.pass_gate(&o, "123456", t0));
+            assert!(t.pass_gate(&o, "123456", false, t0));
         }
-        assert!(!t.pass_gate(&o, "123456", t0));
-        assert!(t.pass_gate(&o, "654321", t0));
+        assert!(!t.pass_gate(&o, "123456", false, t0));
+        assert!(t.pass_gate(&o, "654321", false, t0));
         // Another user's gate is their own.
         let bob = origin(&t, "bob", None);
         for _ in 0..4 {
             t.admit(&bob, t0);
         }
-        assert!(t.pass_gate(&bob, "123456", t0));
+        assert!(t.pass_gate(&bob, "123456", false, t0));
     }
 
     #[test]
@@ -425,5 +469,38 @@ mod tests {
         assert!(table.windows.len() <= MAX_TRACKED);
         assert_eq!(table.attempts(u64::MAX, window, t0), 0, "oldest evicted");
         assert_eq!(table.attempts(MAX_TRACKED as u64 - 1, window, t0), 1);
+    }
+
+    #[test]
+    fn a_strict_gate_lets_one_check_through_per_code() {
+        let t = throttle();
+        let t0 = Instant::now();
+        let o = origin(&t, "alice", None);
+        t.admit(&o, t0);
+        assert!(t.pass_gate(&o, "123456", true, t0));
+        assert!(!t.pass_gate(&o, "123456", true, t0));
+    }
+
+    /// Successes clear their windows but leave their places in the eviction order: however
+    /// many, they never push out a running window while the table has room.
+    #[test]
+    fn many_successes_elsewhere_keep_a_throttled_pair_throttled() {
+        let t = throttle();
+        let t0 = Instant::now();
+        let attacker = origin(&t, "alice", None);
+        for _ in 0..3 {
+            t.admit(&attacker, t0);
+        }
+        for i in 0..(3 * MAX_TRACKED) {
+            let name = format!("u{i}");
+            let ok = origin(&t, &name, None);
+            t.admit(&ok, t0);
+            t.succeeded(&ok);
+        }
+        assert_eq!(
+            t.peek(&attacker, t0),
+            Admission::CodeFirst { strict: false }
+        );
+        assert!(t.lock().users.order.len() < 2 * MAX_TRACKED);
     }
 }

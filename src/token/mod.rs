@@ -5,5 +5,5 @@
 pub mod service;
 pub mod state;
 
-pub use service::{OtpOutcome, TokenError, TokenService};
+pub use service::{OtpOutcome, Reach, TokenError, TokenService};
 pub use state::{Event, TransitionError};

@@ -82,6 +82,17 @@ impl OtpOutcome {
     }
 }
 
+/// Which codes of a token count as valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Any unspent code within the HOTP look-ahead or the TOTP window (`[otp]` settings).
+    Window,
+    /// Only the next expected code: the TOTP code of the current step (with the token's
+    /// remembered drift); the HOTP code at the next counter or the one after it (a press whose
+    /// code never arrived, or was spent at the throttle's gate).
+    ExpectedOnly,
+}
+
 pub struct TokenService {
     store: Arc<dyn Store>,
     cipher: SeedCipher,
@@ -135,7 +146,7 @@ impl TokenService {
                 return Ok(OtpOutcome::NotUsable(state));
             }
             let seed = self.cipher.open(&token.serial, &token.sealed_seed)?;
-            let (new, outcome) = match self.consume(&token, &seed, code, now) {
+            let (new, outcome) = match self.consume(&token, &seed, code, now, Reach::Window) {
                 Some(new) => (new, OtpOutcome::Accepted),
                 // The last accepted code again (a double submit, a VPN client reconnecting with
                 // cached credentials, however long after): refused, but not counted, so it can
@@ -153,30 +164,6 @@ impl TokenService {
             }
         }
         Err(TokenError::Contention(serial.to_string()))
-    }
-
-    /// The TOTP step `code` belongs to within the configured window around the token's
-    /// expected step (RFC 6238 section 5.2), none at or before `last_used`.
-    fn totp_match(
-        &self,
-        token: &Token,
-        seed: &[u8],
-        period: u64,
-        code: &str,
-        now: u64,
-        last_used: Option<u64>,
-    ) -> Option<totp::TotpMatch> {
-        totp::verify(
-            seed,
-            token.algorithm,
-            token.digits,
-            period,
-            now,
-            token.drift,
-            self.otp.totp_window,
-            last_used,
-            code,
-        )
     }
 
     /// The token after one more wrong code at `now`: `otp.max_failures` in a row lock it.
@@ -206,8 +193,19 @@ impl TokenService {
     /// The token as it is after accepting `code` at `now`: the HOTP counter moved past the
     /// matched one (RFC 4226 7.4) or the TOTP step and drift recorded (RFC 6238 5.2), failures
     /// reset, the time recorded. `None` unless `code` is a valid code not yet spent, within the
-    /// look-ahead or window.
-    fn consume(&self, token: &Token, seed: &[u8], code: &str, now: u64) -> Option<Token> {
+    /// look-ahead or window (`reach`).
+    fn consume(
+        &self,
+        token: &Token,
+        seed: &[u8],
+        code: &str,
+        now: u64,
+        reach: Reach,
+    ) -> Option<Token> {
+        let (look_ahead, window) = match reach {
+            Reach::Window => (self.otp.hotp_look_ahead, self.otp.totp_window),
+            Reach::ExpectedOnly => (1, 0),
+        };
         let mut new = token.clone();
         match token.kind {
             TokenKind::Hotp => {
@@ -216,13 +214,24 @@ impl TokenService {
                     token.algorithm,
                     token.digits,
                     token.counter,
-                    self.otp.hotp_look_ahead,
+                    look_ahead,
                     code,
                 )?;
                 new.counter = counter.saturating_add(1);
             }
             TokenKind::Totp { period } => {
-                let m = self.totp_match(token, seed, period, code, now, token.last_step)?;
+                // RFC 6238 5.2: around the expected step, none at or before the last used.
+                let m = totp::verify(
+                    seed,
+                    token.algorithm,
+                    token.digits,
+                    period,
+                    now,
+                    token.drift,
+                    window,
+                    token.last_step,
+                    code,
+                )?;
                 new.last_step = Some(m.step);
                 new.drift = m.drift;
             }
@@ -232,16 +241,22 @@ impl TokenService {
         Some(new)
     }
 
-    /// Whether `code` would be accepted for `token` at `now`, without recording anything: the
-    /// token is usable and the code valid and unspent. The login path asks this before it
-    /// verifies a password for a throttled user name (README "Security notes"), so a guesser
-    /// without the token is refused without a hash and the code stays unspent.
-    pub fn code_would_pass(&self, token: &Token, code: &str, now: u64) -> Result<bool, TokenError> {
+    /// Whether `code` would be accepted for `token` at `now` within `reach`, without recording
+    /// anything: the token is usable and the code valid and unspent. The login path asks this
+    /// before it verifies a password for a throttled user name (README "Security notes"), so a
+    /// guesser without the token is refused without a hash and the code stays unspent.
+    pub fn code_would_pass(
+        &self,
+        token: &Token,
+        code: &str,
+        now: u64,
+        reach: Reach,
+    ) -> Result<bool, TokenError> {
         if Self::effective_state(token, now) != TokenState::Active {
             return Ok(false);
         }
         let seed = self.cipher.open(&token.serial, &token.sealed_seed)?;
-        Ok(self.consume(token, &seed, code, now).is_some())
+        Ok(self.consume(token, &seed, code, now, reach).is_some())
     }
 
     /// Whether `code` is the last code the token accepted, however long ago: the TOTP code of
@@ -731,18 +746,25 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let svc = service_with_bob(dir.path());
         let token = svc.store().token("H1").expect("read").expect("exists");
-        assert!(svc
-            .code_would_pass(&token, &hotp_code(2), NOW)
+        let ask = |token: &Token, counter: u64, reach| {
+            svc.code_would_pass(token, &hotp_code(counter), NOW, reach)
+                .expect("ask")
+        };
+        assert!(ask(&token, 2, Reach::Window));
+        assert!(!svc
+            .code_would_pass(&token, "000000", NOW, Reach::Window)
             .expect("ask"));
-        assert!(!svc.code_would_pass(&token, "000000", NOW).expect("ask"));
         assert_eq!(svc.store().token("H1").expect("read"), Some(token));
         assert_eq!(
             svc.check_otp("H1", &hotp_code(2), NOW).expect("check"),
             OtpOutcome::Accepted
         );
         let token = svc.store().token("H1").expect("read").expect("exists");
-        assert!(!svc
-            .code_would_pass(&token, &hotp_code(2), NOW)
-            .expect("ask"));
+        assert!(!ask(&token, 2, Reach::Window));
+        // Only the next counter's code when only the expected one counts.
+        assert!(ask(&token, 3, Reach::ExpectedOnly));
+        assert!(ask(&token, 4, Reach::ExpectedOnly));
+        assert!(!ask(&token, 5, Reach::ExpectedOnly));
+        assert!(ask(&token, 5, Reach::Window));
     }
 }

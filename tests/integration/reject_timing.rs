@@ -14,7 +14,8 @@ use radius::core::code::Code;
 use crate::harness::*;
 
 const SEED: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"; // "12345678901234567890"
-const DELAY: Duration = Duration::from_millis(300);
+/// Long enough that a round's decisions end before it even on a loaded CI machine.
+const DELAY: Duration = Duration::from_millis(600);
 /// Requests per kind.
 const ROUNDS: u64 = 20;
 /// How far apart the kinds' median round trips may lie. With the delay they all sit a hair
@@ -23,7 +24,7 @@ const ROUNDS: u64 = 20;
 /// so only scheduling noise on a shared machine separates them (measured: within 0.3 ms). 25 ms
 /// leaves room for that noise and is still less than the spread without the delay (measured
 /// here with `reject_delay_ms = 0`: 1.5-2 ms for the `{SSHA256}` kinds, 21-40 ms for those that
-/// hash with argon2id), all of it under 300 ms, which the `>= DELAY` checks refuse besides.
+/// hash with argon2id), all of it under the delay, which the `>= DELAY` checks refuse besides.
 const TOLERANCE: Duration = Duration::from_millis(25);
 
 /// A code no token here accepts: not among the first counters (look-ahead included).
@@ -240,8 +241,19 @@ fn every_reject_takes_the_delay_whatever_failed_and_accepts_do_not() {
     }
     assert!(app.stop());
     let logs = app.logs().join("\n");
-    let held = ROUNDS * 6;
-    assert!(logs.contains(&format!("delayed_rejects={held} ")), "{logs}");
+    // Held by the timer: all of them, but for a Reject decided after its deadline (a disk or
+    // scheduling stall on a loaded machine), which leaves at once, late, as checked above.
+    // The last serve's counters (the set-up served once before).
+    let held: u64 = logs
+        .rsplit(" delayed_rejects=")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the delayed_rejects counter at stop");
+    assert!(
+        (ROUNDS * 6 * 9 / 10..=ROUNDS * 6).contains(&held),
+        "{held} Rejects held: {logs}"
+    );
 }
 
 #[test]
