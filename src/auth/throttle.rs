@@ -26,7 +26,8 @@
 //!
 //! Requests without Calling-Station-Id share one anonymous source per NAS. Keys are keyed
 //! 64-bit hashes of the names (a collision, about 2^-64 per pair, would merge two counts); a
-//! successful login costs one key, two locks and an insert and a removal in one table.
+//! successful login costs one key, two locks and an insert and a removal in a table as small as
+//! the attempts in flight.
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
@@ -93,27 +94,44 @@ impl Table {
         }
     }
 
-    /// The key's window, if one is running at `now`.
-    fn current(&mut self, key: u64, window: Duration, now: Instant) -> Option<&mut Window> {
-        self.windows
-            .find_mut(key, |(k, _)| *k == key)
-            .map(|(_, w)| w)
-            .filter(|w| now.duration_since(w.started) < window)
-    }
-
     fn attempts(&self, key: u64, window: Duration, now: Instant) -> u32 {
         self.get(key)
             .filter(|w| now.duration_since(w.started) < window)
             .map_or(0, |w| w.attempts)
     }
 
-    /// Counts an attempt; returns the count within the current window.
-    fn bump(&mut self, key: u64, window: Duration, now: Instant) -> u32 {
-        if let Some(w) = self.current(key, window, now) {
-            w.attempts = w.attempts.saturating_add(1);
-            return w.attempts;
+    /// The key's running window, a fresh one (no attempts yet) if none runs at `now`.
+    fn ensure(&mut self, key: u64, window: Duration, now: Instant) -> &mut Window {
+        let running = self
+            .get(key)
+            .is_some_and(|w| now.duration_since(w.started) < window);
+        if !running {
+            self.make_room();
+            self.order.push_back((now, key));
         }
-        // Full: the oldest running window goes.
+        let fresh = || Window {
+            started: now,
+            attempts: 0,
+            wrong_codes: 0,
+            gated: Vec::new(),
+        };
+        match self.windows.entry(key, |(k, _)| *k == key, |(k, _)| *k) {
+            Entry::Occupied(entry) => {
+                let (_, w) = entry.into_mut();
+                if !running {
+                    // It ran out: started afresh in its place.
+                    *w = fresh();
+                }
+                w
+            }
+            Entry::Vacant(vacant) => &mut vacant.insert((key, fresh())).into_mut().1,
+        }
+    }
+
+    /// Room for one more window: when full, the oldest running one goes. Windows cleared by a
+    /// success leave their places in `order` behind: those places are dropped once they are
+    /// many, never a running window.
+    fn make_room(&mut self) {
         while self.windows.len() >= MAX_TRACKED {
             let Some((started, oldest)) = self.order.pop_front() else {
                 break;
@@ -122,8 +140,6 @@ impl Table {
                 self.remove(oldest);
             }
         }
-        // Most windows are cleared by a success soon after they start, leaving their place in
-        // `order` behind: those places are dropped once they are many, never a running window.
         if self.order.len() >= 2 * MAX_TRACKED {
             let windows = &self.windows;
             self.order.retain(|(started, key)| {
@@ -132,21 +148,13 @@ impl Table {
                     .is_some_and(|(_, w)| w.started == *started)
             });
         }
-        let fresh = Window {
-            started: now,
-            attempts: 1,
-            wrong_codes: 0,
-            gated: Vec::new(),
-        };
-        // A window that has run out is started afresh in its place.
-        match self.windows.entry(key, |(k, _)| *k == key, |(k, _)| *k) {
-            Entry::Occupied(mut stale) => stale.get_mut().1 = fresh,
-            Entry::Vacant(vacant) => {
-                vacant.insert((key, fresh));
-            }
-        }
-        self.order.push_back((now, key));
-        1
+    }
+
+    /// Counts a failure; returns the count within the current window.
+    fn bump(&mut self, key: u64, window: Duration, now: Instant) -> u32 {
+        let w = self.ensure(key, window, now);
+        w.attempts = w.attempts.saturating_add(1);
+        w.attempts
     }
 
     fn clear(&mut self, key: u64) {
@@ -171,9 +179,50 @@ pub struct Throttle {
 }
 
 struct Tables {
+    /// Failed attempts per user name and source.
     users: Table,
+    /// Attempts per user name and source that started and have not ended yet: counted with
+    /// the failures, so concurrent attempts are bounded as if they came one by one. Small (as
+    /// many as are in flight); entries older than the window are ignored, so one whose attempt
+    /// never ended cannot weigh for ever.
+    in_flight: HashTable<(u64, u32, Instant)>,
     sources: Table,
     nases: Table,
+}
+
+impl Tables {
+    fn in_flight(&self, key: u64, window: Duration, now: Instant) -> u32 {
+        self.in_flight
+            .find(key, |(k, ..)| *k == key)
+            .filter(|(.., since)| now.duration_since(*since) < window)
+            .map_or(0, |(_, n, _)| *n)
+    }
+
+    fn start_attempt(&mut self, key: u64, window: Duration, now: Instant) {
+        match self.in_flight.entry(key, |(k, ..)| *k == key, |(k, ..)| *k) {
+            Entry::Occupied(mut entry) => {
+                let (_, n, since) = entry.get_mut();
+                if now.duration_since(*since) >= window {
+                    *n = 0;
+                }
+                *n = n.saturating_add(1);
+                *since = now;
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert((key, 1, now));
+            }
+        }
+    }
+
+    fn end_attempt(&mut self, key: u64) {
+        if let Ok(mut entry) = self.in_flight.find_entry(key, |(k, ..)| *k == key) {
+            let (_, n, _) = entry.get_mut();
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                entry.remove();
+            }
+        }
+    }
 }
 
 impl Throttle {
@@ -181,6 +230,7 @@ impl Throttle {
         Throttle {
             inner: Mutex::new(Tables {
                 users: Table::new(),
+                in_flight: HashTable::new(),
                 sources: Table::new(),
                 nases: Table::new(),
             }),
@@ -212,7 +262,10 @@ impl Throttle {
     /// How a request from `origin` would be admitted now, counting nothing.
     pub fn peek(&self, origin: &Origin<'_>, now: Instant) -> Admission {
         let tables = self.lock();
-        if tables.users.windows.is_empty() && tables.sources.windows.is_empty() {
+        if tables.users.windows.is_empty()
+            && tables.sources.windows.is_empty()
+            && tables.in_flight.is_empty()
+        {
             // The common case (no recent failures).
             return Admission::Open;
         }
@@ -220,24 +273,39 @@ impl Throttle {
     }
 
     /// Counts an attempt from `origin` for its user name as it starts, before any hash, and
-    /// says how it may proceed.
+    /// says how it may proceed. It must end in [`Throttle::succeeded`], [`Throttle::failed`]
+    /// or [`Throttle::refused_at_gate`].
     pub fn admit(&self, origin: &Origin<'_>, now: Instant) -> Admission {
         let mut tables = self.lock();
         let admission = self.admission(&tables, origin, now);
-        tables
-            .users
-            .bump(origin.user_at_source, self.settings.window, now);
+        tables.start_attempt(origin.user_at_source, self.settings.window, now);
         admission
     }
 
-    /// An attempt that ended without a right password (wrong password, unknown user, no
-    /// token): counted for its source and its NAS. (Its user name's count was taken when it
-    /// started.)
+    /// An admitted attempt that ended without a right password (wrong password, unknown user,
+    /// no token): a failure of its user name at its source, of its source and of its NAS.
     pub fn failed(&self, origin: &Origin<'_>, now: Instant) {
+        self.fail(origin, now, false);
+    }
+
+    /// An admitted attempt refused at the code-first gate (no valid code): a failure, and a
+    /// wrong code for this user name at this source (past `user_failures` of them the gate
+    /// turns strict).
+    pub fn refused_at_gate(&self, origin: &Origin<'_>, now: Instant) {
+        self.fail(origin, now, true);
+    }
+
+    fn fail(&self, origin: &Origin<'_>, now: Instant, wrong_code: bool) {
         let source = self.source_key(origin);
         let nas = self.hasher.hash_one(origin.nas);
         let window = self.settings.window;
         let mut tables = self.lock();
+        tables.end_attempt(origin.user_at_source);
+        let user = tables.users.ensure(origin.user_at_source, window, now);
+        user.attempts = user.attempts.saturating_add(1);
+        if wrong_code {
+            user.wrong_codes = user.wrong_codes.saturating_add(1);
+        }
         tables.sources.bump(source, window, now);
         if tables.nases.bump(nas, window, now) == self.settings.client_failures {
             tracing::warn!(
@@ -247,21 +315,6 @@ impl Throttle {
                 "many wrong passwords or unknown users through this NAS (password spraying?)"
             );
         }
-    }
-
-    /// An attempt refused at the code-first gate (no valid code): a failure, and a wrong code
-    /// for this user name at this source (past `user_failures` of them the gate turns strict).
-    pub fn refused_at_gate(&self, origin: &Origin<'_>, now: Instant) {
-        {
-            let mut tables = self.lock();
-            if let Some(w) = tables
-                .users
-                .current(origin.user_at_source, self.settings.window, now)
-            {
-                w.wrong_codes = w.wrong_codes.saturating_add(1);
-            }
-        }
-        self.failed(origin, now);
     }
 
     /// Code first once the user name has `user_failures` attempts at this source, strict once
@@ -279,7 +332,10 @@ impl Throttle {
             .users
             .get(origin.user_at_source)
             .filter(|w| now.duration_since(w.started) < window);
-        let throttled = user.is_some_and(|w| w.attempts >= self.settings.user_failures);
+        let attempts = user
+            .map_or(0, |w| w.attempts)
+            .saturating_add(tables.in_flight(origin.user_at_source, window, now));
+        let throttled = attempts >= self.settings.user_failures;
         if !spraying && !throttled {
             return Admission::Open;
         }
@@ -297,9 +353,7 @@ impl Throttle {
         let code = self.hasher.hash_one(code);
         let most = if strict { 1 } else { CHECKS_PER_CODE };
         let mut tables = self.lock();
-        let Some(w) = tables.users.current(key, self.settings.window, now) else {
-            return true;
-        };
+        let w = tables.users.ensure(key, self.settings.window, now);
         if let Some((_, checks)) = w.gated.iter_mut().find(|(c, _)| *c == code) {
             if *checks >= most {
                 return false;
@@ -314,10 +368,13 @@ impl Throttle {
         true
     }
 
-    /// A right password: clears this user's count at this source.
+    /// An admitted attempt with a right password: clears this user's count at this source.
     pub fn succeeded(&self, origin: &Origin<'_>) {
         let mut tables = self.lock();
-        tables.users.clear(origin.user_at_source);
+        tables.end_attempt(origin.user_at_source);
+        if !tables.users.windows.is_empty() {
+            tables.users.clear(origin.user_at_source);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
@@ -481,8 +538,8 @@ mod tests {
         assert!(!t.pass_gate(&o, "123456", true, t0));
     }
 
-    /// Successes clear their windows but leave their places in the eviction order: however
-    /// many, they never push out a running window while the table has room.
+    /// However many successes elsewhere, a running window is never pushed out while the table
+    /// has room.
     #[test]
     fn many_successes_elsewhere_keep_a_throttled_pair_throttled() {
         let t = throttle();
@@ -490,6 +547,7 @@ mod tests {
         let attacker = origin(&t, "alice", None);
         for _ in 0..3 {
             t.admit(&attacker, t0);
+            t.failed(&attacker, t0);
         }
         for i in 0..(3 * MAX_TRACKED) {
             let name = format!("u{i}");
@@ -502,5 +560,24 @@ mod tests {
             Admission::CodeFirst { strict: false }
         );
         assert!(t.lock().users.order.len() < 2 * MAX_TRACKED);
+    }
+
+    #[test]
+    fn an_attempt_in_flight_counts_until_it_ends() {
+        let t = throttle();
+        let t0 = Instant::now();
+        let o = origin(&t, "alice", None);
+        for _ in 0..3 {
+            t.admit(&o, t0);
+        }
+        assert_eq!(t.peek(&o, t0), Admission::CodeFirst { strict: false });
+        // Two succeed, one fails: one failure left, under user_failures (3).
+        t.succeeded(&o);
+        t.succeeded(&o);
+        t.failed(&o, t0);
+        assert!(t.lock().in_flight.is_empty());
+        t.admit(&o, t0);
+        t.failed(&o, t0);
+        assert_eq!(t.peek(&o, t0), Admission::Open);
     }
 }

@@ -703,11 +703,17 @@ mod tests {
         }
     }
 
-    /// A server with `handler` on a loopback socket; `configure` adjusts the defaults.
+    /// A server with `handler` on a loopback socket; `configure` adjusts the defaults. Also
+    /// returns the task that serves, which ends once `serve` has returned.
     fn serve_with<H: RequestHandler>(
         handler: Arc<H>,
         configure: impl FnOnce(&mut crate::config::RadiusSettings),
-    ) -> (SocketAddr, Arc<AtomicBool>, tokio::runtime::Runtime) {
+    ) -> (
+        SocketAddr,
+        Arc<AtomicBool>,
+        tokio::runtime::Runtime,
+        tokio::task::JoinHandle<()>,
+    ) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -732,8 +738,8 @@ mod tests {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = socket.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
-        runtime.spawn(server.serve(vec![socket], Arc::clone(&stop)));
-        (addr, stop, runtime)
+        let serving = runtime.spawn(server.serve(vec![socket], Arc::clone(&stop)));
+        (addr, stop, runtime, serving)
     }
 
     fn serve(
@@ -748,7 +754,7 @@ mod tests {
             synced_at: Mutex::new(Vec::new()),
             fail,
         });
-        let (addr, stop, runtime) = serve_with(Arc::clone(&handler), |radius| {
+        let (addr, stop, runtime, _) = serve_with(Arc::clone(&handler), |radius| {
             radius.reject_delay = Duration::ZERO;
         });
         (handler, addr, stop, runtime)
@@ -785,7 +791,7 @@ mod tests {
     #[test]
     fn rejects_leave_reject_delay_after_arrival_on_both_paths_accepts_at_once() {
         let delay = Duration::from_millis(600);
-        let (addr, stop, runtime) = serve_with(Arc::new(ByName), |radius| {
+        let (addr, stop, runtime, _) = serve_with(Arc::new(ByName), |radius| {
             radius.reject_delay = delay;
         });
         // Deciding takes 0 ms (fast path), 250 ms and 900 ms (async path): the first two leave
@@ -820,7 +826,7 @@ mod tests {
 
     #[test]
     fn a_held_reject_holds_no_in_flight_permit() {
-        let (addr, stop, runtime) = serve_with(Arc::new(ByName), |radius| {
+        let (addr, stop, runtime, _) = serve_with(Arc::new(ByName), |radius| {
             radius.reject_delay = Duration::from_millis(400);
             radius.max_in_flight = 1;
         });
@@ -840,31 +846,9 @@ mod tests {
 
     #[test]
     fn stopping_sends_the_held_rejects_before_serve_returns() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let mut settings =
-            Settings::load_with_env(None, Some(Default::default())).expect("defaults");
-        settings.radius.clients = vec![ClientSettings {
-            name: "test".into(),
-            address: "127.0.0.1/32".parse().expect("cidr"),
-            secret: SECRET.into(),
-            application: "default".into(),
-        }];
-        settings.radius.reject_delay = Duration::from_millis(500);
-        let server = Arc::new(Server::new(
-            Arc::new(ByName),
-            ClientTable::new(&settings.radius.clients).expect("clients"),
-            &settings.radius,
-            Arc::new(Stats::default()),
-            runtime.handle().clone(),
-        ));
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let addr = socket.local_addr().expect("addr");
-        let stop = Arc::new(AtomicBool::new(false));
-        let serving = runtime.spawn(server.serve(vec![socket], Arc::clone(&stop)));
+        let (addr, stop, runtime, serving) = serve_with(Arc::new(ByName), |radius| {
+            radius.reject_delay = Duration::from_millis(500);
+        });
         let (client, request, at) = send(addr, "reject");
         std::thread::sleep(Duration::from_millis(100));
         stop.store(true, Ordering::Relaxed);
