@@ -49,7 +49,8 @@ use zeroize::Zeroizing;
 use otpgate::appliance::open_services;
 use otpgate::auth::messages::GENERIC_FAILURE;
 use otpgate::auth::password::{Argon2Params, PasswordHash};
-use otpgate::auth::{unix_now, Authenticator};
+use otpgate::auth::Authenticator;
+use otpgate::clock::{Clock, SystemClock};
 use otpgate::config::Settings;
 use otpgate::otp::import::ImportedToken;
 use otpgate::otp::{hotp, totp, Algorithm, TokenKind};
@@ -399,7 +400,7 @@ impl Pipeline {
         let settings = Arc::new(settings);
         let services = open_services(&settings).expect("open the store and the seed key");
 
-        let now = unix_now();
+        let now = SystemClock.now();
         let ssha = Pool::new("user", USERS);
         let argon = Pool::new("argon", ARGON2_USERS);
         let params = settings.password.argon2;
@@ -462,20 +463,17 @@ impl Pipeline {
             .enable_all()
             .build()
             .expect("tokio runtime");
-        // `Authenticator::new` takes the handle of the runtime it will run on.
-        let (durable, no_sync) = {
-            let _entered = runtime.enter();
-            let authenticator = |tokens: &Arc<TokenService>| {
-                Arc::new(Authenticator::new(
-                    Arc::clone(&settings),
-                    Arc::clone(tokens),
-                ))
-            };
-            (
-                authenticator(&services.tokens),
-                authenticator(&no_sync_tokens),
-            )
+        let authenticator = |tokens: &Arc<TokenService>| {
+            Arc::new(Authenticator::new(
+                Arc::clone(&settings),
+                Arc::clone(tokens),
+                Arc::new(SystemClock),
+            ))
         };
+        let (durable, no_sync) = (
+            authenticator(&services.tokens),
+            authenticator(&no_sync_tokens),
+        );
         let client = Arc::new(Client {
             name: "bench-nas".into(),
             secret: Secret::new(SECRET).expect("secret"),

@@ -9,6 +9,7 @@ use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::auth::Authenticator;
+use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::radius::clients::ClientTable;
 use crate::radius::stats::Stats;
@@ -134,6 +135,7 @@ pub async fn serve(
     let authenticator = Arc::new(Authenticator::new(
         Arc::clone(&settings),
         Arc::clone(&services.tokens),
+        Arc::new(SystemClock),
     ));
     let mut sockets = Vec::new();
     for address in &settings.radius.listen {

@@ -2,11 +2,12 @@
 //!
 //! Layers point downward only: [`radius`] knows bytes and peers, [`auth`] decides requests,
 //! [`token`] is the one writer of token state, [`store`] keeps records, [`otp`] is pure
-//! arithmetic. [`appliance`] wires them for `otpgate serve`; the command line in `main.rs`
+//! arithmetic, [`clock`] the one source of `now`. [`appliance`] wires them for `otpgate serve`; the command line in `main.rs`
 //! and [`users`] are thin layers over the same services.
 
 pub mod appliance;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod otp;
 pub mod radius;

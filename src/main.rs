@@ -13,10 +13,11 @@ use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
 
 use otpgate::appliance::{self, open_services};
-use otpgate::auth::unix_now;
+use otpgate::clock::{Clock, SystemClock};
 use otpgate::config::{LogFormat, Settings};
 use otpgate::otp::import::parse_file;
-use otpgate::store::{Token, User};
+use otpgate::store::{Token, TokenState, User};
+use otpgate::token::TokenService;
 use otpgate::users::{self, Profile};
 
 /// mimalloc: the hot path allocates many small, short-lived buffers (packets, records, sled's
@@ -268,7 +269,7 @@ fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
                 profile,
                 level,
                 &settings.password.argon2,
-                unix_now(),
+                SystemClock.now(),
             )?;
             store.sync()?;
             println!("user {username} added");
@@ -276,7 +277,7 @@ fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
         UserCommand::Import { file } => {
             let reader = std::fs::File::open(&file)
                 .with_context(|| format!("cannot open {}", file.display()))?;
-            let count = users::import_users(store, reader, unix_now())
+            let count = users::import_users(store, reader, SystemClock.now())
                 .with_context(|| format!("{}: nothing imported", file.display()))?;
             store.sync()?;
             println!("{count} user(s) imported from {}", file.display());
@@ -299,7 +300,7 @@ fn token_command(settings: &Settings, command: TokenCommand) -> Result<()> {
         _ => None,
     };
     let services = open_services(settings)?;
-    let now = unix_now();
+    let now = SystemClock.now();
     match command {
         TokenCommand::Import { file, key: _ } => {
             let content =
@@ -429,10 +430,16 @@ fn time_text(unix: Option<u64>) -> String {
     }
 }
 
+/// The state a login would see now: an Active token past its expiry date shows Expired, as
+/// the login path reports it (one rule, `TokenService::effective_state`).
+fn shown_state(token: &Token) -> TokenState {
+    TokenService::effective_state(token, SystemClock.now())
+}
+
 fn token_json(token: &Token) -> serde_json::Value {
     serde_json::json!({
         "serial": token.serial,
-        "state": token.state.as_str(),
+        "state": shown_state(token).as_str(),
         "owner": token.owner,
         "kind": match token.kind {
             otpgate::otp::TokenKind::Totp { .. } => "totp",
@@ -462,7 +469,7 @@ fn print_token(token: &Token, json: bool) -> Result<()> {
         return Ok(());
     }
     println!("serial:        {}", token.serial);
-    println!("state:         {}", token.state);
+    println!("state:         {}", shown_state(token));
     println!("owner:         {}", token.owner.as_deref().unwrap_or("-"));
     println!(
         "type:          {} {} digits, {}",
@@ -521,7 +528,7 @@ fn print_user(user: &User, token: Option<&Token>, json: bool) -> Result<()> {
     println!("password:      {scheme}");
     match token {
         Some(token) => {
-            println!("token:         {} ({})", token.serial, token.state);
+            println!("token:         {} ({})", token.serial, shown_state(token));
             println!("failures:      {}", token.failures);
             println!("last auth:     {}", time_text(token.last_auth));
         }

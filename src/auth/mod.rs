@@ -14,10 +14,11 @@ pub mod throttle;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use zeroize::Zeroizing;
 
+use crate::clock::Clock;
 use crate::config::{AssuranceLevel, Settings};
 use crate::radius::packet::ReplyCode;
 use crate::radius::server::Decided;
@@ -111,10 +112,12 @@ pub struct Authenticator {
     hashing: Arc<tokio::sync::Semaphore>,
     /// Re-hashes imported hashes to argon2id on spare CPU (`rehash_on_login`).
     rehasher: Option<Rehasher>,
+    /// Today's date for the token gate and the OTP window.
+    clock: Arc<dyn Clock>,
 }
 
 impl Authenticator {
-    pub fn new(settings: Arc<Settings>, tokens: Arc<TokenService>) -> Self {
+    pub fn new(settings: Arc<Settings>, tokens: Arc<TokenService>, clock: Arc<dyn Clock>) -> Self {
         let throttle = Throttle::new(&settings.throttle);
         let slots = settings.password.max_concurrent_hashes;
         let hashing = Arc::new(tokio::sync::Semaphore::new(slots));
@@ -129,6 +132,7 @@ impl Authenticator {
             throttle,
             hashing,
             rehasher,
+            clock,
         }
     }
 
@@ -302,7 +306,7 @@ impl Authenticator {
             Reach::Window
         };
         self.tokens
-            .code_would_pass(token, &attempt.otp, unix_now(), reach)
+            .code_would_pass(token, &attempt.otp, self.clock.now(), reach)
             .unwrap_or_else(|e| {
                 tracing::error!(serial = %token.serial, error = %e, "OTP check failed");
                 false
@@ -337,7 +341,7 @@ impl Authenticator {
         }
         self.throttle.succeeded(&origin);
         // 3. Token gate: state, then the application's required level.
-        let now = unix_now();
+        let now = self.clock.now();
         let state = TokenService::effective_state(&token, now);
         if state != TokenState::Active {
             return (Outcome::TokenNotUsable(state), false, None);
@@ -526,14 +530,6 @@ impl RequestHandler for Authenticator {
     }
 }
 
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     //! The durability contract of the pipeline: no Accept before the write it depends on has
@@ -544,6 +540,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::clock::ManualClock;
     use crate::otp::import::ImportedToken;
     use crate::otp::{hotp, Algorithm, TokenKind};
     use crate::radius::clients::Client;
@@ -614,7 +611,23 @@ mod tests {
         }
     }
 
+    /// 2009-02-13 23:31:30 UTC, where every test's clock starts.
+    const NOW: u64 = 1_234_567_890;
+
     async fn setup(fail_sync: bool) -> (tempfile::TempDir, Arc<Recording>, Authenticator) {
+        let (dir, store, auth, _) = setup_with_clock(fail_sync).await;
+        (dir, store, auth)
+    }
+
+    /// As `setup`, with the clock the pipeline reads (at [`NOW`]).
+    async fn setup_with_clock(
+        fail_sync: bool,
+    ) -> (
+        tempfile::TempDir,
+        Arc<Recording>,
+        Authenticator,
+        Arc<ManualClock>,
+    ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::load_with_env(None, Some(HashMap::new())).expect("defaults");
         settings.password.argon2 = password::Argon2Params {
@@ -636,8 +649,13 @@ mod tests {
         ));
         let hash = PasswordHash::new_argon2id(b"pw", &settings.password.argon2).expect("hash");
         provision(&tokens, "bob", hash.as_stored(), "H1");
-        let auth = Authenticator::new(Arc::new(settings), tokens);
-        (dir, store, auth)
+        let clock = Arc::new(ManualClock::at(NOW));
+        let auth = Authenticator::new(
+            Arc::new(settings),
+            tokens,
+            Arc::clone(&clock) as Arc<dyn Clock>,
+        );
+        (dir, store, auth, clock)
     }
 
     /// A user with password hash `hash` and an HOTP token `serial` (seed [`SEED`]).
@@ -753,5 +771,27 @@ mod tests {
         let syncs_after = store.events().iter().filter(|e| **e == "synced").count();
         assert_eq!(syncs_before, syncs_after, "the re-hash synced the store");
         auth.stop_rehashing();
+    }
+
+    /// The pipeline reads the date from its clock: a token expires when the clock passes its
+    /// expiry, with the guide's text, whatever the system's time.
+    #[tokio::test]
+    async fn expiry_follows_the_injected_clock() {
+        let (_dir, store, auth, clock) = setup_with_clock(false).await;
+        let token = store.token("H1").expect("read").expect("H1");
+        let expiring = Token {
+            expires_at: Some(NOW + 3_600),
+            ..token.clone()
+        };
+        assert!(store.replace_token(&token, &expiring).expect("cas"));
+        let login = |counter| {
+            let code = hotp::code(SEED, counter, 6, Algorithm::Sha1);
+            request(&format!("pw{code}"))
+        };
+        assert_eq!(auth.handle(login(0)).await.code, ReplyCode::Accept);
+        clock.advance(std::time::Duration::from_secs(2 * 3_600));
+        let reply = auth.handle(login(1)).await;
+        assert_eq!(reply.code, ReplyCode::Reject);
+        assert_eq!(reply.message, Some(messages::TOKEN_EXPIRED));
     }
 }

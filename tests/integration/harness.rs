@@ -284,7 +284,7 @@ pub fn rand_suffix() -> u64 {
 }
 
 pub fn now() -> u64 {
-    otpgate::auth::unix_now()
+    otpgate::clock::Clock::now(&otpgate::clock::SystemClock)
 }
 
 /// The current TOTP code of a base32 seed (our own generator; the radclient tests use oathtool).

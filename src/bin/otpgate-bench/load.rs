@@ -304,7 +304,10 @@ fn build(work: &Work, id: u8, secret: &[u8]) -> Result<(BuiltRequest, String, Op
     let mut password = work.password.clone();
     let mut step = None;
     if let Some(seed) = &work.seed {
-        let now = totp::step_at(otpgate::auth::unix_now(), PERIOD);
+        let now = totp::step_at(
+            otpgate::clock::Clock::now(&otpgate::clock::SystemClock),
+            PERIOD,
+        );
         password.push_str(&fixture_code(seed, now));
         step = Some(now);
     }
