@@ -16,8 +16,8 @@ use otpgate::appliance::{self, open_services};
 use otpgate::clock::{Clock, SystemClock};
 use otpgate::config::{LogFormat, Settings};
 use otpgate::otp::import::parse_file;
-use otpgate::store::{Token, TokenState, User};
-use otpgate::token::TokenService;
+use otpgate::store::{Token, User};
+use otpgate::token::{TokenService, TokenState};
 use otpgate::users::{self, Profile};
 
 /// mimalloc: the hot path allocates many small, short-lived buffers (packets, records, sled's

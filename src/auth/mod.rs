@@ -23,7 +23,8 @@ use crate::config::{AssuranceLevel, Settings};
 use crate::radius::packet::ReplyCode;
 use crate::radius::server::Decided;
 use crate::radius::{Reply, Request, RequestHandler};
-use crate::store::{Token, TokenState, User};
+use crate::store::{Token, User};
+use crate::token::TokenState;
 use crate::token::{OtpOutcome, Reach, TokenService};
 
 use password::PasswordHash;

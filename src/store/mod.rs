@@ -15,7 +15,7 @@ pub mod seal;
 pub mod sled_store;
 pub mod wal;
 
-pub use records::{Token, TokenState, User};
+pub use records::{Token, User};
 
 /// What went wrong in the store. Messages never contain a seed or a password hash.
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::otp::{Algorithm, TokenKind};
+use crate::token::TokenState;
 
 /// A person who logs in: first factor and the identity data the guide's proofing relies on.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -26,40 +27,6 @@ impl std::fmt::Debug for User {
             .field("username", &self.username)
             .field("assurance_level", &self.assurance_level)
             .finish_non_exhaustive()
-    }
-}
-
-/// Token status as the guide's "View Status" lists it, plus `Inventory` for a token imported
-/// into stock and not yet bound to anyone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenState {
-    Inventory,
-    PendingActivation,
-    Active,
-    Locked,
-    Suspended,
-    Expired,
-    Revoked,
-}
-
-impl TokenState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenState::Inventory => "inventory",
-            TokenState::PendingActivation => "pending_activation",
-            TokenState::Active => "active",
-            TokenState::Locked => "locked",
-            TokenState::Suspended => "suspended",
-            TokenState::Expired => "expired",
-            TokenState::Revoked => "revoked",
-        }
-    }
-}
-
-impl std::fmt::Display for TokenState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

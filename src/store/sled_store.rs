@@ -928,7 +928,7 @@ mod tests {
             algorithm: crate::otp::Algorithm::Sha1,
             digits: 6,
             sealed_seed: vec![0; 48],
-            state: crate::store::TokenState::Active,
+            state: crate::token::TokenState::Active,
             owner: None,
             counter: 0,
             last_step: None,

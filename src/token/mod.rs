@@ -6,4 +6,4 @@ pub mod service;
 pub mod state;
 
 pub use service::{OtpOutcome, Reach, TokenError, TokenService};
-pub use state::{Event, TransitionError};
+pub use state::{Event, TokenState, TransitionError};

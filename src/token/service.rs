@@ -12,9 +12,9 @@ use crate::config::OtpSettings;
 use crate::otp::import::ImportedToken;
 use crate::otp::{hotp, totp, TokenKind};
 use crate::store::seal::{SealError, SeedCipher};
-use crate::store::{Store, StoreError, Token, TokenState};
+use crate::store::{Store, StoreError, Token};
 
-use super::state::{next_state, Event, TransitionError};
+use super::state::{next_state, Event, TokenState, TransitionError};
 
 /// Largest HOTP start counter accepted: leaves the counter room to move past every code
 /// (at the very top of u64 it could not, and the last code would stay valid).

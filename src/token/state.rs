@@ -13,7 +13,41 @@
 //! Suspended, Expired and Revoked are reported states (guide "View Status"); the moves into and
 //! out of them (suspend, expiry, renewal, revocation) arrive with the lifecycle work.
 
-use crate::store::TokenState;
+use serde::{Deserialize, Serialize};
+
+/// Token status as the guide's "View Status" lists it, plus `Inventory` for a token imported
+/// into stock and not yet bound to anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenState {
+    Inventory,
+    PendingActivation,
+    Active,
+    Locked,
+    Suspended,
+    Expired,
+    Revoked,
+}
+
+impl TokenState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Inventory => "inventory",
+            TokenState::PendingActivation => "pending_activation",
+            TokenState::Active => "active",
+            TokenState::Locked => "locked",
+            TokenState::Suspended => "suspended",
+            TokenState::Expired => "expired",
+            TokenState::Revoked => "revoked",
+        }
+    }
+}
+
+impl std::fmt::Display for TokenState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Something that asks a token to change state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
