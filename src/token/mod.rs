@@ -6,4 +6,4 @@ pub mod service;
 pub mod state;
 
 pub use service::{OtpOutcome, Reach, TokenError, TokenService};
-pub use state::{Event, TokenState, TransitionError};
+pub use state::{Actor, Event, TokenState, Transition, TransitionError};

@@ -14,7 +14,7 @@ use crate::otp::{hotp, totp, TokenKind};
 use crate::store::seal::{SealError, SeedCipher};
 use crate::store::{Store, StoreError, Token};
 
-use super::state::{next_state, Event, TokenState, TransitionError};
+use super::state::{transition, Actor, Event, TokenState, Transition, TransitionError};
 
 /// Largest HOTP start counter accepted: leaves the counter room to move past every code
 /// (at the very top of u64 it could not, and the last code would stay valid).
@@ -180,13 +180,14 @@ impl TokenService {
                 },
             ));
         }
-        new.state = next_state(token.state, Event::FailureLimit).map_err(|refused| {
-            TokenError::Transition {
-                serial: token.serial.clone(),
-                refused,
-            }
-        })?;
-        new.state_changed_at = now;
+        apply(
+            token,
+            &mut new,
+            Event::FailureLimit,
+            Actor::Login,
+            "consecutive wrong codes reached otp.max_failures",
+            now,
+        )?;
         Ok((new, OtpOutcome::LockedNow))
     }
 
@@ -297,7 +298,11 @@ impl TokenService {
         }
         self.apply_two_codes(
             serial,
-            Event::Register,
+            (
+                Event::Register,
+                Actor::Admin,
+                "registered with two consecutive codes",
+            ),
             code1,
             code2,
             now,
@@ -322,13 +327,24 @@ impl TokenService {
         code2: &str,
         now: u64,
     ) -> Result<Token, TokenError> {
-        self.apply_two_codes(serial, Event::Resync, code1, code2, now, |_| Ok(()))
+        self.apply_two_codes(
+            serial,
+            (
+                Event::Resync,
+                Actor::Admin,
+                "resynchronised with two consecutive codes",
+            ),
+            code1,
+            code2,
+            now,
+            |_| Ok(()),
+        )
     }
 
     fn apply_two_codes(
         &self,
         serial: &str,
-        event: Event,
+        (event, actor, reason): (Event, Actor, &str),
         code1: &str,
         code2: &str,
         now: u64,
@@ -340,11 +356,7 @@ impl TokenService {
                 .token(serial)?
                 .ok_or_else(|| TokenError::NoSuchToken(serial.to_string()))?;
             let mut new = token.clone();
-            new.state =
-                next_state(token.state, event).map_err(|refused| TokenError::Transition {
-                    serial: serial.to_string(),
-                    refused,
-                })?;
+            apply(&token, &mut new, event, actor, reason, now)?;
             adjust(&mut new)?;
             let seed = self.cipher.open(&token.serial, &token.sealed_seed)?;
             let window = self.otp.resync_window;
@@ -380,9 +392,6 @@ impl TokenService {
                 }
             }
             new.failures = 0;
-            if new.state != token.state {
-                new.state_changed_at = now;
-            }
             if self.store.replace_token(&token, &new)? {
                 return Ok(new);
             }
@@ -436,6 +445,30 @@ impl TokenService {
         self.store.create_tokens(&tokens)?;
         Ok(count)
     }
+}
+
+/// Applies `event` to `token` through the state machine: `new` (a copy of `token` being
+/// changed) takes the new state, and the time of the change if the state changed. The one
+/// way this service changes a token's state; the transition is for the audit.
+fn apply(
+    token: &Token,
+    new: &mut Token,
+    event: Event,
+    actor: Actor,
+    reason: &str,
+    now: u64,
+) -> Result<Transition, TokenError> {
+    let moved = transition(token.state, None, event, actor, reason, now).map_err(|refused| {
+        TokenError::Transition {
+            serial: token.serial.clone(),
+            refused,
+        }
+    })?;
+    new.state = moved.to;
+    if moved.to != moved.from {
+        new.state_changed_at = now;
+    }
+    Ok(moved)
 }
 
 #[cfg(test)]
