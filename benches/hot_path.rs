@@ -297,9 +297,6 @@ impl Store for NoSyncStore {
     fn replace_user(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
         self.0.replace_user(expected, new)
     }
-    fn replace_user_lazily(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
-        self.0.replace_user_lazily(expected, new)
-    }
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
         self.0.token(serial)
     }

@@ -574,9 +574,6 @@ mod tests {
         fn replace_user(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
             self.inner.replace_user(expected, new)
         }
-        fn replace_user_lazily(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
-            self.inner.replace_user_lazily(expected, new)
-        }
         fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
             self.inner.token(serial)
         }

@@ -16,9 +16,9 @@
 //! - Jobs wait in a bounded queue ([`QUEUE_CAPACITY`]; each holds a password, zeroed when
 //!   dropped). A login whose job finds the queue full leaves the re-hash to its next login.
 //! - The new hash is written over the record the login read only (compare-and-swap: a change
-//!   made meanwhile wins) and lazily ([`Store::replace_user_lazily`]): it becomes durable with
-//!   the store's next checkpoint instead of forcing one under the lock logins take. Lost in a
-//!   crash, it is redone at a later login; the old hash verifies the same password meanwhile.
+//!   made meanwhile wins) as a user record in the token log ([`Store::replace_user`]): the next
+//!   login's sync makes it durable, no checkpoint under the lock logins take. Lost in a crash
+//!   before that, it is redone at a later login; the old hash verifies the same password.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
@@ -292,7 +292,7 @@ fn rehash(
         password_hash: new_hash.as_stored().to_string(),
         ..user.clone()
     };
-    Some(match store.replace_user_lazily(&user, &updated) {
+    Some(match store.replace_user(&user, &updated) {
         Ok(true) => {
             tracing::info!(user = %user.username, from, "password hash upgraded to argon2id");
             true

@@ -37,6 +37,10 @@ pub const MIGRATING_TO_4: u32 = 0x8000_0000 | 4;
 pub const SCHEMA_KEY: &[u8] = b"schema_version";
 /// The tree of accounts.
 pub const ACCOUNTS: &str = "accounts";
+/// A token-log payload of this kind (its first octet) is a whole token record.
+pub const LOG_TOKEN: u8 = 1;
+/// A token-log payload of this kind is a whole user record, to go into its account.
+pub const LOG_USER: u8 = 2;
 
 /// `serials` value: the owner's name follows; the record is in the owner's account.
 const TAG_OWNED: u8 = 1;
@@ -237,6 +241,17 @@ pub fn place(
         .insert(serial, serial_value(token, record))
         .map_err(io)?;
     Ok(true)
+}
+
+/// Puts a user record replayed from the write-ahead log into its account, keeping the
+/// account's token. For the replay at open, which runs alone. The log carries only changes of
+/// users that exist (creations are checkpointed at once), so a missing account is made.
+pub fn place_user(accounts: &Tree, username: &str, record: &[u8]) -> Result<(), StoreError> {
+    let stored = accounts.get(username.as_bytes()).map_err(io)?;
+    let account = Account::stored(username, stored.as_deref())?;
+    let value = account_value(Some(record), account.token)?;
+    accounts.insert(username.as_bytes(), value).map_err(io)?;
+    Ok(())
 }
 
 /// Schema 1 or 2 -> 3: rebuilds `serials` and the token records in `users` from the records

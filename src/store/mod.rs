@@ -62,12 +62,9 @@ pub trait Store: Send + Sync + 'static {
     /// Creates all users or none; fails with `UserExists` naming the first one already there.
     fn create_users(&self, users: &[User]) -> Result<(), StoreError>;
     /// Compare-and-swap: writes `new` only if the stored user still equals `expected`; false
-    /// (nothing written) if it changed meanwhile, `NoSuchUser` if it is gone.
+    /// (nothing written) if it changed meanwhile, `NoSuchUser` if it is gone. Durable after the
+    /// next [`Store::sync`], like a token change.
     fn replace_user(&self, expected: &User, new: &User) -> Result<bool, StoreError>;
-    /// As [`Store::replace_user`], for a change that may be lost in a crash because it can be
-    /// redone (a password re-hashed to argon2id): durable with the next checkpoint, it asks
-    /// for none, so no sync on the login path waits for a full flush because of it.
-    fn replace_user_lazily(&self, expected: &User, new: &User) -> Result<bool, StoreError>;
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError>;
     /// The token bound to a user, if any.
     fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError>;

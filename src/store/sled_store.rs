@@ -22,8 +22,8 @@ use sled::transaction::{
 use super::checkpoint::{Checkpointer, Flusher};
 use super::layout::{
     self, account_value, decode, io, location, owner_taken, serial_value, token_key, tx_result,
-    unowned_value, Account, Location, ACCOUNTS, MIGRATING_TO_3, MIGRATING_TO_4, OLD_USERS,
-    SCHEMA_KEY, SCHEMA_VERSION,
+    unowned_value, Account, Location, ACCOUNTS, LOG_TOKEN, LOG_USER, MIGRATING_TO_3,
+    MIGRATING_TO_4, OLD_USERS, SCHEMA_KEY, SCHEMA_VERSION,
 };
 use super::wal::{self, Pending, Wal};
 use super::{lock, Store, StoreError, Token, User};
@@ -175,10 +175,30 @@ impl SledStore {
             .map_err(|e| open_err(format!("{WAL_FILE}: {e}")))?;
         let replayed = replay.len();
         let mut superseded = 0usize;
-        for record in replay {
-            let token: Token = decode(|| format!("{WAL_FILE} record"), &record)?;
-            if !layout::place(&accounts, &serials, &token, &record)? {
-                superseded += 1;
+        for payload in replay {
+            // A log of an earlier build holds token records only, untyped.
+            let (kind, record) = match (wal.replays_typed(), payload.split_first()) {
+                (false, _) => (LOG_TOKEN, &payload[..]),
+                (true, Some((kind, record))) => (*kind, record),
+                (true, None) => (0, &payload[..]),
+            };
+            match kind {
+                LOG_TOKEN => {
+                    let token: Token = decode(|| format!("{WAL_FILE} token record"), record)?;
+                    if !layout::place(&accounts, &serials, &token, record)? {
+                        superseded += 1;
+                    }
+                }
+                LOG_USER => {
+                    let user: User = decode(|| format!("{WAL_FILE} user record"), record)?;
+                    layout::place_user(&accounts, &user.username, record)?;
+                }
+                other => {
+                    return Err(StoreError::Corrupt {
+                        key: WAL_FILE.into(),
+                        reason: format!("a record of unknown kind {other}"),
+                    })
+                }
             }
         }
         if superseded > 0 {
@@ -363,13 +383,14 @@ impl SledStore {
     /// there is none) and answers `None` to leave it (the swap is then `false`), or the value to
     /// store instead (`None` for none: the key is removed). A writer that changes the account
     /// between the read and the swap (a login, a user change) makes it read again, so neither
-    /// undoes the other. With `logged`, the swap and the append of that token record to the log
-    /// happen under the pending lock, held for nothing else: the log's order is the writes'.
+    /// undoes the other. With `logged` (a record kind and the record), the swap and the append
+    /// of that record to the log happen under the pending lock, held for nothing else: the
+    /// log's order is the writes'.
     fn swap_account(
         &self,
         name: &str,
         change: impl Fn(Account<'_>) -> Result<Option<Option<Vec<u8>>>, StoreError>,
-        logged: Option<&[u8]>,
+        logged: Option<(u8, &[u8])>,
     ) -> Result<bool, StoreError> {
         loop {
             let current = self.account(name)?;
@@ -383,38 +404,12 @@ impl SledStore {
                 .map_err(io)?
                 .is_ok();
             if swapped {
-                if let (Some(pending), Some(record)) = (pending.as_mut(), logged) {
-                    pending.append(record);
+                if let (Some(pending), Some((kind, record))) = (pending.as_mut(), logged) {
+                    pending.append(&[&[kind], record]);
                 }
                 return Ok(true);
             }
         }
-    }
-
-    /// [`Store::replace_user`]; with `checkpoint`, the next sync makes it durable.
-    fn swap_user(&self, expected: &User, new: &User, checkpoint: bool) -> Result<bool, StoreError> {
-        if expected.username != new.username {
-            return Err(StoreError::Io(format!(
-                "a user record cannot be renamed ({} -> {})",
-                expected.username, new.username
-            )));
-        }
-        let name = new.username.as_str();
-        let expected = encode(expected)?;
-        let new = encode(new)?;
-        let swapped = self.swap_account(
-            name,
-            |account| match account.user {
-                None => Err(StoreError::NoSuchUser(name.to_string())),
-                Some(user) if user != expected.as_slice() => Ok(None),
-                Some(_) => account.with_user(Some(&new)).encode().map(Some),
-            },
-            None,
-        )?;
-        if swapped && checkpoint {
-            self.needs_checkpoint.store(true, Ordering::Release);
-        }
-        Ok(swapped)
     }
 
     fn flush_sled(&self) -> Result<(), StoreError> {
@@ -537,12 +532,27 @@ impl Store for SledStore {
         )
     }
 
+    /// A compare-and-swap of the user part of the account, logged as a user record: the next
+    /// sync makes it durable with the logins' records, no checkpoint needed.
     fn replace_user(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
-        self.swap_user(expected, new, true)
-    }
-
-    fn replace_user_lazily(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
-        self.swap_user(expected, new, false)
+        if expected.username != new.username {
+            return Err(StoreError::Io(format!(
+                "a user record cannot be renamed ({} -> {})",
+                expected.username, new.username
+            )));
+        }
+        let name = new.username.as_str();
+        let expected = encode(expected)?;
+        let new = encode(new)?;
+        self.swap_account(
+            name,
+            |account| match account.user {
+                None => Err(StoreError::NoSuchUser(name.to_string())),
+                Some(user) if user != expected.as_slice() => Ok(None),
+                Some(_) => account.with_user(Some(&new)).encode().map(Some),
+            },
+            Some((LOG_USER, &new)),
+        )
     }
 
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
@@ -665,7 +675,7 @@ impl Store for SledStore {
                             .then(|| account.with_token(Some(&new_bytes)).encode())
                             .transpose()
                     },
-                    Some(&new_bytes),
+                    Some((LOG_TOKEN, &new_bytes)),
                 ),
                 None => {
                     // The write and its log record under one lock: the log's order is the
@@ -681,7 +691,7 @@ impl Store for SledStore {
                         .map_err(io)?
                         .is_ok();
                     if swapped {
-                        pending.append(&new_bytes);
+                        pending.append(&[&[LOG_TOKEN], &new_bytes]);
                     }
                     Ok(swapped)
                 }
@@ -813,6 +823,51 @@ mod tests {
             store.replace_user(&user(2), &user(2)),
             Err(StoreError::NoSuchUser(_))
         ));
+    }
+
+    /// A user change goes into the token log like a login's (no checkpoint asked for), and a
+    /// user record in the log is replayed into its account at open, the token kept.
+    #[test]
+    fn user_changes_are_logged_and_replayed_beside_the_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        let owned = Token {
+            owner: Some("u1".into()),
+            ..token(1)
+        };
+        let rehashed = User {
+            password_hash: "$argon2id$new".into(),
+            ..user(1)
+        };
+        {
+            let store = SledStore::open(&path).expect("open");
+            store.create_users(&[user(1)]).expect("user");
+            store
+                .create_tokens(std::slice::from_ref(&owned))
+                .expect("token");
+            store.sync().expect("checkpointed");
+            assert!(store.replace_user(&user(1), &rehashed).expect("swap"));
+            assert!(
+                !store.needs_checkpoint.load(Ordering::Acquire),
+                "a user change asked for a checkpoint"
+            );
+            assert!(!lock(&store.pending).is_empty(), "not in the log");
+        }
+        // After a checkpoint, a user record in the log (as a crash before the next checkpoint
+        // leaves it) is replayed.
+        let raised = User {
+            assurance_level: 3,
+            ..rehashed.clone()
+        };
+        {
+            let (mut wal, _) = Wal::open(&path.join(WAL_FILE), wal::DEFAULT_CAPACITY).expect("wal");
+            let mut pending = Pending::after(wal.last_seq());
+            pending.append(&[&[LOG_USER], &encode(&raised).expect("encode")]);
+            wal.write(&pending.take()).expect("write");
+        }
+        let store = reopen(&path);
+        assert_eq!(store.user("u1").expect("read"), Some(raised));
+        assert_eq!(store.token_of_user("u1").expect("read"), Some(owned));
     }
 
     #[test]
@@ -1465,8 +1520,14 @@ mod tests {
         {
             let (mut wal, _) = Wal::open(&path.join(WAL_FILE), wal::DEFAULT_CAPACITY).expect("wal");
             let mut pending = Pending::after(wal.last_seq());
-            pending.append(&encode(&owned(1, Some("u1"), 9)).expect("encode"));
-            pending.append(&encode(&owned(2, Some("u1"), 4)).expect("encode"));
+            pending.append(&[
+                &[LOG_TOKEN],
+                &encode(&owned(1, Some("u1"), 9)).expect("encode"),
+            ]);
+            pending.append(&[
+                &[LOG_TOKEN],
+                &encode(&owned(2, Some("u1"), 4)).expect("encode"),
+            ]);
             wal.write(&pending.take()).expect("write");
         }
         let store = reopen(&path);

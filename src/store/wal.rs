@@ -35,11 +35,15 @@ use super::lock;
 pub const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
 /// Records start after the header block.
 pub const DATA_START: u64 = 4096;
-/// The header of a log whose batches start on block boundaries. Builds before it read only up
-/// to the first batch's padding: they must refuse such a log (they take an unknown header for
-/// a damaged one) rather than replay part of it.
-const HEADER_MAGIC: u32 = 0x4F47_5732; // "OGW2"
-/// The header of the earlier layout (records back to back), which this reader also reads.
+/// The header of a log whose records carry typed payloads (the store's record kind first),
+/// batches on block boundaries. Builds before it would take a typed payload for a token
+/// record: they must refuse such a log (they take an unknown header for a damaged one).
+const HEADER_MAGIC: u32 = 0x4F47_5733; // "OGW3"
+/// The header of the layout before typed payloads (every payload a token record), batches on
+/// block boundaries; read, its payloads reported untyped ([`Wal::replays_typed`]).
+const HEADER_MAGIC_V2: u32 = 0x4F47_5732; // "OGW2"
+/// The header of the first layout (records back to back, untyped), which this reader also
+/// reads. Builds before [`HEADER_MAGIC_V2`] read only up to the first batch's padding.
 const HEADER_MAGIC_V1: u32 = 0x4F47_5741; // "OGWA"
 const RECORD_MAGIC: u32 = 0x4F47_5252; // "OGRR"
 const PAD_MAGIC: u32 = 0x4F47_5044; // "OGPD"
@@ -58,6 +62,9 @@ pub struct Wal {
     last_written_seq: u64,
     /// The oldest record still needed starts here (just after the last checkpoint).
     checkpoint_offset: u64,
+    /// Whether the records replayed at open carry typed payloads (a log this build wrote) or
+    /// are all token records (a log of an earlier build).
+    replays_typed: bool,
     checkpoint_seq: u64,
     /// Batches placed so far; a batch's ticket is its number.
     placed: u64,
@@ -320,17 +327,25 @@ impl Pending {
         }
     }
 
-    /// Encodes a record for `payload`, taking the next sequence number.
-    pub fn append(&mut self, payload: &[u8]) {
+    /// Encodes a record whose payload is `parts` one after the other, taking the next
+    /// sequence number.
+    pub fn append(&mut self, parts: &[&[u8]]) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let len = u32::try_from(total).unwrap_or(u32::MAX);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&seq.to_le_bytes());
+        for part in parts {
+            crc.update(part);
+        }
         self.bytes.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
         self.bytes.extend_from_slice(&len.to_le_bytes());
         self.bytes.extend_from_slice(&seq.to_le_bytes());
-        self.bytes
-            .extend_from_slice(&record_crc(seq, payload).to_le_bytes());
-        self.bytes.extend_from_slice(payload);
+        self.bytes.extend_from_slice(&crc.finalize().to_le_bytes());
+        for part in parts {
+            self.bytes.extend_from_slice(part);
+        }
     }
 
     /// Sequence number of the last record appended (written or not).
@@ -392,12 +407,12 @@ impl Wal {
             }
             file.sync_all()?;
         }
-        let (checkpoint_seq, checkpoint_offset) = match read_header(&file, capacity)? {
+        let (checkpoint_seq, checkpoint_offset, typed) = match read_header(&file, capacity)? {
             Some(header) => header,
             // No header yet: fine only if no record was ever written (a crash between the
             // zero-fill and the first header). Otherwise replaying from sequence 1 would roll
             // tokens back to old states: refuse and say so.
-            None if never_written(&file)? => (0, DATA_START),
+            None if never_written(&file)? => (0, DATA_START, true),
             None => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -421,6 +436,7 @@ impl Wal {
             checkpoint_seq,
             placed: 0,
             commits: Arc::default(),
+            replays_typed: typed,
         };
         let replay = wal.read_after_checkpoint()?;
         // New batches start on a fresh block, after whatever the last one left in its own.
@@ -520,6 +536,13 @@ impl Wal {
 
     /// Bytes records may use: the ring less its header, and less a block, so the write offset
     /// never comes back to the oldest record still needed.
+    /// Whether the payloads [`Wal::open`] returned are typed (the store's record kind first)
+    /// or, from a log an earlier build wrote, all token records. Every header this build writes
+    /// says typed; the store checkpoints right after replaying, before it appends anything.
+    pub fn replays_typed(&self) -> bool {
+        self.replays_typed
+    }
+
     pub fn capacity(&self) -> u64 {
         self.capacity - DATA_START - BLOCK as u64
     }
@@ -648,13 +671,15 @@ fn never_written(file: &File) -> io::Result<bool> {
     Ok(head.iter().all(|b| *b == 0))
 }
 
-fn read_header(file: &File, capacity: u64) -> io::Result<Option<(u64, u64)>> {
+/// The header's checkpoint sequence number and offset, and whether the records it heads carry
+/// typed payloads; `None` if there is no valid header.
+fn read_header(file: &File, capacity: u64) -> io::Result<Option<(u64, u64, bool)>> {
     let mut block = [0u8; 24];
     file.read_exact_at(&mut block, 0)?;
     let magic = u32::from_le_bytes([block[0], block[1], block[2], block[3]]);
     let crc = u32::from_le_bytes([block[20], block[21], block[22], block[23]]);
-    if (magic != HEADER_MAGIC && magic != HEADER_MAGIC_V1) || crc32fast::hash(&block[0..20]) != crc
-    {
+    let known = [HEADER_MAGIC, HEADER_MAGIC_V2, HEADER_MAGIC_V1].contains(&magic);
+    if !known || crc32fast::hash(&block[0..20]) != crc {
         return Ok(None);
     }
     let seq = u64::from_le_bytes(block[4..12].try_into().unwrap_or_default());
@@ -662,7 +687,7 @@ fn read_header(file: &File, capacity: u64) -> io::Result<Option<(u64, u64)>> {
     if !(DATA_START..capacity).contains(&offset) {
         return Ok(None);
     }
-    Ok(Some((seq, offset)))
+    Ok(Some((seq, offset, magic == HEADER_MAGIC)))
 }
 
 /// Sequence number of the last record in a run of whole records.
@@ -710,7 +735,7 @@ mod tests {
     fn write_records(wal: &mut Wal, payloads: &[&[u8]]) {
         let mut pending = Pending::after(wal.last_seq());
         for p in payloads {
-            pending.append(p);
+            pending.append(&[p]);
         }
         wal.write(&pending.take()).expect("write");
     }
@@ -755,7 +780,7 @@ mod tests {
         let (mut wal, _) = Wal::open(&path, capacity).expect("open");
         for round in 0..60u8 {
             let mut pending = Pending::after(wal.last_seq());
-            pending.append(&[round; 900]);
+            pending.append(&[&[round; 900]]);
             assert!(
                 wal.would_use(pending.len()) < wal.capacity(),
                 "round {round}"
@@ -793,10 +818,10 @@ mod tests {
     fn checkpoint_covers_records_never_written() {
         let (_dir, path, mut wal) = fresh();
         let mut pending = Pending::after(wal.last_seq());
-        pending.append(b"held by sled already");
+        pending.append(&[b"held by sled already"]);
         wal.checkpoint(pending.last_seq()).expect("checkpoint");
         pending.clear();
-        pending.append(b"after");
+        pending.append(&[b"after"]);
         wal.write(&pending.take()).expect("write");
         drop(wal);
         let (_, replay) = Wal::open(&path, SMALL * 16).expect("reopen");
@@ -884,9 +909,9 @@ mod tests {
     fn batches_finishing_out_of_order_are_durable_in_order() {
         let (_dir, path, mut wal) = fresh();
         let mut pending = Pending::after(wal.last_seq());
-        pending.append(b"first");
+        pending.append(&[b"first"]);
         let first = wal.place(pending.take());
-        pending.append(b"second");
+        pending.append(&[b"second"]);
         let second = wal.place(pending.take());
         // Nothing of its own: waits for both.
         let neither = wal.place(Vec::new());
@@ -920,9 +945,9 @@ mod tests {
         let (_dir, path, mut wal) = fresh();
         write_records(&mut wal, &[b"durable"]);
         let mut pending = Pending::after(wal.last_seq());
-        pending.append(b"never written");
+        pending.append(&[b"never written"]);
         let _lost = wal.place(pending.take());
-        pending.append(b"written, never acknowledged");
+        pending.append(&[b"written, never acknowledged"]);
         wal.place(pending.take()).write().expect("write");
         // A crash here: the second batch is on disk, the first is not.
         drop(wal);
@@ -956,9 +981,9 @@ mod tests {
     fn a_commit_dropped_unfinished_fails_the_syncs_after_it() {
         let (_dir, _, mut wal) = fresh();
         let mut pending = Pending::after(wal.last_seq());
-        pending.append(b"lost");
+        pending.append(&[b"lost"]);
         drop(wal.place(pending.take()));
-        pending.append(b"after the hole");
+        pending.append(&[b"after the hole"]);
         let later = wal.place(pending.take());
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || tx.send(later.complete().is_ok()));
@@ -987,7 +1012,27 @@ mod tests {
         block[20..24].copy_from_slice(&crc.to_le_bytes());
         wal.files.header.write_all_at(&block, 0).expect("write");
         drop(wal);
-        let (_, replay) = Wal::open(&path, SMALL * 16).expect("reopen");
+        let (wal, replay) = Wal::open(&path, SMALL * 16).expect("reopen");
         assert_eq!(replay, vec![b"one".to_vec(), b"two".to_vec()]);
+        assert!(
+            !wal.replays_typed(),
+            "an earlier layout's payloads are untyped"
+        );
+        // The layout before typed payloads (batches on block boundaries), likewise.
+        block[0..4].copy_from_slice(&HEADER_MAGIC_V2.to_le_bytes());
+        let crc = crc32fast::hash(&block[0..20]);
+        block[20..24].copy_from_slice(&crc.to_le_bytes());
+        wal.files.header.write_all_at(&block, 0).expect("write");
+        drop(wal);
+        let (wal, replay) = Wal::open(&path, SMALL * 16).expect("reopen");
+        assert_eq!(replay.len(), 2);
+        assert!(!wal.replays_typed());
+        // Once checkpointed by this build, the header says typed.
+        let mut wal = wal;
+        wal.checkpoint(wal.last_seq()).expect("checkpoint");
+        drop(wal);
+        let (wal, replay) = Wal::open(&path, SMALL * 16).expect("reopen");
+        assert!(replay.is_empty());
+        assert!(wal.replays_typed());
     }
 }
