@@ -36,6 +36,17 @@ pub enum TokenState {
 }
 
 impl TokenState {
+    /// Every state, in the lifecycle's order.
+    pub const ALL: [TokenState; 7] = [
+        TokenState::Inventory,
+        TokenState::PendingActivation,
+        TokenState::Active,
+        TokenState::Locked,
+        TokenState::Suspended,
+        TokenState::Expired,
+        TokenState::Revoked,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TokenState::Inventory => "inventory",
@@ -220,15 +231,7 @@ mod tests {
     use Actor::*;
     use TokenState::*;
 
-    const STATES: [TokenState; 7] = [
-        Inventory,
-        PendingActivation,
-        Active,
-        Locked,
-        Suspended,
-        Expired,
-        Revoked,
-    ];
+    const STATES: [TokenState; 7] = TokenState::ALL;
     const ACTORS: [Actor; 4] = [Login, User, Admin, System];
 
     /// The table written out once more, independently: every state x every event, by an actor
