@@ -245,13 +245,17 @@ pub fn place(
 
 /// Puts a user record replayed from the write-ahead log into its account, keeping the
 /// account's token. For the replay at open, which runs alone. The log carries only changes of
-/// users that exist (creations are checkpointed at once), so a missing account is made.
-pub fn place_user(accounts: &Tree, username: &str, record: &[u8]) -> Result<(), StoreError> {
+/// existing users; an account without a user (its creation never became durable: creations
+/// are checkpointed, not logged) is left alone and false returned.
+pub fn place_user(accounts: &Tree, username: &str, record: &[u8]) -> Result<bool, StoreError> {
     let stored = accounts.get(username.as_bytes()).map_err(io)?;
     let account = Account::stored(username, stored.as_deref())?;
+    if account.user.is_none() {
+        return Ok(false);
+    }
     let value = account_value(Some(record), account.token)?;
     accounts.insert(username.as_bytes(), value).map_err(io)?;
-    Ok(())
+    Ok(true)
 }
 
 /// Schema 1 or 2 -> 3: rebuilds `serials` and the token records in `users` from the records

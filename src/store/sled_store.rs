@@ -73,11 +73,12 @@ pub struct SledStore {
     meta: sled::Tree,
     /// Makes sled durable; shared with the background checkpointer.
     flusher: Arc<Flusher>,
-    /// Token records not yet in the write-ahead log. Held across each token write and its
-    /// append, so the log's order is the order of the writes.
+    /// Records (token and user changes) not yet in the write-ahead log. Held across each
+    /// logged write and its append, so the log's order is the order of the writes.
     pending: Mutex<Pending>,
     wal: Arc<Mutex<Wal>>,
-    /// A write the log does not cover (users, new tokens) happened: the next sync flushes sled.
+    /// A write the log does not cover (new users and tokens, owner changes, imports) happened:
+    /// the next sync flushes sled.
     needs_checkpoint: AtomicBool,
     /// Dropping it stops and joins the thread: once the store is dropped, sled is closed.
     checkpointer: Checkpointer,
@@ -191,12 +192,17 @@ impl SledStore {
                 }
                 LOG_USER => {
                     let user: User = decode(|| format!("{WAL_FILE} user record"), record)?;
-                    layout::place_user(&accounts, &user.username, record)?;
+                    if !layout::place_user(&accounts, &user.username, record)? {
+                        superseded += 1;
+                    }
                 }
                 other => {
                     return Err(StoreError::Corrupt {
                         key: WAL_FILE.into(),
-                        reason: format!("a record of unknown kind {other}"),
+                        reason: format!(
+                            "a record of kind {other}, unknown to this build (written by a \
+                             newer otpgate? run that, or delete the log after its clean stop)"
+                        ),
                     })
                 }
             }
@@ -204,7 +210,8 @@ impl SledStore {
         if superseded > 0 {
             tracing::info!(
                 records = superseded,
-                "token log records older than an owner change already in the store were skipped"
+                "token log records older than what the store already holds (an owner change, a \
+                 user's creation that never became durable) were skipped"
             );
         }
         let wal = Arc::new(Mutex::new(wal));
@@ -397,15 +404,20 @@ impl SledStore {
             let Some(new) = change(Account::stored(name, current.as_deref())?)? else {
                 return Ok(false);
             };
-            let mut pending = logged.map(|_| lock(&self.pending));
+            // A record replay could not read (over the log's payload limit: a user with huge
+            // profile fields) is not logged; a checkpoint makes its write durable instead.
+            let loggable = logged.filter(|(_, record)| record.len() < wal::MAX_PAYLOAD);
+            let mut pending = loggable.map(|_| lock(&self.pending));
             let swapped = self
                 .accounts
                 .compare_and_swap(name.as_bytes(), current.as_ref(), new)
                 .map_err(io)?
                 .is_ok();
             if swapped {
-                if let (Some(pending), Some((kind, record))) = (pending.as_mut(), logged) {
-                    pending.append(&[&[kind], record]);
+                match (pending.as_mut(), loggable) {
+                    (Some(pending), Some((kind, record))) => pending.append(&[&[kind], record]),
+                    _ if logged.is_some() => self.needs_checkpoint.store(true, Ordering::Release),
+                    _ => {}
                 }
                 return Ok(true);
             }
@@ -868,6 +880,37 @@ mod tests {
         let store = reopen(&path);
         assert_eq!(store.user("u1").expect("read"), Some(raised));
         assert_eq!(store.token_of_user("u1").expect("read"), Some(owned));
+        // A record over the log's payload limit is not logged (replay would stop at it): the
+        // change waits for a checkpoint instead.
+        let huge = User {
+            email: Some("x".repeat(wal::MAX_PAYLOAD)),
+            ..store.user("u1").expect("read").expect("u1")
+        };
+        store.sync().expect("sync");
+        let before = store.user("u1").expect("read").expect("u1");
+        assert!(store.replace_user(&before, &huge).expect("swap"));
+        assert!(
+            lock(&store.pending).is_empty(),
+            "an unreadable record was logged"
+        );
+        assert!(store.needs_checkpoint.load(Ordering::Acquire));
+    }
+
+    /// A user record for a name whose user never became durable (its creation is
+    /// checkpointed, not logged) is skipped at replay, not made into a user.
+    #[test]
+    fn a_user_record_without_its_user_is_skipped_at_replay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        drop(SledStore::open(&path).expect("open"));
+        {
+            let (mut wal, _) = Wal::open(&path.join(WAL_FILE), wal::DEFAULT_CAPACITY).expect("wal");
+            let mut pending = Pending::after(wal.last_seq());
+            pending.append(&[&[LOG_USER], &encode(&user(7)).expect("encode")]);
+            wal.write(&pending.take()).expect("write");
+        }
+        let store = reopen(&path);
+        assert_eq!(store.user("u7").expect("read"), None);
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //!
 //! Making sled durable costs a log append, a `sync_file_range` and an `fdatasync` of a growing
 //! file (a journal commit each time): about a millisecond per batch under load. Every token
-//! change is therefore also appended, as the whole new token record, to this log, a file of
-//! fixed size written in place as a ring. Making a batch durable is then one `pwrite` and one
+//! change (and every user change) is therefore also appended, as the whole new record, to this
+//! log, a file of fixed size written in place as a ring. Making a batch durable is then one `pwrite` and one
 //! `fdatasync` of blocks that already exist, with no metadata to journal.
 //!
 //! Layout: block 0 is the header `magic, checkpoint_seq, checkpoint_offset` (with a CRC);
 //! records follow from [`DATA_START`]: `magic, payload length, seq, crc32(seq || payload),
-//! payload`. Each batch of records starts at a block boundary, so batches never share a block
+//! payload`; the payload is the store's (its first octet says the record's kind, see
+//! [`Wal::replays_typed`]; this module does not read it). Each batch of records starts at a block boundary, so batches never share a block
 //! and several can be written and flushed at once (group commit with more than one flush in
 //! flight: the disk here completes two concurrent write + fdatasync pairs in 100 µs against
 //! 80 µs for one). A reader that meets anything but the next record mid-block goes on at the
@@ -49,8 +50,9 @@ const RECORD_MAGIC: u32 = 0x4F47_5252; // "OGRR"
 const PAD_MAGIC: u32 = 0x4F47_5044; // "OGPD"
 /// magic + length + seq + crc.
 const RECORD_HEADER: usize = 4 + 4 + 8 + 4;
-/// Largest payload accepted (a token record is a few hundred octets).
-const MAX_PAYLOAD: usize = 64 * 1024;
+/// Largest payload the reader accepts (a token record is a few hundred octets); a writer must
+/// not log a larger one (replay would stop at it).
+pub const MAX_PAYLOAD: usize = 64 * 1024;
 
 /// The log file and where the next batch goes.
 pub struct Wal {
@@ -534,8 +536,6 @@ impl Wal {
         used + 2 * block_up(extra as u64)
     }
 
-    /// Bytes records may use: the ring less its header, and less a block, so the write offset
-    /// never comes back to the oldest record still needed.
     /// Whether the payloads [`Wal::open`] returned are typed (the store's record kind first)
     /// or, from a log an earlier build wrote, all token records. Every header this build writes
     /// says typed; the store checkpoints right after replaying, before it appends anything.
@@ -543,6 +543,8 @@ impl Wal {
         self.replays_typed
     }
 
+    /// Bytes records may use: the ring less its header, and less a block, so the write offset
+    /// never comes back to the oldest record still needed.
     pub fn capacity(&self) -> u64 {
         self.capacity - DATA_START - BLOCK as u64
     }
