@@ -165,10 +165,10 @@ impl Authenticator {
             return outcome;
         }
         let verified = match &attempt.check {
-            Check::Dummy(outcome) => {
+            // Ends in `after_password`, as long after as a real check.
+            Check::Dummy(_) => {
                 self.spend_dummy_verify().await;
-                self.throttle.failed(&attempt.origin, Instant::now());
-                return *outcome;
+                false
             }
             Check::Real { hash, .. } => {
                 let hash = hash.clone();
@@ -314,7 +314,8 @@ impl Authenticator {
             })
     }
 
-    /// Steps 3 and 4 once the password has been checked: the token gate and the OTP. Returns
+    /// Steps 3 and 4 once the password has been checked (for a dummy check, where it ends in
+    /// its outcome): the token gate and the OTP. Returns
     /// the outcome, whether it wrote state (to be made durable before replying) and, after a
     /// successful login with an imported hash, the re-hash to do.
     fn after_password(
