@@ -59,7 +59,7 @@ use otpgate::radius::nas;
 use otpgate::radius::packet::{encode_reply, read_header, AccessRequest, ReplyCode, Secret};
 use otpgate::radius::{server, Request, RequestHandler};
 use otpgate::store::seal::SeedCipher;
-use otpgate::store::{Store, StoreError, Token, User};
+use otpgate::store::{ChangeSet, KeyValue, Store, StoreError, Token, User};
 use otpgate::token::{OtpOutcome, TokenService};
 
 const SECRET: &[u8] = b"bench-shared-secret-0123";
@@ -294,9 +294,6 @@ impl Store for NoSyncStore {
     fn create_users(&self, users: &[User]) -> Result<(), StoreError> {
         self.0.create_users(users)
     }
-    fn replace_user(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
-        self.0.replace_user(expected, new)
-    }
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
         self.0.token(serial)
     }
@@ -309,8 +306,14 @@ impl Store for NoSyncStore {
     fn create_tokens(&self, tokens: &[Token]) -> Result<(), StoreError> {
         self.0.create_tokens(tokens)
     }
-    fn replace_token(&self, expected: &Token, new: &Token) -> Result<bool, StoreError> {
-        self.0.replace_token(expected, new)
+    fn apply(&self, changes: ChangeSet) -> Result<bool, StoreError> {
+        self.0.apply(changes)
+    }
+    fn record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.record(key)
+    }
+    fn records(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        self.0.records(from, to, limit)
     }
     fn sync(&self) -> Result<(), StoreError> {
         Ok(())

@@ -548,7 +548,7 @@ mod tests {
     use crate::radius::clients::Client;
     use crate::store::seal::SeedCipher;
     use crate::store::sled_store::SledStore;
-    use crate::store::{Store, StoreError, Token};
+    use crate::store::{ChangeSet, KeyValue, Store, StoreError, Token};
 
     const SEED: &[u8] = b"12345678901234567890";
 
@@ -572,9 +572,6 @@ mod tests {
         fn create_users(&self, users: &[User]) -> Result<(), StoreError> {
             self.inner.create_users(users)
         }
-        fn replace_user(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
-            self.inner.replace_user(expected, new)
-        }
         fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
             self.inner.token(serial)
         }
@@ -590,12 +587,23 @@ mod tests {
         fn create_tokens(&self, tokens: &[Token]) -> Result<(), StoreError> {
             self.inner.create_tokens(tokens)
         }
-        fn replace_token(&self, expected: &Token, new: &Token) -> Result<bool, StoreError> {
-            let done = self.inner.replace_token(expected, new)?;
+        fn apply(&self, changes: ChangeSet) -> Result<bool, StoreError> {
+            let done = self.inner.apply(changes)?;
             if done {
                 self.events.lock().expect("events").push("write");
             }
             Ok(done)
+        }
+        fn record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.record(key)
+        }
+        fn records(
+            &self,
+            from: &[u8],
+            to: &[u8],
+            limit: usize,
+        ) -> Result<Vec<KeyValue>, StoreError> {
+            self.inner.records(from, to, limit)
         }
         fn sync(&self) -> Result<(), StoreError> {
             if self.fail_sync {

@@ -16,7 +16,7 @@
 //! - Jobs wait in a bounded queue ([`QUEUE_CAPACITY`]; each holds a password, zeroed when
 //!   dropped). A login whose job finds the queue full leaves the re-hash to its next login.
 //! - The new hash is written over the record the login read only (compare-and-swap: a change
-//!   made meanwhile wins) as a user record in the token log ([`Store::replace_user`]): the next
+//!   made meanwhile wins) as a user record in the token log ([`Store::apply`]): the next
 //!   login's sync makes it durable, no checkpoint under the lock logins take. Lost in a crash
 //!   before that, it is redone at a later login; the old hash verifies the same password.
 
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 use super::password::{Argon2Params, PasswordHash};
-use crate::store::{Store, User};
+use crate::store::{ChangeSet, Store, User};
 
 /// Jobs that may wait at once: about 3 s of argon2id work on one core with the default cost.
 pub const QUEUE_CAPACITY: usize = 256;
@@ -292,20 +292,23 @@ fn rehash(
         password_hash: new_hash.as_stored().to_string(),
         ..user.clone()
     };
-    Some(match store.replace_user(&user, &updated) {
-        Ok(true) => {
-            tracing::info!(user = %user.username, from, "password hash upgraded to argon2id");
-            true
-        }
-        Ok(false) => {
-            tracing::info!(user = %user.username, "re-hash dropped: the user changed meanwhile");
-            false
-        }
-        Err(e) => {
-            tracing::warn!(user = %user.username, error = %e, "re-hash not stored");
-            false
-        }
-    })
+    let username = user.username.clone();
+    Some(
+        match store.apply(ChangeSet::new().user(Some(user), updated)) {
+            Ok(true) => {
+                tracing::info!(user = %username, from, "password hash upgraded to argon2id");
+                true
+            }
+            Ok(false) => {
+                tracing::info!(user = %username, "re-hash dropped: the user changed meanwhile");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(user = %username, error = %e, "re-hash not stored");
+                false
+            }
+        },
+    )
 }
 
 /// Moves the calling thread to `SCHED_IDLE` (sched(7)); where that is refused, to nice 19.

@@ -23,7 +23,8 @@
 use sled::transaction::TransactionError;
 use sled::Tree;
 
-use super::{StoreError, Token};
+use super::change::Logged;
+use super::{StoreError, Token, User};
 
 /// Schema written by this build.
 pub const SCHEMA_VERSION: u32 = 4;
@@ -41,6 +42,11 @@ pub const ACCOUNTS: &str = "accounts";
 pub const LOG_TOKEN: u8 = 1;
 /// A token-log payload of this kind is a whole user record, to go into its account.
 pub const LOG_USER: u8 = 2;
+/// A token-log payload of this kind is a change set as it was applied
+/// ([`super::change::Logged`]).
+pub const LOG_CHANGES: u8 = 3;
+/// The tree of every other record (see [`super::change`]).
+pub const RECORDS: &str = "records";
 
 /// `serials` value: the owner's name follows; the record is in the owner's account.
 const TAG_OWNED: u8 = 1;
@@ -201,10 +207,11 @@ pub fn location<'a>(serial: &str, value: &'a [u8]) -> Result<Location<'a>, Store
 /// which runs alone. Returns false when sled already holds a newer state and the record was
 /// skipped.
 ///
-/// The log never carries an owner change (those are checkpointed at once), so a record whose
-/// owner disagrees with where sled keeps the token predates a checkpointed owner change: sled
-/// is newer and the record is left out. Otherwise the record goes where sled keeps the token,
-/// never over another token's record.
+/// A token record (a login's) never changes the owner, so a record whose owner disagrees with
+/// where sled keeps the token predates an owner change sled already holds (a change set
+/// replayed later in the log or made durable by a checkpoint): sled is newer and the record is
+/// left out. Otherwise the record goes where sled keeps the token, never over another token's
+/// record.
 pub fn place(
     accounts: &Tree,
     serials: &Tree,
@@ -244,9 +251,9 @@ pub fn place(
 }
 
 /// Puts a user record replayed from the write-ahead log into its account, keeping the
-/// account's token. For the replay at open, which runs alone. The log carries only changes of
-/// existing users; an account without a user (its creation never became durable: creations
-/// are checkpointed, not logged) is left alone and false returned.
+/// account's token. For the replay at open, which runs alone. A user record is logged for a
+/// change of an existing user; an account without a user (its creation never became durable:
+/// an imported user, checkpointed rather than logged) is left alone and false returned.
 pub fn place_user(accounts: &Tree, username: &str, record: &[u8]) -> Result<bool, StoreError> {
     let stored = accounts.get(username.as_bytes()).map_err(io)?;
     let account = Account::stored(username, stored.as_deref())?;
@@ -255,6 +262,89 @@ pub fn place_user(accounts: &Tree, username: &str, record: &[u8]) -> Result<bool
     }
     let value = account_value(Some(record), account.token)?;
     accounts.insert(username.as_bytes(), value).map_err(io)?;
+    Ok(true)
+}
+
+/// Puts a change set replayed from the write-ahead log in place: its users (created if need
+/// be), its tokens (moved between accounts as the change moved them), its other records. For
+/// the replay at open, which runs alone and in log order. Returns how many token writes were
+/// skipped because sled already holds a newer state.
+pub fn place_changes(
+    accounts: &Tree,
+    serials: &Tree,
+    records: &Tree,
+    changes: &Logged,
+) -> Result<usize, StoreError> {
+    for record in &changes.users {
+        let user: User = decode(|| "token log change set: user".into(), record)?;
+        let name = user.username.as_str();
+        let stored = accounts.get(name.as_bytes()).map_err(io)?;
+        let account = Account::stored(name, stored.as_deref())?;
+        let value = account_value(Some(record), account.token)?;
+        accounts.insert(name.as_bytes(), value).map_err(io)?;
+    }
+    let mut skipped = 0;
+    for logged in &changes.tokens {
+        let token: Token = decode(|| "token log change set: token".into(), &logged.record)?;
+        let previous = logged.previous_owner.as_deref();
+        if !place_moved(accounts, serials, &token, &logged.record, previous)? {
+            skipped += 1;
+        }
+    }
+    for (key, value) in &changes.records {
+        match value {
+            Some(value) => records.insert(key.as_slice(), value.as_slice()),
+            None => records.remove(key.as_slice()),
+        }
+        .map_err(io)?;
+    }
+    Ok(skipped)
+}
+
+/// A token record as a logged change set left it: taken out of its previous owner's account
+/// (if the owner changed and that account still holds it), put in its owner's account and
+/// located. False, and nothing written, if the owner's account holds another token: sled is
+/// further along than this record, and a later record of the log is what set that account.
+fn place_moved(
+    accounts: &Tree,
+    serials: &Tree,
+    token: &Token,
+    record: &[u8],
+    previous_owner: Option<&str>,
+) -> Result<bool, StoreError> {
+    let holds_this = |name: &str, account: Account<'_>| -> Result<Option<bool>, StoreError> {
+        account
+            .token
+            .map(|held| decode::<Token>(|| token_key(name), held).map(|t| t.serial == token.serial))
+            .transpose()
+    };
+    if let Some(owner) = &token.owner {
+        let stored = accounts.get(owner.as_bytes()).map_err(io)?;
+        let account = Account::stored(owner, stored.as_deref())?;
+        if holds_this(owner, account)? == Some(false) {
+            return Ok(false);
+        }
+    }
+    if let Some(previous) = previous_owner.filter(|p| Some(*p) != token.owner.as_deref()) {
+        let stored = accounts.get(previous.as_bytes()).map_err(io)?;
+        let account = Account::stored(previous, stored.as_deref())?;
+        if holds_this(previous, account)? == Some(true) {
+            match account.with_token(None).encode()? {
+                Some(value) => accounts.insert(previous.as_bytes(), value),
+                None => accounts.remove(previous.as_bytes()),
+            }
+            .map_err(io)?;
+        }
+    }
+    if let Some(owner) = &token.owner {
+        let stored = accounts.get(owner.as_bytes()).map_err(io)?;
+        let account = Account::stored(owner, stored.as_deref())?;
+        let value = account_value(account.user, Some(record))?;
+        accounts.insert(owner.as_bytes(), value).map_err(io)?;
+    }
+    serials
+        .insert(token.serial.as_bytes(), serial_value(token, record))
+        .map_err(io)?;
     Ok(true)
 }
 

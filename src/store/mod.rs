@@ -8,6 +8,7 @@
 //! The trait keeps the door open for another back end (roadmap: a shared distributed store);
 //! outside this module only the wiring in `appliance` (and tests) names sled.
 
+pub mod change;
 pub mod checkpoint;
 pub mod layout;
 pub mod records;
@@ -15,6 +16,10 @@ pub mod seal;
 pub mod sled_store;
 pub mod wal;
 
+pub use change::{ChangeSet, Expect};
+
+/// A record's key and value, as [`Store::records`] returns them.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
 pub use records::{Token, User};
 
 /// What went wrong in the store. Messages never contain a seed or a password hash.
@@ -55,16 +60,14 @@ pub enum StoreError {
     Io(String),
 }
 
-/// The records otpgate keeps and the operations on them. Writes are atomic; they are durable
-/// only after [`Store::sync`] has returned.
+/// The records otpgate keeps and the operations on them. Every change is a [`ChangeSet`],
+/// atomic; it is durable only after [`Store::sync`] has returned. Bulk imports
+/// ([`Store::create_users`], [`Store::create_tokens`]) are the one exception: they are made
+/// durable by a checkpoint at the next sync.
 pub trait Store: Send + Sync + 'static {
     fn user(&self, username: &str) -> Result<Option<User>, StoreError>;
     /// Creates all users or none; fails with `UserExists` naming the first one already there.
     fn create_users(&self, users: &[User]) -> Result<(), StoreError>;
-    /// Compare-and-swap: writes `new` only if the stored user still equals `expected`; false
-    /// (nothing written) if it changed meanwhile, `NoSuchUser` if it is gone. Durable after the
-    /// next [`Store::sync`], like a token change.
-    fn replace_user(&self, expected: &User, new: &User) -> Result<bool, StoreError>;
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError>;
     /// The token bound to a user, if any.
     fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError>;
@@ -73,9 +76,19 @@ pub trait Store: Send + Sync + 'static {
     fn user_and_token(&self, username: &str) -> Result<(Option<User>, Option<Token>), StoreError>;
     /// Creates all tokens or none; fails with `TokenExists` or `OwnerTaken` before writing.
     fn create_tokens(&self, tokens: &[Token]) -> Result<(), StoreError>;
-    /// Compare-and-swap: writes `new` only if the stored token still equals `expected`, keeping
-    /// where its owner says it lives. `Ok(false)` means someone else changed it first.
-    fn replace_token(&self, expected: &Token, new: &Token) -> Result<bool, StoreError>;
+    /// Applies every write of `changes` or none: `Ok(false)` (nothing written) when a record
+    /// is no longer what its writer read, so the writer reads again and retries. A new token
+    /// whose serial exists fails with `TokenExists`, a token given to an owner who holds
+    /// another with `OwnerTaken`, a new user whose name exists with `UserExists`.
+    fn apply(&self, changes: ChangeSet) -> Result<bool, StoreError>;
+    /// [`Store::apply`] of the one write `new` over `expected` (both as read).
+    fn replace_token(&self, expected: &Token, new: &Token) -> Result<bool, StoreError> {
+        self.apply(ChangeSet::new().token(Some(expected.clone()), new.clone()))
+    }
+    /// The record stored under `key` (see [`change`]), if any.
+    fn record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The records whose keys are in `from..to`, in key order, at most `limit` of them.
+    fn records(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError>;
     /// Makes every write that returned before this call durable on disk.
     fn sync(&self) -> Result<(), StoreError>;
     /// Makes every write durable in the store proper, leaving nothing to recover at the next

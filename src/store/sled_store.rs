@@ -16,17 +16,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sled::transaction::{
-    ConflictableTransactionError, ConflictableTransactionResult, Transactional, TransactionalTree,
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError, Transactional,
+    TransactionalTree,
 };
 
+use super::change::{ChangeSet, Logged, LoggedToken};
 use super::checkpoint::{Checkpointer, Flusher};
 use super::layout::{
     self, account_value, decode, io, location, owner_taken, serial_value, token_key, tx_result,
-    unowned_value, Account, Location, ACCOUNTS, LOG_TOKEN, LOG_USER, MIGRATING_TO_3,
-    MIGRATING_TO_4, OLD_USERS, SCHEMA_KEY, SCHEMA_VERSION,
+    unowned_value, Account, Location, ACCOUNTS, LOG_CHANGES, LOG_TOKEN, LOG_USER, MIGRATING_TO_3,
+    MIGRATING_TO_4, OLD_USERS, RECORDS, SCHEMA_KEY, SCHEMA_VERSION,
 };
 use super::wal::{self, Pending, Wal};
-use super::{lock, Store, StoreError, Token, User};
+use super::{lock, KeyValue, Store, StoreError, Token, User};
 
 /// Imports larger than this are written in chunks of this many rows, under a journal.
 const IMPORT_CHUNK: usize = 10_000;
@@ -70,6 +72,8 @@ pub struct SledStore {
     accounts: sled::Tree,
     /// Serial -> where the token's record is ([`layout::location`]).
     serials: sled::Tree,
+    /// Every other record (lifecycle details, audit, outbox, keys, indexes): key -> value.
+    records: sled::Tree,
     meta: sled::Tree,
     /// Makes sled durable; shared with the background checkpointer.
     flusher: Arc<Flusher>,
@@ -77,8 +81,8 @@ pub struct SledStore {
     /// logged write and its append, so the log's order is the order of the writes.
     pending: Mutex<Pending>,
     wal: Arc<Mutex<Wal>>,
-    /// A write the log does not cover (new users and tokens, owner changes, imports) happened:
-    /// the next sync flushes sled.
+    /// A write the log does not cover (an import, a change set too large for a log record)
+    /// happened: the next sync flushes sled.
     needs_checkpoint: AtomicBool,
     /// Dropping it stops and joins the thread: once the store is dropped, sled is closed.
     checkpointer: Checkpointer,
@@ -125,6 +129,7 @@ impl SledStore {
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(e.to_string()));
         let accounts = tree(ACCOUNTS)?;
         let serials = tree("serials")?;
+        let records = tree(RECORDS)?;
         let meta = tree("meta")?;
         let log_file = File::open(path.join("db")).map_err(|e| open_err(e.to_string()))?;
         let flusher = Arc::new(Flusher::new(db.clone(), log_file));
@@ -196,6 +201,10 @@ impl SledStore {
                         superseded += 1;
                     }
                 }
+                LOG_CHANGES => {
+                    let changes: Logged = decode(|| format!("{WAL_FILE} change set"), record)?;
+                    superseded += layout::place_changes(&accounts, &serials, &records, &changes)?;
+                }
                 other => {
                     return Err(StoreError::Corrupt {
                         key: WAL_FILE.into(),
@@ -221,6 +230,7 @@ impl SledStore {
         let store = SledStore {
             accounts,
             serials,
+            records,
             meta,
             flusher,
             // Number new records far past anything a torn batch may have left beyond the
@@ -424,6 +434,166 @@ impl SledStore {
         }
     }
 
+    /// A change of one existing user alone: a compare-and-swap of the user part of the account, logged as a user record: the next
+    /// sync makes it durable with the logins' records, no checkpoint needed.
+    fn replace_user(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
+        if expected.username != new.username {
+            return Err(StoreError::Io(format!(
+                "a user record cannot be renamed ({} -> {})",
+                expected.username, new.username
+            )));
+        }
+        let name = new.username.as_str();
+        let expected = encode(expected)?;
+        let new = encode(new)?;
+        self.swap_account(
+            name,
+            |account| match account.user {
+                None => Err(StoreError::NoSuchUser(name.to_string())),
+                Some(user) if user != expected.as_slice() => Ok(None),
+                Some(_) => account.with_user(Some(&new)).encode().map(Some),
+            },
+            Some((LOG_USER, &new)),
+        )
+    }
+
+    /// A change of one token alone that keeps its owner (a login's): a single-key
+    /// compare-and-swap where the record is, no transaction, logged as a token record.
+    fn replace_token_in_place(&self, expected: &Token, new: &Token) -> Result<bool, StoreError> {
+        if expected.serial != new.serial {
+            return Err(StoreError::SerialChange {
+                from: expected.serial.clone(),
+                to: new.serial.clone(),
+            });
+        }
+        let expected_bytes = encode(expected)?;
+        let new_bytes = encode(new)?;
+        match &new.owner {
+            Some(owner) => self.swap_account(
+                owner,
+                |account| {
+                    (account.token == Some(&expected_bytes[..]))
+                        .then(|| account.with_token(Some(&new_bytes)).encode())
+                        .transpose()
+                },
+                Some((LOG_TOKEN, &new_bytes)),
+            ),
+            None => {
+                // The write and its log record under one lock: the log's order is the writes'.
+                let mut pending = lock(&self.pending);
+                let swapped = self
+                    .serials
+                    .compare_and_swap(
+                        new.serial.as_bytes(),
+                        Some(unowned_value(&expected_bytes)),
+                        Some(unowned_value(&new_bytes)),
+                    )
+                    .map_err(io)?
+                    .is_ok();
+                if swapped {
+                    pending.append(&[&[LOG_TOKEN], &new_bytes]);
+                }
+                Ok(swapped)
+            }
+        }
+    }
+
+    /// Any other change set: one sled transaction over the trees it touches, and one log
+    /// record of kind [`LOG_CHANGES`] with what it left, both under the pending lock (no login
+    /// record is logged between them, so the log's order is the writes').
+    fn apply_together(&self, changes: &ChangeSet) -> Result<bool, StoreError> {
+        let tokens = changes
+            .tokens
+            .iter()
+            .map(|write| {
+                if let Some(expected) = &write.expected {
+                    if expected.serial != write.new.serial {
+                        return Err(StoreError::SerialChange {
+                            from: expected.serial.clone(),
+                            to: write.new.serial.clone(),
+                        });
+                    }
+                }
+                let expected = write.expected.as_ref().map(encode).transpose()?;
+                Ok((write, expected, encode(&write.new)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let users = changes
+            .users
+            .iter()
+            .map(|write| {
+                let expected = write.expected.as_ref().map(encode).transpose()?;
+                Ok((write, expected, encode(&write.new)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let logged = Logged {
+            tokens: tokens
+                .iter()
+                .map(|(write, _, record)| LoggedToken {
+                    previous_owner: write.expected.as_ref().and_then(|t| t.owner.clone()),
+                    record: record.clone(),
+                })
+                .collect(),
+            users: users.iter().map(|(_, _, record)| record.clone()).collect(),
+            records: changes
+                .records
+                .iter()
+                .map(|write| (write.key.clone(), write.new.clone()))
+                .collect(),
+        }
+        .encode()?;
+        let mut pending = lock(&self.pending);
+        let applied = refused((&self.accounts, &self.serials, &self.records).transaction(
+            |(a, s, r)| {
+                let stale = || ConflictableTransactionError::Abort(Refused::Stale);
+                let abort = |e: StoreError| ConflictableTransactionError::Abort(Refused::Error(e));
+                for (write, expected, record) in &users {
+                    let name = write.new.username.as_str();
+                    let current = a.get(name.as_bytes())?;
+                    let account = Account::stored(name, current.as_deref()).map_err(abort)?;
+                    match (expected, account.user) {
+                        (None, Some(_)) => {
+                            return Err(abort(StoreError::UserExists(name.to_string())))
+                        }
+                        (None, None) => {}
+                        (Some(expected), Some(stored)) if stored == expected.as_slice() => {}
+                        _ => return Err(stale()),
+                    }
+                    let value = account_value(Some(record), account.token).map_err(abort)?;
+                    a.insert(name.as_bytes(), value)?;
+                }
+                for (write, expected, record) in &tokens {
+                    let expected = write.expected.as_ref().zip(expected.as_deref());
+                    move_token(a, s, expected, &write.new, record)?;
+                }
+                for write in &changes.records {
+                    let stored = r.get(&write.key)?;
+                    if !write.expected.holds(stored.as_deref()) {
+                        return Err(stale());
+                    }
+                    match &write.new {
+                        Some(value) => r.insert(write.key.as_slice(), value.as_slice())?,
+                        None => r.remove(write.key.as_slice())?,
+                    };
+                }
+                Ok(())
+            },
+        ));
+        match applied {
+            Ok(()) => {}
+            Err(Refused::Stale) => return Ok(false),
+            Err(Refused::Error(e)) => return Err(e),
+        }
+        // A record replay could not read (over the log's payload limit) is not logged; a
+        // checkpoint makes the change durable instead.
+        if logged.len() < wal::MAX_PAYLOAD {
+            pending.append(&[&[LOG_CHANGES], &logged]);
+        } else {
+            self.needs_checkpoint.store(true, Ordering::Release);
+        }
+        Ok(true)
+    }
+
     fn flush_sled(&self) -> Result<(), StoreError> {
         self.flusher.flush()
     }
@@ -474,6 +644,76 @@ fn give_token(
     }
     let value = account_value(account.user, Some(record)).map_err(abort)?;
     accounts.insert(owner.as_bytes(), value)?;
+    Ok(())
+}
+
+/// Why a change set's transaction wrote nothing.
+enum Refused {
+    /// A record is no longer what the change set's writer read.
+    Stale,
+    Error(StoreError),
+}
+
+fn refused<T>(r: Result<T, TransactionError<Refused>>) -> Result<T, Refused> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(refusal) => refusal,
+        TransactionError::Storage(e) => Refused::Error(io(e)),
+    })
+}
+
+/// In a change set's transaction: the token `new` (encoded `record`) replaces `expected`
+/// (encoded `expected_record`; `None`: a token new to the store) if that is still what is
+/// stored, moving from the old owner's account to the new owner's if the owner changes (a
+/// registration, a revocation). Aborts with `TokenExists` for a new token whose serial is
+/// taken, `OwnerTaken` if the new owner holds another token.
+fn move_token(
+    a: &TransactionalTree,
+    s: &TransactionalTree,
+    expected: Option<(&Token, &[u8])>,
+    new: &Token,
+    record: &[u8],
+) -> ConflictableTransactionResult<(), Refused> {
+    let stale = || ConflictableTransactionError::Abort(Refused::Stale);
+    let abort = |e: StoreError| ConflictableTransactionError::Abort(Refused::Error(e));
+    let serial = new.serial.as_bytes();
+    let moves = expected.is_none_or(|(expected, _)| expected.owner != new.owner);
+    match expected {
+        Some((expected, expected_record)) => match &expected.owner {
+            Some(owner) => {
+                let current = a.get(owner.as_bytes())?;
+                let account = Account::stored(owner, current.as_deref()).map_err(abort)?;
+                if account.token != Some(expected_record) {
+                    return Err(stale());
+                }
+                if moves {
+                    match account.with_token(None).encode().map_err(abort)? {
+                        Some(value) => a.insert(owner.as_bytes(), value)?,
+                        None => a.remove(owner.as_bytes())?,
+                    };
+                }
+            }
+            None => {
+                if s.get(serial)?.as_deref() != Some(&unowned_value(expected_record)[..]) {
+                    return Err(stale());
+                }
+            }
+        },
+        None => {
+            if s.get(serial)?.is_some() {
+                return Err(abort(StoreError::TokenExists(new.serial.clone())));
+            }
+        }
+    }
+    if let Some(owner) = &new.owner {
+        let current = a.get(owner.as_bytes())?;
+        let account = Account::stored(owner, current.as_deref()).map_err(abort)?;
+        if let (true, Some(held)) = (moves, account.token) {
+            return Err(abort(owner_taken(owner, held)));
+        }
+        let value = account_value(account.user, Some(record)).map_err(abort)?;
+        a.insert(owner.as_bytes(), value)?;
+    }
+    s.insert(serial, serial_value(new, record))?;
     Ok(())
 }
 
@@ -541,29 +781,6 @@ impl Store for SledStore {
                 }))
             },
             rows.len(),
-        )
-    }
-
-    /// A compare-and-swap of the user part of the account, logged as a user record: the next
-    /// sync makes it durable with the logins' records, no checkpoint needed.
-    fn replace_user(&self, expected: &User, new: &User) -> Result<bool, StoreError> {
-        if expected.username != new.username {
-            return Err(StoreError::Io(format!(
-                "a user record cannot be renamed ({} -> {})",
-                expected.username, new.username
-            )));
-        }
-        let name = new.username.as_str();
-        let expected = encode(expected)?;
-        let new = encode(new)?;
-        self.swap_account(
-            name,
-            |account| match account.user {
-                None => Err(StoreError::NoSuchUser(name.to_string())),
-                Some(user) if user != expected.as_slice() => Ok(None),
-                Some(_) => account.with_user(Some(&new)).encode().map(Some),
-            },
-            Some((LOG_USER, &new)),
         )
     }
 
@@ -667,91 +884,29 @@ impl Store for SledStore {
         )
     }
 
-    fn replace_token(&self, expected: &Token, new: &Token) -> Result<bool, StoreError> {
-        if expected.serial != new.serial {
-            return Err(StoreError::SerialChange {
-                from: expected.serial.clone(),
-                to: new.serial.clone(),
-            });
+    fn apply(&self, changes: ChangeSet) -> Result<bool, StoreError> {
+        if let Some((expected, new)) = changes.lone_token_in_place() {
+            return self.replace_token_in_place(expected, new);
         }
-        let expected_bytes = encode(expected)?;
-        let new_bytes = encode(new)?;
-        let serial = new.serial.as_bytes();
-        if expected.owner == new.owner {
-            // Hot path: a single-key compare-and-swap where the record is, no transaction.
-            return match &new.owner {
-                Some(owner) => self.swap_account(
-                    owner,
-                    |account| {
-                        (account.token == Some(&expected_bytes[..]))
-                            .then(|| account.with_token(Some(&new_bytes)).encode())
-                            .transpose()
-                    },
-                    Some((LOG_TOKEN, &new_bytes)),
-                ),
-                None => {
-                    // The write and its log record under one lock: the log's order is the
-                    // writes' order.
-                    let mut pending = lock(&self.pending);
-                    let swapped = self
-                        .serials
-                        .compare_and_swap(
-                            serial,
-                            Some(unowned_value(&expected_bytes)),
-                            Some(unowned_value(&new_bytes)),
-                        )
-                        .map_err(io)?
-                        .is_ok();
-                    if swapped {
-                        pending.append(&[&[LOG_TOKEN], &new_bytes]);
-                    }
-                    Ok(swapped)
-                }
-            };
+        if let Some((expected, new)) = changes.lone_user_change() {
+            return self.replace_user(expected, new);
         }
-        // Rare (registration): the record moves. Not logged: replay would skip such a record
-        // anyway (see `layout::place`); the next sync checkpoints, so both trees become
-        // durable together. Held until the move is in sled, so no login on this token is
-        // logged before it.
-        let _pending = lock(&self.pending);
-        let swapped = tx_result((&self.serials, &self.accounts).transaction(|(s, a)| {
-            let abort = ConflictableTransactionError::Abort;
-            // The previous owner's account as it is to be left (`None`: removed).
-            let previous = match &expected.owner {
-                Some(owner) => {
-                    let current = a.get(owner.as_bytes())?;
-                    let account = Account::stored(owner, current.as_deref()).map_err(abort)?;
-                    if account.token != Some(&expected_bytes[..]) {
-                        return Ok(false);
-                    }
-                    Some((owner, account.with_token(None).encode().map_err(abort)?))
-                }
-                None => {
-                    if s.get(serial)?.as_deref() != Some(&unowned_value(&expected_bytes)[..]) {
-                        return Ok(false);
-                    }
-                    None
-                }
-            };
-            if let Some(owner) = &new.owner {
-                give_token(a, owner, &new_bytes)?;
-            }
-            match previous {
-                Some((owner, Some(value))) => {
-                    a.insert(owner.as_bytes(), value)?;
-                }
-                Some((owner, None)) => {
-                    a.remove(owner.as_bytes())?;
-                }
-                None => {}
-            }
-            s.insert(serial, serial_value(new, &new_bytes))?;
-            Ok(true)
-        }))?;
-        if swapped {
-            self.needs_checkpoint.store(true, Ordering::Release);
+        if changes.is_empty() {
+            return Ok(true);
         }
-        Ok(swapped)
+        self.apply_together(&changes)
+    }
+
+    fn record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.records.get(key).map_err(io)?.map(|v| v.to_vec()))
+    }
+
+    fn records(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        self.records
+            .range(from..to)
+            .take(limit)
+            .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io))
+            .collect()
     }
 
     /// Token changes become durable through the write-ahead log (one write and one fdatasync
@@ -789,11 +944,14 @@ impl Store for SledStore {
 }
 
 #[cfg(test)]
+mod change_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::layout::owner_key;
 
-    fn user(i: usize) -> User {
+    pub(super) fn user(i: usize) -> User {
         User {
             username: format!("u{i}"),
             password_hash: "{SSHA256}x".into(),
@@ -974,7 +1132,7 @@ mod tests {
     }
 
     /// Reopens `path`, waiting out sled's background flusher still holding the file lock.
-    fn reopen(path: &Path) -> SledStore {
+    pub(super) fn reopen(path: &Path) -> SledStore {
         let mut reopened = SledStore::open(path);
         for _ in 0..50 {
             if !matches!(reopened, Err(StoreError::Locked { .. })) {
@@ -1019,7 +1177,7 @@ mod tests {
         assert!(store.read_journal().expect("journal").is_none());
     }
 
-    fn token(i: usize) -> Token {
+    pub(super) fn token(i: usize) -> Token {
         Token {
             serial: format!("T{i}"),
             kind: crate::otp::TokenKind::Hotp,
@@ -1549,7 +1707,7 @@ mod tests {
             store
                 .create_tokens(&[owned(1, Some("u1"), 0), owned(2, None, 0)])
                 .expect("create");
-            // T1 goes back to stock and T2 to u1, both checkpointed.
+            // T1 goes back to stock and T2 to u1, both made durable by a checkpoint.
             assert!(store
                 .replace_token(&owned(1, Some("u1"), 0), &owned(1, None, 0))
                 .expect("unassign"));

@@ -12,7 +12,7 @@ use crate::config::OtpSettings;
 use crate::otp::import::ImportedToken;
 use crate::otp::{hotp, totp, TokenKind};
 use crate::store::seal::{SealError, SeedCipher};
-use crate::store::{Store, StoreError, Token};
+use crate::store::{ChangeSet, Store, StoreError, Token};
 
 use super::state::{transition, Actor, Event, TokenState, Transition, TransitionError};
 
@@ -159,7 +159,7 @@ impl TokenService {
                 }
                 None => self.count_failure(&token, now)?,
             };
-            if self.store.replace_token(&token, &new)? {
+            if self.store.apply(ChangeSet::new().token(Some(token), new))? {
                 return Ok(outcome);
             }
         }
@@ -392,7 +392,10 @@ impl TokenService {
                 }
             }
             new.failures = 0;
-            if self.store.replace_token(&token, &new)? {
+            if self
+                .store
+                .apply(ChangeSet::new().token(Some(token), new.clone()))?
+            {
                 return Ok(new);
             }
         }
