@@ -52,6 +52,7 @@ pub fn open_services(settings: &Settings) -> Result<Services, ServeError> {
         Arc::clone(&store),
         cipher,
         settings.otp.clone(),
+        settings.lifecycle.clone(),
     ));
     Ok(Services { store, tokens })
 }

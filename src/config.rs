@@ -51,6 +51,7 @@ pub struct Settings {
     pub radius: RadiusSettings,
     pub applications: Vec<Application>,
     pub otp: OtpSettings,
+    pub lifecycle: LifecycleSettings,
     pub password: PasswordSettings,
     pub throttle: ThrottleSettings,
     pub log: LogSettings,
@@ -146,6 +147,18 @@ pub struct OtpSettings {
     pub hotp_look_ahead: u64,
     /// How far registration/resync searches for two consecutive codes (counters or steps).
     pub resync_window: u64,
+}
+
+/// The token lifecycle's rules (guide "Error Conditions", "Renew OTP Hardware Token").
+#[derive(Debug, Clone)]
+pub struct LifecycleSettings {
+    /// Failed registrations (wrong codes) of a token before it is blocked for registration
+    /// until an administrator resets it.
+    pub registration_attempts: u32,
+    /// Failed resyncs of a token before resync is blocked until an administrator resets it.
+    pub resync_attempts: u32,
+    /// How far a renewal moves the expiry date, from the date it had (not from today).
+    pub renewal_years: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +295,7 @@ struct RawSettings {
     radius: RawRadius,
     applications: Option<Vec<RawApplication>>,
     otp: RawOtp,
+    lifecycle: RawLifecycle,
     password: RawPassword,
     throttle: RawThrottle,
     log: RawLog,
@@ -367,6 +381,24 @@ impl Default for RawOtp {
             totp_window: 1,
             hotp_look_ahead: 10,
             resync_window: 100,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLifecycle {
+    registration_attempts: u32,
+    resync_attempts: u32,
+    renewal_years: u32,
+}
+
+impl Default for RawLifecycle {
+    fn default() -> Self {
+        RawLifecycle {
+            registration_attempts: 3,
+            resync_attempts: 3,
+            renewal_years: 1,
         }
     }
 }
@@ -724,6 +756,28 @@ impl RawSettings {
             )?,
         };
 
+        // [lifecycle]
+        let lifecycle = LifecycleSettings {
+            registration_attempts: in_range(
+                &invalid,
+                "lifecycle.registration_attempts",
+                self.lifecycle.registration_attempts,
+                1..=100,
+            )?,
+            resync_attempts: in_range(
+                &invalid,
+                "lifecycle.resync_attempts",
+                self.lifecycle.resync_attempts,
+                1..=100,
+            )?,
+            renewal_years: in_range(
+                &invalid,
+                "lifecycle.renewal_years",
+                self.lifecycle.renewal_years,
+                1..=10,
+            )?,
+        };
+
         // [password]
         let argon2 = Argon2Params {
             memory_kib: self.password.argon2_memory_kib,
@@ -799,6 +853,7 @@ impl RawSettings {
             },
             applications,
             otp,
+            lifecycle,
             password: PasswordSettings {
                 argon2,
                 rehash_on_login: self.password.rehash_on_login,

@@ -6,6 +6,7 @@
 //! and [`users`] are thin layers over the same services.
 
 pub mod appliance;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;

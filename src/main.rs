@@ -12,12 +12,13 @@ use clap::{Args, Parser, Subcommand};
 
 use zeroize::Zeroizing;
 
-use otpgate::appliance::{self, open_services};
+use otpgate::appliance::{self, open_services, Services};
+use otpgate::audit::{self, Who};
 use otpgate::clock::{Clock, SystemClock};
 use otpgate::config::{LogFormat, Settings};
 use otpgate::otp::import::parse_file;
 use otpgate::store::{Token, User};
-use otpgate::token::{TokenService, TokenState};
+use otpgate::token::{Actor, Changed, TokenError, TokenService, TokenState};
 use otpgate::users::{self, Profile};
 
 /// mimalloc: the hot path allocates many small, short-lived buffers (packets, records, sled's
@@ -76,9 +77,21 @@ enum Command {
     /// Provision and inspect users.
     #[command(subcommand)]
     User(UserCommand),
-    /// Import, register and inspect hardware tokens.
+    /// Import, register, inspect and manage the lifecycle of hardware tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Show the audit trail of lifecycle and admin actions, oldest first.
+    Audit {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        serial: Option<String>,
+        /// Most entries shown.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 #[derive(Subcommand)]
@@ -140,6 +153,47 @@ enum TokenCommand {
         #[command(flatten)]
         output: Output,
     },
+    /// Suspend a token: it cannot log in until reinstated (guide: "Suspended Tokens").
+    Suspend {
+        serial: String,
+        /// Who suspends: an administrator (only an administrator may reinstate) or the user.
+        #[arg(long, value_enum, default_value_t = ActingAs::Admin)]
+        by: ActingAs,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a suspension (a user may lift only one they made).
+    Reinstate {
+        serial: String,
+        #[arg(long, value_enum, default_value_t = ActingAs::Admin)]
+        by: ActingAs,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Revoke a token for good (guide: "Revoke OTP Hardware Token"); its owner may then
+    /// register another, and its serial can never be registered again.
+    Revoke {
+        serial: String,
+        #[arg(long, value_enum, default_value_t = ActingAs::Admin)]
+        by: ActingAs,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Renew a token: its expiry date moves `lifecycle.renewal_years` after the date it had.
+    Renew { serial: String },
+    /// Lift the blocks on registration and resync after too many failed attempts.
+    Reset {
+        serial: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+/// On whose behalf a lifecycle command acts (the state machine's rules differ).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ActingAs {
+    Admin,
+    User,
 }
 
 /// Where `token import` reads the pre-shared key (hex) of PSKC files whose secrets are
@@ -205,6 +259,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Token(command) => {
             init_cli_logging();
             token_command(&settings, command)
+        }
+        Command::Audit {
+            user,
+            serial,
+            limit,
+            output,
+        } => {
+            init_cli_logging();
+            let filter = audit::Filter {
+                username: user,
+                serial,
+                ..audit::Filter::default()
+            };
+            audit_command(&settings, &filter, limit, output.json)
         }
     }
 }
@@ -320,22 +388,43 @@ fn token_command(settings: &Settings, command: TokenCommand) -> Result<()> {
             otp1,
             otp2,
         } => {
-            let token =
-                services
-                    .tokens
-                    .register(&serial, &username, otp1.trim(), otp2.trim(), now)?;
-            services.store.sync()?;
+            let codes = (otp1.trim(), otp2.trim());
+            let done = services
+                .tokens
+                .register(&serial, &username, codes, &cli(), now);
+            let changed = durable(&services, done)?;
             println!(
-                "token {} registered to {username}: {}",
-                token.serial, token.state
+                "token {serial} registered to {username}: {}",
+                changed.token.state
             );
         }
         TokenCommand::Resync { serial, otp1, otp2 } => {
-            let token = services
-                .tokens
-                .resync(&serial, otp1.trim(), otp2.trim(), now)?;
-            services.store.sync()?;
-            println!("token {} resynchronised: {}", token.serial, token.state);
+            let codes = (otp1.trim(), otp2.trim());
+            let done = services.tokens.resync(&serial, codes, &cli(), now);
+            let changed = durable(&services, done)?;
+            println!("token {serial} resynchronised: {}", changed.token.state);
+        }
+        TokenCommand::Suspend { serial, by, reason } => {
+            let done = services.tokens.suspend(&serial, &by.who(), &reason, now);
+            report(durable(&services, done)?);
+        }
+        TokenCommand::Reinstate { serial, by, reason } => {
+            let done = services.tokens.reinstate(&serial, &by.who(), &reason, now);
+            report(durable(&services, done)?);
+        }
+        TokenCommand::Revoke { serial, by, reason } => {
+            let done = services.tokens.revoke(&serial, &by.who(), &reason, now);
+            report(durable(&services, done)?);
+        }
+        TokenCommand::Renew { serial } => {
+            let done = services.tokens.renew(&serial, &cli(), now);
+            let changed = durable(&services, done)?;
+            report(changed.clone());
+            println!("expires: {}", time_text(changed.token.expires_at));
+        }
+        TokenCommand::Reset { serial, reason } => {
+            let done = services.tokens.reset(&serial, &cli(), &reason, now);
+            report(durable(&services, done)?);
         }
         TokenCommand::Show { serial, output } => {
             let Some(token) = services.store.token(&serial)? else {
@@ -345,6 +434,83 @@ fn token_command(settings: &Settings, command: TokenCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The command line acts as an administrator named `cli` in the audit.
+fn cli() -> Who {
+    Who::admin("cli")
+}
+
+impl ActingAs {
+    fn who(self) -> Who {
+        match self {
+            ActingAs::Admin => cli(),
+            ActingAs::User => Who {
+                actor: Actor::User,
+                name: "cli (for the user)".into(),
+            },
+        }
+    }
+}
+
+/// A lifecycle action's result, made durable before it is reported.
+fn durable(services: &Services, done: Result<Changed, TokenError>) -> Result<Changed> {
+    let changed = done?;
+    services.store.sync()?;
+    Ok(changed)
+}
+
+fn report(changed: Changed) {
+    let t = &changed.transition;
+    println!(
+        "token {}: {} -> {} ({})",
+        changed.token.serial, t.from, t.to, t.event
+    );
+}
+
+fn audit_command(
+    settings: &Settings,
+    filter: &audit::Filter,
+    limit: usize,
+    json: bool,
+) -> Result<()> {
+    let services = open_services(settings)?;
+    let entries = audit::query(services.store.as_ref(), filter, limit)?;
+    if json {
+        let rows: Vec<_> = entries.iter().map(audit_json).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for e in &entries {
+        let state = |s: Option<TokenState>| s.map_or("-", TokenState::as_str);
+        println!(
+            "{} {} by {} ({}) serial={} user={} {} -> {} {}",
+            time_text(Some(e.at)),
+            e.action,
+            e.by,
+            e.actor,
+            e.serial.as_deref().unwrap_or("-"),
+            e.username.as_deref().unwrap_or("-"),
+            state(e.from),
+            state(e.to),
+            e.reason
+        );
+    }
+    Ok(())
+}
+
+fn audit_json(e: &audit::Entry) -> serde_json::Value {
+    serde_json::json!({
+        "at": time_text(Some(e.at)),
+        "actor": e.actor.to_string(),
+        "by": e.by,
+        "action": e.action,
+        "serial": e.serial,
+        "username": e.username,
+        "from": e.from.map(TokenState::as_str),
+        "to": e.to.map(TokenState::as_str),
+        "reason": e.reason,
+    })
 }
 
 /// The first line of standard input (at most 4 KiB), without its line ending; `what` names

@@ -67,7 +67,7 @@ impl Outcome {
             Outcome::WrongPassword => "wrong_password",
             Outcome::NoToken => "no_token",
             Outcome::TokenNotUsable(state) => match state {
-                TokenState::Inventory => "token_inventory",
+                TokenState::Unassigned => "token_unassigned",
                 TokenState::PendingActivation => "token_pending_activation",
                 TokenState::Active => "token_active",
                 TokenState::Locked => "token_locked",
@@ -92,7 +92,7 @@ impl Outcome {
                 Some(messages::TOKEN_LOCKED)
             }
             Outcome::TokenNotUsable(TokenState::Expired) => Some(messages::TOKEN_EXPIRED),
-            Outcome::TokenNotUsable(TokenState::PendingActivation | TokenState::Inventory) => {
+            Outcome::TokenNotUsable(TokenState::PendingActivation | TokenState::Unassigned) => {
                 Some(messages::TOKEN_PENDING)
             }
             Outcome::TokenNotUsable(_) => Some(messages::TOKEN_UNUSABLE),
@@ -653,6 +653,7 @@ mod tests {
             Arc::clone(&dyn_store),
             cipher,
             settings.otp.clone(),
+            settings.lifecycle.clone(),
         ));
         let hash = PasswordHash::new_argon2id(b"pw", &settings.password.argon2).expect("hash");
         provision(&tokens, "bob", hash.as_stored(), "H1");

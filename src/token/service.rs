@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use crate::config::OtpSettings;
+use crate::audit::{Entry, Who};
+use crate::config::{LifecycleSettings, OtpSettings};
 use crate::otp::import::ImportedToken;
 use crate::otp::{hotp, totp, TokenKind};
 use crate::store::seal::{SealError, SeedCipher};
@@ -21,7 +22,7 @@ use super::state::{transition, Actor, Event, TokenState, Transition, TransitionE
 const MAX_START_COUNTER: u64 = 1 << 62;
 
 /// Compare-and-swap attempts before giving up on a token under heavy contention.
-const MAX_CAS_ATTEMPTS: usize = 64;
+pub(super) const MAX_CAS_ATTEMPTS: usize = 64;
 
 /// Why a lifecycle operation was refused. The texts of the registration errors follow the
 /// guide's "Possible Errors conditions during token activation".
@@ -39,8 +40,26 @@ pub enum TokenError {
          One-Time Passwords as displayed on your token correctly."
     )]
     WrongCodes,
-    #[error("token `{serial}` belongs to another user")]
-    OwnedByOther { serial: String },
+    /// The serial exists but cannot be registered (bound to someone else, revoked...).
+    #[error(
+        "The Token Serial Number is not correct. Enter the Token Serial Number that matches \
+         your token. (token `{serial}` {why})"
+    )]
+    NotAvailable { serial: String, why: String },
+    #[error(
+        "The token cannot be activated on your account at this time. Contact Customer Support \
+         in order to resume activation of your token. (token `{0}`: too many failed \
+         registrations; an administrator must reset it)"
+    )]
+    RegistrationBlocked(String),
+    #[error(
+        "You entered the One-Time Password One or One-Time Password Two incorrectly too many \
+         times. Your OTP Hardware Token needs to be reset: contact Customer Support. (token \
+         `{0}`: too many failed resyncs; an administrator must reset it)"
+    )]
+    ResyncBlocked(String),
+    #[error("token `{0}` has no expiry date to renew (it was not bought for a number of years)")]
+    NoExpiry(String),
     #[error("user `{user}` already has token `{serial}`")]
     UserHasToken { user: String, serial: String },
     #[error("token `{serial}`: {refused}")]
@@ -94,14 +113,25 @@ pub enum Reach {
 }
 
 pub struct TokenService {
-    store: Arc<dyn Store>,
-    cipher: SeedCipher,
-    otp: OtpSettings,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) cipher: SeedCipher,
+    pub(super) otp: OtpSettings,
+    pub(super) lifecycle: LifecycleSettings,
 }
 
 impl TokenService {
-    pub fn new(store: Arc<dyn Store>, cipher: SeedCipher, otp: OtpSettings) -> TokenService {
-        TokenService { store, cipher, otp }
+    pub fn new(
+        store: Arc<dyn Store>,
+        cipher: SeedCipher,
+        otp: OtpSettings,
+        lifecycle: LifecycleSettings,
+    ) -> TokenService {
+        TokenService {
+            store,
+            cipher,
+            otp,
+            lifecycle,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -159,7 +189,12 @@ impl TokenService {
                 }
                 None => self.count_failure(&token, now)?,
             };
-            if self.store.apply(ChangeSet::new().token(Some(token), new))? {
+            let mut changes = ChangeSet::new();
+            if outcome == OtpOutcome::LockedNow {
+                // The one login change that is a lifecycle move: audited with it.
+                changes = locked_entry(&token, now).add_to(changes)?;
+            }
+            if self.store.apply(changes.token(Some(token), new))? {
                 return Ok(outcome);
             }
         }
@@ -182,6 +217,7 @@ impl TokenService {
         }
         apply(
             token,
+            None,
             &mut new,
             Event::FailureLimit,
             Actor::Login,
@@ -275,133 +311,6 @@ impl TokenService {
         })
     }
 
-    /// The guide's "Register Your Token": two consecutive codes synchronise the token and bind
-    /// it to `username` as Active.
-    pub fn register(
-        &self,
-        serial: &str,
-        username: &str,
-        code1: &str,
-        code2: &str,
-        now: u64,
-    ) -> Result<Token, TokenError> {
-        if self.store.user(username)?.is_none() {
-            return Err(TokenError::NoSuchUser(username.to_string()));
-        }
-        if let Some(existing) = self.store.token_of_user(username)? {
-            if existing.serial != serial {
-                return Err(TokenError::UserHasToken {
-                    user: username.to_string(),
-                    serial: existing.serial,
-                });
-            }
-        }
-        self.apply_two_codes(
-            serial,
-            (
-                Event::Register,
-                Actor::Admin,
-                "registered with two consecutive codes",
-            ),
-            code1,
-            code2,
-            now,
-            |token| match &token.owner {
-                Some(owner) if owner != username => Err(TokenError::OwnedByOther {
-                    serial: serial.to_string(),
-                }),
-                _ => {
-                    token.owner = Some(username.to_string());
-                    Ok(())
-                }
-            },
-        )
-    }
-
-    /// The guide's "Reactivate OTP Hardware Token" (Resync Token): two consecutive codes
-    /// re-synchronise the token, reset its failure count and unlock it.
-    pub fn resync(
-        &self,
-        serial: &str,
-        code1: &str,
-        code2: &str,
-        now: u64,
-    ) -> Result<Token, TokenError> {
-        self.apply_two_codes(
-            serial,
-            (
-                Event::Resync,
-                Actor::Admin,
-                "resynchronised with two consecutive codes",
-            ),
-            code1,
-            code2,
-            now,
-            |_| Ok(()),
-        )
-    }
-
-    fn apply_two_codes(
-        &self,
-        serial: &str,
-        (event, actor, reason): (Event, Actor, &str),
-        code1: &str,
-        code2: &str,
-        now: u64,
-        mut adjust: impl FnMut(&mut Token) -> Result<(), TokenError>,
-    ) -> Result<Token, TokenError> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let token = self
-                .store
-                .token(serial)?
-                .ok_or_else(|| TokenError::NoSuchToken(serial.to_string()))?;
-            let mut new = token.clone();
-            apply(&token, &mut new, event, actor, reason, now)?;
-            adjust(&mut new)?;
-            let seed = self.cipher.open(&token.serial, &token.sealed_seed)?;
-            let window = self.otp.resync_window;
-            match token.kind {
-                TokenKind::Hotp => {
-                    let last = hotp::resync(
-                        &seed,
-                        token.algorithm,
-                        token.digits,
-                        token.counter,
-                        window,
-                        code1,
-                        code2,
-                    )
-                    .ok_or(TokenError::WrongCodes)?;
-                    new.counter = last.saturating_add(1);
-                }
-                TokenKind::Totp { period } => {
-                    let m = totp::resync(
-                        &seed,
-                        token.algorithm,
-                        token.digits,
-                        period,
-                        now,
-                        window,
-                        token.last_step,
-                        code1,
-                        code2,
-                    )
-                    .ok_or(TokenError::WrongCodes)?;
-                    new.last_step = Some(m.step);
-                    new.drift = m.drift;
-                }
-            }
-            new.failures = 0;
-            if self
-                .store
-                .apply(ChangeSet::new().token(Some(token), new.clone()))?
-            {
-                return Ok(new);
-            }
-        }
-        Err(TokenError::Contention(serial.to_string()))
-    }
-
     /// Seals and stores imported tokens, all or none. A token that names an owner is imported
     /// Active and bound to that user (migration of tokens in use); the user must exist.
     pub fn import(&self, imported: Vec<ImportedToken>, now: u64) -> Result<usize, TokenError> {
@@ -423,7 +332,7 @@ impl TokenService {
                     }
                     TokenState::Active
                 }
-                None => TokenState::Inventory,
+                None => TokenState::Unassigned,
             };
             let sealed_seed = self.cipher.seal(&item.serial, &item.secret)?;
             tokens.push(Token {
@@ -450,18 +359,41 @@ impl TokenService {
     }
 }
 
+/// The audit entry of a login locking `token` at `now`.
+fn locked_entry(token: &Token, now: u64) -> Entry {
+    let who = Who::login();
+    Entry {
+        at: now,
+        actor: who.actor,
+        by: who.name,
+        action: "token.lock".into(),
+        serial: Some(token.serial.clone()),
+        username: token.owner.clone(),
+        from: Some(TokenState::Active),
+        to: Some(TokenState::Locked),
+        reason: "consecutive wrong codes reached otp.max_failures".into(),
+    }
+}
+
 /// Applies `event` to `token` through the state machine: `new` (a copy of `token` being
 /// changed) takes the new state, and the time of the change if the state changed. The one
 /// way this service changes a token's state; the transition is for the audit.
-fn apply(
+pub(super) fn apply(
     token: &Token,
+    suspended_by: Option<Actor>,
     new: &mut Token,
     event: Event,
     actor: Actor,
     reason: &str,
     now: u64,
 ) -> Result<Transition, TokenError> {
-    let moved = transition(token.state, None, event, actor, reason, now).map_err(|refused| {
+    // The state a login sees (past its expiry date an Active token is Expired already),
+    // except for the event that records exactly that.
+    let from = match event {
+        Event::Expire => token.state,
+        _ => TokenService::effective_state(token, now),
+    };
+    let moved = transition(from, suspended_by, event, actor, reason, now).map_err(|refused| {
         TokenError::Transition {
             serial: token.serial.clone(),
             refused,
@@ -475,18 +407,19 @@ fn apply(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::audit::Who;
     use crate::otp::Algorithm;
     use crate::store::sled_store::SledStore;
     use crate::store::User;
     use zeroize::Zeroizing;
 
-    const SEED: &[u8] = b"12345678901234567890";
+    pub(crate) const SEED: &[u8] = b"12345678901234567890";
     /// 2009-02-13 23:31:30 UTC, an RFC 6238 test time.
-    const NOW: u64 = 1_234_567_890;
+    pub(crate) const NOW: u64 = 1_234_567_890;
 
-    fn service(dir: &std::path::Path) -> TokenService {
+    pub(crate) fn service(dir: &std::path::Path) -> TokenService {
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.join("db")).expect("open"));
         let cipher = SeedCipher::load_or_create(&dir.join("seed.key")).expect("key");
         let otp = OtpSettings {
@@ -495,10 +428,19 @@ mod tests {
             hotp_look_ahead: 5,
             resync_window: 50,
         };
-        TokenService::new(store, cipher, otp)
+        let lifecycle = LifecycleSettings {
+            registration_attempts: 3,
+            resync_attempts: 3,
+            renewal_years: 1,
+        };
+        TokenService::new(store, cipher, otp, lifecycle)
     }
 
-    fn user(name: &str) -> User {
+    pub(crate) fn admin() -> Who {
+        Who::admin("test")
+    }
+
+    pub(crate) fn user(name: &str) -> User {
         User {
             username: name.into(),
             password_hash: String::new(),
@@ -510,7 +452,7 @@ mod tests {
         }
     }
 
-    fn imported(serial: &str, kind: TokenKind, owner: Option<&str>) -> ImportedToken {
+    pub(crate) fn imported(serial: &str, kind: TokenKind, owner: Option<&str>) -> ImportedToken {
         ImportedToken {
             serial: serial.into(),
             secret: Zeroizing::new(SEED.to_vec()),
@@ -523,7 +465,7 @@ mod tests {
     }
 
     /// A service whose user `bob` has HOTP token `H1` (counter 0), Active.
-    fn service_with_bob(dir: &std::path::Path) -> TokenService {
+    pub(crate) fn service_with_bob(dir: &std::path::Path) -> TokenService {
         let svc = service(dir);
         svc.store().create_users(&[user("bob")]).expect("user");
         svc.import(vec![imported("H1", TokenKind::Hotp, Some("bob"))], NOW)
@@ -531,7 +473,7 @@ mod tests {
         svc
     }
 
-    fn hotp_code(counter: u64) -> String {
+    pub(crate) fn hotp_code(counter: u64) -> String {
         hotp::code(SEED, counter, 6, Algorithm::Sha1)
     }
 
@@ -595,12 +537,13 @@ mod tests {
             OtpOutcome::NotUsable(TokenState::Locked)
         );
         assert!(matches!(
-            svc.resync("H1", &hotp_code(10), &hotp_code(12), NOW),
+            svc.resync("H1", (&hotp_code(10), &hotp_code(12)), &admin(), NOW),
             Err(TokenError::WrongCodes)
         ));
         let token = svc
-            .resync("H1", &hotp_code(10), &hotp_code(11), NOW)
-            .expect("resync");
+            .resync("H1", (&hotp_code(10), &hotp_code(11)), &admin(), NOW)
+            .expect("resync")
+            .token;
         assert_eq!(token.state, TokenState::Active);
         assert_eq!(token.counter, 12);
         assert_eq!(
@@ -623,8 +566,15 @@ mod tests {
         let code = |s: u64| totp::code(SEED, s, 6, Algorithm::Sha1);
         // Registration with the codes of the previous two steps.
         let token = svc
-            .register("T1", "alice", &code(step - 2), &code(step - 1), NOW)
-            .expect("register");
+            .register(
+                "T1",
+                "alice",
+                (&code(step - 2), &code(step - 1)),
+                &admin(),
+                NOW,
+            )
+            .expect("register")
+            .token;
         assert_eq!(token.state, TokenState::Active);
         assert_eq!(token.owner.as_deref(), Some("alice"));
         assert_eq!(
@@ -647,10 +597,16 @@ mod tests {
             svc.check_otp("T1", &code(step), NOW).expect("check"),
             OtpOutcome::Rejected { replayed: true, .. }
         ));
-        // Registering again is a refused transition.
+        // Registering again: alice has a token already.
         assert!(matches!(
-            svc.register("T1", "alice", &code(step + 1), &code(step + 2), NOW),
-            Err(TokenError::Transition { .. })
+            svc.register(
+                "T1",
+                "alice",
+                (&code(step + 1), &code(step + 2)),
+                &admin(),
+                NOW
+            ),
+            Err(TokenError::UserHasToken { .. })
         ));
     }
 

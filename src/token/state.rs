@@ -5,8 +5,8 @@
 //! saying why not.
 //!
 //! ```text
-//!   Inventory ──register──┐                 ┌──failures──> Locked ──resync──┐
-//!   PendingActivation ────┴──> Active <─────┴──────────────────────────────┘
+//!   Unassigned ─────register──┐             ┌──failures──> Locked ──resync──┐
+//!   PendingActivation ────────┴──> Active <─┴───────────────────────────────┘
 //!                               │ ^  suspend (user, admin) / reinstate
 //!                               v │  (the user only what the user suspended)
 //!                             Suspended ──(60 days)── auto-revoke ──┐
@@ -16,17 +16,20 @@
 //! ```
 //!
 //! Renewal moves the expiry date and is allowed any time before revocation; only an Expired
-//! token changes state by it. The time rules (when to expire, when to auto-revoke) belong to the
-//! sweeper; this table says only which moves exist and who may ask for them.
+//! token changes state by it. An administrator's reset (of a block on registration or resync
+//! after too many failed attempts) keeps the state. The time rules (when to expire, when to
+//! auto-revoke) belong to the sweeper; this table says only which moves exist and who may ask
+//! for them.
 
 use serde::{Deserialize, Serialize};
 
-/// Token status as the guide's "View Status" lists it, plus `Inventory` for a token imported
-/// into stock and not yet bound to anyone.
+/// Token status as the guide's "View Status" lists it, plus `Unassigned` for a token imported
+/// into stock and not yet bound to anyone. Stored by position (postcard): add new states at
+/// the end only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenState {
-    Inventory,
+    Unassigned,
     PendingActivation,
     Active,
     Locked,
@@ -38,7 +41,7 @@ pub enum TokenState {
 impl TokenState {
     /// Every state, in the lifecycle's order.
     pub const ALL: [TokenState; 7] = [
-        TokenState::Inventory,
+        TokenState::Unassigned,
         TokenState::PendingActivation,
         TokenState::Active,
         TokenState::Locked,
@@ -49,7 +52,7 @@ impl TokenState {
 
     pub fn as_str(self) -> &'static str {
         match self {
-            TokenState::Inventory => "inventory",
+            TokenState::Unassigned => "unassigned",
             TokenState::PendingActivation => "pending_activation",
             TokenState::Active => "active",
             TokenState::Locked => "locked",
@@ -112,11 +115,14 @@ pub enum Event {
     Revoke,
     /// Revocation by the time rules: suspended more than 60 days, expired more than a year.
     AutoRevoke,
+    /// An administrator lifts a block on registration or resync after too many failed
+    /// attempts (guide: "Exostar needs to reset your OTP Hardware Token"). The state stays.
+    Reset,
 }
 
 impl Event {
     /// Every event, for tables and tests.
-    pub const ALL: [Event; 9] = [
+    pub const ALL: [Event; 10] = [
         Event::Register,
         Event::FailureLimit,
         Event::Resync,
@@ -126,6 +132,7 @@ impl Event {
         Event::Renew,
         Event::Revoke,
         Event::AutoRevoke,
+        Event::Reset,
     ];
 
     /// Who may ask for this event at all.
@@ -138,6 +145,7 @@ impl Event {
             }
             Event::Expire | Event::AutoRevoke => actor == System,
             Event::Renew => matches!(actor, User | Admin | System),
+            Event::Reset => actor == Admin,
         }
     }
 }
@@ -154,6 +162,7 @@ impl std::fmt::Display for Event {
             Event::Renew => "renew",
             Event::Revoke => "revoke",
             Event::AutoRevoke => "be revoked automatically",
+            Event::Reset => "be reset",
         })
     }
 }
@@ -198,7 +207,7 @@ pub fn transition(
         return Err(TransitionError::NotByActor { actor, event });
     }
     let to = match (from, event) {
-        (Inventory | PendingActivation, Event::Register) => Active,
+        (Unassigned | PendingActivation, Event::Register) => Active,
         (Active, Event::FailureLimit) => Locked,
         (Active | Locked, Event::Resync) => Active,
         (Active | Locked, Event::Suspend) => Suspended,
@@ -213,6 +222,7 @@ pub fn transition(
         (PendingActivation | Active | Locked | Suspended, Event::Renew) => from,
         (PendingActivation | Active | Locked | Expired | Suspended, Event::Revoke) => Revoked,
         (Suspended | Expired, Event::AutoRevoke) => Revoked,
+        (_, Event::Reset) if from != Revoked => from,
         _ => return Err(TransitionError::NotFromState { from, event }),
     };
     Ok(Transition {
@@ -238,7 +248,7 @@ mod tests {
     /// allowed to ask, gives this state or this refusal.
     fn expected(from: TokenState, event: Event) -> Option<TokenState> {
         Some(match event {
-            Event::Register if matches!(from, Inventory | PendingActivation) => Active,
+            Event::Register if matches!(from, Unassigned | PendingActivation) => Active,
             Event::FailureLimit if from == Active => Locked,
             Event::Resync if matches!(from, Active | Locked) => Active,
             Event::Suspend if matches!(from, Active | Locked) => Suspended,
@@ -246,8 +256,9 @@ mod tests {
             Event::Expire if matches!(from, Active | Locked) => Expired,
             Event::Renew if from == Expired => Active,
             Event::Renew if matches!(from, PendingActivation | Active | Locked | Suspended) => from,
-            Event::Revoke if !matches!(from, Inventory | Revoked) => Revoked,
+            Event::Revoke if !matches!(from, Unassigned | Revoked) => Revoked,
             Event::AutoRevoke if matches!(from, Suspended | Expired) => Revoked,
+            Event::Reset if from != Revoked => from,
             _ => return None,
         })
     }
@@ -257,6 +268,7 @@ mod tests {
             Event::FailureLimit => &[Login],
             Event::Expire | Event::AutoRevoke => &[System],
             Event::Renew => &[User, Admin, System],
+            Event::Reset => &[Admin],
             _ => &[User, Admin],
         }
     }

@@ -49,7 +49,7 @@ fn register_with_two_consecutive_codes_and_show_never_prints_secret() {
         "serial,secret,kind,digits,step\nT1,{SEED},hotp,6,0\n"
     ));
     let shown = app.cli_ok(&["token", "show", "T1"], None);
-    assert!(shown.contains("inventory"), "{shown}");
+    assert!(shown.contains("unassigned"), "{shown}");
     // Two codes that are not consecutive are refused with the guide's text.
     let out = app.cli(
         &[
@@ -210,7 +210,7 @@ fn pskc_key_file_0600_imports() {
     let out = app.cli_ok(&["token", "import", &seeds, "--pskc-key-file", &key], None);
     assert!(out.contains("1 token(s) imported"), "{out}");
     let shown = app.cli_ok(&["token", "show", PSKC_SERIAL], None);
-    assert!(shown.contains("inventory"), "{shown}");
+    assert!(shown.contains("unassigned"), "{shown}");
     // The RFC's secret is "12345678901234567890": never shown, in any encoding.
     assert!(
         !shown.contains("3132333435") && !shown.contains("GEZDGNBV"),

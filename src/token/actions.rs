@@ -1,0 +1,496 @@
+//! The token lifecycle's actions (guide "Register Your Token", "Reactivate OTP Hardware
+//! Token", "Revoke", "Renew", "Expired Tokens", "Suspended Tokens", "Error Conditions"). Each
+//! reads the token and its lifecycle record, moves the state through
+//! [`super::state::transition`] for the one asking, and writes the token, the lifecycle record
+//! and an audit entry in one change set: all or nothing, retried when a concurrent change (a
+//! login) came first. The caller makes it durable with [`crate::store::Store::sync`] before it
+//! answers.
+
+use crate::audit::{Entry, Who};
+use crate::clock::add_years;
+use crate::otp::{hotp, totp, TokenKind};
+use crate::store::{ChangeSet, Expect, StoreError, Token};
+
+use super::lifecycle::{self, Lifecycle};
+use super::service::{apply, TokenError, TokenService, MAX_CAS_ATTEMPTS};
+use super::state::{Event, Transition, TransitionError};
+
+/// A lifecycle action that was carried out: the token as it is now and the move, as the audit
+/// recorded it.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub token: Token,
+    pub transition: Transition,
+}
+
+/// A token with its lifecycle record, as read for an action.
+struct Read {
+    token: Token,
+    life: Lifecycle,
+    /// The lifecycle record as stored, for the compare-and-swap.
+    stored: Option<Vec<u8>>,
+}
+
+/// Which two-code action: they differ in their event, their block and their error.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TwoCodes {
+    Register,
+    Resync,
+}
+
+impl TwoCodes {
+    /// The count of this action's failed attempts in `life`.
+    fn failures(self, life: &mut Lifecycle) -> &mut u32 {
+        match self {
+            TwoCodes::Register => &mut life.registration_failures,
+            TwoCodes::Resync => &mut life.resync_failures,
+        }
+    }
+}
+
+impl TokenService {
+    /// Suspends the token: it cannot log in until reinstated. A user may reinstate only a
+    /// suspension of their own.
+    pub fn suspend(
+        &self,
+        serial: &str,
+        who: &Who,
+        reason: &str,
+        now: u64,
+    ) -> Result<Changed, TokenError> {
+        self.act(serial, who, Event::Suspend, reason, now, |_, life| {
+            life.suspended_by = Some(who.actor);
+            life.suspended_at = Some(now);
+            Ok(())
+        })
+    }
+
+    /// Lifts a suspension (guide "Possible Login Errors": a user only one the user made).
+    pub fn reinstate(
+        &self,
+        serial: &str,
+        who: &Who,
+        reason: &str,
+        now: u64,
+    ) -> Result<Changed, TokenError> {
+        self.act(serial, who, Event::Reinstate, reason, now, |_, life| {
+            life.suspended_by = None;
+            life.suspended_at = None;
+            Ok(())
+        })
+    }
+
+    /// Revokes the token for good (guide "Revoke OTP Hardware Token"). It leaves its owner's
+    /// account, keeping its record and history (the former owner is remembered), so the owner
+    /// can register another; its serial can never be registered again.
+    pub fn revoke(
+        &self,
+        serial: &str,
+        who: &Who,
+        reason: &str,
+        now: u64,
+    ) -> Result<Changed, TokenError> {
+        self.act(serial, who, Event::Revoke, reason, now, revoked)
+    }
+
+    /// The time rules' revocation: suspended more than 60 days, expired more than a year.
+    pub fn auto_revoke(&self, serial: &str, reason: &str, now: u64) -> Result<Changed, TokenError> {
+        self.act(
+            serial,
+            &Who::system(),
+            Event::AutoRevoke,
+            reason,
+            now,
+            revoked,
+        )
+    }
+
+    /// Records that the token's expiry date has passed (logins refuse it from that date on
+    /// regardless; see [`TokenService::effective_state`]).
+    pub fn expire(&self, serial: &str, now: u64) -> Result<Changed, TokenError> {
+        let reason = "the expiry date has passed";
+        self.act(
+            serial,
+            &Who::system(),
+            Event::Expire,
+            reason,
+            now,
+            |token, _| match token.expires_at {
+                Some(at) if at <= now => Ok(()),
+                _ => Err(TokenError::Transition {
+                    serial: token.serial.clone(),
+                    refused: TransitionError::NotFromState {
+                        from: token.state,
+                        event: Event::Expire,
+                    },
+                }),
+            },
+        )
+    }
+
+    /// A renewal (guide "Renew OTP Hardware Token"): the expiry date moves `renewal_years`
+    /// after the date it had, not after today, and an expired token is active again. Allowed
+    /// any time before revocation, well ahead of expiry too.
+    pub fn renew(&self, serial: &str, who: &Who, now: u64) -> Result<Changed, TokenError> {
+        let years = self.lifecycle.renewal_years;
+        let reason = format!("renewed for {years} year(s)");
+        self.act(serial, who, Event::Renew, &reason, now, |token, _| {
+            let expires = token
+                .expires_at
+                .ok_or_else(|| TokenError::NoExpiry(token.serial.clone()))?;
+            token.expires_at = Some(add_years(expires, years));
+            Ok(())
+        })
+    }
+
+    /// An administrator lifts the blocks on registration and resync that too many failed
+    /// attempts left (guide "Error Conditions": "needs to reset your OTP Hardware Token").
+    pub fn reset(
+        &self,
+        serial: &str,
+        who: &Who,
+        reason: &str,
+        now: u64,
+    ) -> Result<Changed, TokenError> {
+        self.act(serial, who, Event::Reset, reason, now, |_, life| {
+            life.registration_failures = 0;
+            life.resync_failures = 0;
+            Ok(())
+        })
+    }
+
+    /// The guide's "Register Your Token": two consecutive codes synchronise the token and bind
+    /// it to `username` as Active. Wrong codes count against the token; at
+    /// `lifecycle.registration_attempts` it is blocked for registration until an
+    /// administrator resets it. A user holds one token at a time: the current one must be
+    /// revoked first.
+    pub fn register(
+        &self,
+        serial: &str,
+        username: &str,
+        codes: (&str, &str),
+        who: &Who,
+        now: u64,
+    ) -> Result<Changed, TokenError> {
+        if self.store.user(username)?.is_none() {
+            return Err(TokenError::NoSuchUser(username.to_string()));
+        }
+        if let Some(current) = self.store.token_of_user(username)? {
+            return Err(TokenError::UserHasToken {
+                user: username.to_string(),
+                serial: current.serial,
+            });
+        }
+        self.two_codes(
+            TwoCodes::Register,
+            serial,
+            codes,
+            who,
+            now,
+            |token| match &token.owner {
+                Some(_) => Err(TokenError::NotAvailable {
+                    serial: serial.to_string(),
+                    why: "is registered to an account".into(),
+                }),
+                None => {
+                    token.owner = Some(username.to_string());
+                    Ok(())
+                }
+            },
+        )
+    }
+
+    /// The guide's "Reactivate OTP Hardware Token" (resync): two consecutive codes
+    /// re-synchronise the token, reset its failure count and unlock it. Only for a token that
+    /// is otherwise active (not suspended, expired or revoked). Wrong codes count; at
+    /// `lifecycle.resync_attempts` resync is blocked until an administrator resets it.
+    pub fn resync(
+        &self,
+        serial: &str,
+        codes: (&str, &str),
+        who: &Who,
+        now: u64,
+    ) -> Result<Changed, TokenError> {
+        self.two_codes(TwoCodes::Resync, serial, codes, who, now, |_| Ok(()))
+    }
+
+    fn two_codes(
+        &self,
+        which: TwoCodes,
+        serial: &str,
+        (code1, code2): (&str, &str),
+        who: &Who,
+        now: u64,
+        mut bind: impl FnMut(&mut Token) -> Result<(), TokenError>,
+    ) -> Result<Changed, TokenError> {
+        let (event, limit, action) = match which {
+            TwoCodes::Register => (
+                Event::Register,
+                self.lifecycle.registration_attempts,
+                "token.register",
+            ),
+            TwoCodes::Resync => (
+                Event::Resync,
+                self.lifecycle.resync_attempts,
+                "token.resync",
+            ),
+        };
+        let blocked = |serial: &str| match which {
+            TwoCodes::Register => TokenError::RegistrationBlocked(serial.to_string()),
+            TwoCodes::Resync => TokenError::ResyncBlocked(serial.to_string()),
+        };
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let Read {
+                token,
+                mut life,
+                stored,
+            } = self.read(serial)?;
+            let mut new = token.clone();
+            let reason = "two consecutive codes";
+            let moved = apply(
+                &token,
+                life.suspended_by,
+                &mut new,
+                event,
+                who.actor,
+                reason,
+                now,
+            )
+            .map_err(|e| match (which, e) {
+                (TwoCodes::Register, TokenError::Transition { serial, refused }) => {
+                    TokenError::NotAvailable {
+                        serial,
+                        why: format!("cannot be registered ({refused})"),
+                    }
+                }
+                (_, e) => e,
+            })?;
+            bind(&mut new)?;
+            if *which.failures(&mut life) >= limit {
+                return Err(blocked(serial));
+            }
+            if !self.synchronise(&token, &mut new, code1, code2, now)? {
+                *which.failures(&mut life) += 1;
+                let now_blocked = *which.failures(&mut life) >= limit;
+                let entry = self.entry(who, &format!("{action}_failed"), &token, None, now);
+                let entry = Entry {
+                    username: new.owner.clone(),
+                    reason: format!(
+                        "wrong codes ({} of {limit} attempts)",
+                        *which.failures(&mut life)
+                    ),
+                    ..entry
+                };
+                let changes = life_record(serial, &stored, &life)?;
+                if self.store.apply(entry.add_to(changes)?)? {
+                    return Err(if now_blocked {
+                        blocked(serial)
+                    } else {
+                        TokenError::WrongCodes
+                    });
+                }
+                continue;
+            }
+            *which.failures(&mut life) = 0;
+            let entry = Entry {
+                username: new.owner.clone(),
+                ..self.entry(who, action, &token, Some(&moved), now)
+            };
+            if self.write(token, new.clone(), &stored, &life, &entry)? {
+                return Ok(Changed {
+                    token: new,
+                    transition: moved,
+                });
+            }
+        }
+        Err(TokenError::Contention(serial.to_string()))
+    }
+
+    /// Moves `new` (a copy of `token`) to the position two consecutive codes show: false if
+    /// they are not two consecutive valid codes within `otp.resync_window`.
+    fn synchronise(
+        &self,
+        token: &Token,
+        new: &mut Token,
+        code1: &str,
+        code2: &str,
+        now: u64,
+    ) -> Result<bool, TokenError> {
+        let seed = self.cipher.open(&token.serial, &token.sealed_seed)?;
+        let window = self.otp.resync_window;
+        match token.kind {
+            TokenKind::Hotp => {
+                let Some(last) = hotp::resync(
+                    &seed,
+                    token.algorithm,
+                    token.digits,
+                    token.counter,
+                    window,
+                    code1,
+                    code2,
+                ) else {
+                    return Ok(false);
+                };
+                new.counter = last.saturating_add(1);
+            }
+            TokenKind::Totp { period } => {
+                let Some(m) = totp::resync(
+                    &seed,
+                    token.algorithm,
+                    token.digits,
+                    period,
+                    now,
+                    window,
+                    token.last_step,
+                    code1,
+                    code2,
+                ) else {
+                    return Ok(false);
+                };
+                new.last_step = Some(m.step);
+                new.drift = m.drift;
+            }
+        }
+        new.failures = 0;
+        Ok(true)
+    }
+
+    /// One state-machine event on `serial` for `who`: `adjust` then changes the copies of the
+    /// token and its lifecycle record; token, record and audit entry are written together.
+    fn act(
+        &self,
+        serial: &str,
+        who: &Who,
+        event: Event,
+        reason: &str,
+        now: u64,
+        mut adjust: impl FnMut(&mut Token, &mut Lifecycle) -> Result<(), TokenError>,
+    ) -> Result<Changed, TokenError> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let Read {
+                token,
+                mut life,
+                stored,
+            } = self.read(serial)?;
+            let mut new = token.clone();
+            let moved = apply(
+                &token,
+                life.suspended_by,
+                &mut new,
+                event,
+                who.actor,
+                reason,
+                now,
+            )?;
+            adjust(&mut new, &mut life)?;
+            let action = format!("token.{}", action_name(event));
+            let entry = self.entry(who, &action, &token, Some(&moved), now);
+            if self.write(token, new.clone(), &stored, &life, &entry)? {
+                return Ok(Changed {
+                    token: new,
+                    transition: moved,
+                });
+            }
+        }
+        Err(TokenError::Contention(serial.to_string()))
+    }
+
+    /// The token `serial` and its lifecycle record.
+    fn read(&self, serial: &str) -> Result<Read, TokenError> {
+        let token = self
+            .store
+            .token(serial)?
+            .ok_or_else(|| TokenError::NoSuchToken(serial.to_string()))?;
+        let stored = self.store.record(&lifecycle::key(serial))?;
+        let life = match &stored {
+            Some(bytes) => postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+                key: format!("records/token/{serial}"),
+                reason: e.to_string(),
+            })?,
+            None => Lifecycle::default(),
+        };
+        Ok(Read {
+            token,
+            life,
+            stored,
+        })
+    }
+
+    /// Writes `new` over `token`, the lifecycle record `life` over `stored`, and `entry`.
+    fn write(
+        &self,
+        token: Token,
+        new: Token,
+        stored: &Option<Vec<u8>>,
+        life: &Lifecycle,
+        entry: &Entry,
+    ) -> Result<bool, TokenError> {
+        let changes = life_record(&token.serial, stored, life)?.token(Some(token), new);
+        Ok(self.store.apply(entry.add_to(changes)?)?)
+    }
+
+    /// The audit entry of `action` on `token` (before the change) by `who`.
+    fn entry(
+        &self,
+        who: &Who,
+        action: &str,
+        token: &Token,
+        moved: Option<&Transition>,
+        now: u64,
+    ) -> Entry {
+        Entry {
+            at: now,
+            actor: who.actor,
+            by: who.name.clone(),
+            action: action.to_string(),
+            serial: Some(token.serial.clone()),
+            username: token.owner.clone(),
+            from: Some(moved.map_or(TokenService::effective_state(token, now), |m| m.from)),
+            to: moved.map(|m| m.to),
+            reason: moved.map(|m| m.reason.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// A revocation's change besides the state: the token leaves its owner's account (so the
+/// owner may register another) and the lifecycle record remembers who held it.
+fn revoked(token: &mut Token, life: &mut Lifecycle) -> Result<(), TokenError> {
+    life.former_owner = token.owner.take().or(life.former_owner.take());
+    life.suspended_by = None;
+    life.suspended_at = None;
+    Ok(())
+}
+
+/// A change set writing the lifecycle record `life` of `serial` over `stored` (as read).
+fn life_record(
+    serial: &str,
+    stored: &Option<Vec<u8>>,
+    life: &Lifecycle,
+) -> Result<ChangeSet, StoreError> {
+    let value = postcard::to_stdvec(life)
+        .map_err(|e| StoreError::Io(format!("encoding a lifecycle record: {e}")))?;
+    Ok(ChangeSet::new().record(
+        lifecycle::key(serial),
+        Expect::found(stored.clone()),
+        Some(value),
+    ))
+}
+
+/// How the audit names an event's action (`token.` + this).
+fn action_name(event: Event) -> &'static str {
+    match event {
+        Event::Register => "register",
+        Event::FailureLimit => "lock",
+        Event::Resync => "resync",
+        Event::Suspend => "suspend",
+        Event::Reinstate => "reinstate",
+        Event::Expire => "expire",
+        Event::Renew => "renew",
+        Event::Revoke => "revoke",
+        Event::AutoRevoke => "auto_revoke",
+        Event::Reset => "reset",
+    }
+}
+
+#[cfg(test)]
+mod tests;

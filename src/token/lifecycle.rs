@@ -1,0 +1,34 @@
+//! What a token's life needs beyond a login: who suspended it, failed registration and resync
+//! attempts, its former owner once revoked. Kept beside the token, in the store's records
+//! under `token/` + serial; the login path never reads it, so a login's record stays small.
+
+use serde::{Deserialize, Serialize};
+
+use super::state::Actor;
+
+const PREFIX: &[u8] = b"token/";
+
+/// The lifecycle record of one token. A token with none has the default: never suspended,
+/// no failed attempts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lifecycle {
+    /// Who suspended the token, while it is Suspended (guide "Possible Login Errors": a user
+    /// may lift only a suspension of their own).
+    pub suspended_by: Option<Actor>,
+    /// Unix seconds of the suspension (suspended more than 60 days: revoked).
+    pub suspended_at: Option<u64>,
+    /// Registrations refused for wrong codes since the last success or reset.
+    pub registration_failures: u32,
+    /// Resyncs refused for wrong codes since the last success or reset.
+    pub resync_failures: u32,
+    /// The owner a revoked token had: it keeps its history while that user registers another.
+    pub former_owner: Option<String>,
+}
+
+/// The store key of `serial`'s lifecycle record.
+pub fn key(serial: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(PREFIX.len() + serial.len());
+    key.extend_from_slice(PREFIX);
+    key.extend_from_slice(serial.as_bytes());
+    key
+}
