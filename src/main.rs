@@ -138,6 +138,10 @@ enum TokenCommand {
         otp1: String,
         #[arg(long)]
         otp2: String,
+        /// The license key that pays for the token (without one: the user's open sponsorship,
+        /// or none as an administrator's registration).
+        #[arg(long)]
+        license_key: Option<String>,
     },
     /// Re-synchronise (and unlock) a token with two consecutive codes (guide: "Reactivate").
     Resync {
@@ -387,11 +391,13 @@ fn token_command(settings: &Settings, command: TokenCommand) -> Result<()> {
             username,
             otp1,
             otp2,
+            license_key,
         } => {
             let codes = (otp1.trim(), otp2.trim());
+            let key = license_key.as_deref();
             let done = services
                 .tokens
-                .register(&serial, &username, codes, &cli(), now);
+                .register(&serial, &username, codes, key, &cli(), now);
             let changed = durable(&services, done)?;
             println!(
                 "token {serial} registered to {username}: {}",

@@ -95,6 +95,14 @@ impl ChangeSet {
         self
     }
 
+    /// This set with every write of `other` added after its own.
+    pub fn merge(mut self, other: ChangeSet) -> ChangeSet {
+        self.tokens.extend(other.tokens);
+        self.users.extend(other.users);
+        self.records.extend(other.records);
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty() && self.users.is_empty() && self.records.is_empty()
     }

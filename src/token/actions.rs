@@ -8,12 +8,13 @@
 
 use crate::audit::{Entry, Who};
 use crate::clock::add_years;
+use crate::licensing::{self, Found, LicenseKey, Redeemed, Sponsorship};
 use crate::otp::{hotp, totp, TokenKind};
 use crate::store::{ChangeSet, Expect, StoreError, Token};
 
-use super::lifecycle::{self, Lifecycle};
+use super::lifecycle::{self, Lifecycle, Origin};
 use super::service::{apply, TokenError, TokenService, MAX_CAS_ATTEMPTS};
-use super::state::{Event, Transition, TransitionError};
+use super::state::{Actor, Event, Transition, TransitionError};
 
 /// A lifecycle action that was carried out: the token as it is now and the move, as the audit
 /// recorded it.
@@ -160,8 +161,11 @@ impl TokenService {
     }
 
     /// The guide's "Register Your Token": two consecutive codes synchronise the token and bind
-    /// it to `username` as Active. Wrong codes count against the token; at
-    /// `lifecycle.registration_attempts` it is blocked for registration until an
+    /// it to `username` as Active. It needs a purchase: an unused `license_key`, or else a
+    /// sponsorship of the user still open at `now`; an administrator may register without
+    /// one (origin `admin`, no expiry date). The expiry date counts from the purchase: the
+    /// key's issue, or for a sponsored token its registration. Wrong codes count against the
+    /// token; at `lifecycle.registration_attempts` it is blocked for registration until an
     /// administrator resets it. A user holds one token at a time: the current one must be
     /// revoked first.
     pub fn register(
@@ -169,6 +173,7 @@ impl TokenService {
         serial: &str,
         username: &str,
         codes: (&str, &str),
+        license_key: Option<&str>,
         who: &Who,
         now: u64,
     ) -> Result<Changed, TokenError> {
@@ -181,23 +186,89 @@ impl TokenService {
                 serial: current.serial,
             });
         }
+        let purchase = self.purchase(username, license_key, who, now)?;
         self.two_codes(
             TwoCodes::Register,
             serial,
             codes,
             who,
             now,
-            |token| match &token.owner {
-                Some(_) => Err(TokenError::NotAvailable {
-                    serial: serial.to_string(),
-                    why: "is registered to an account".into(),
-                }),
-                None => {
-                    token.owner = Some(username.to_string());
-                    Ok(())
+            |token, life| {
+                if token.owner.is_some() {
+                    return Err(TokenError::NotAvailable {
+                        serial: serial.to_string(),
+                        why: "is registered to an account".into(),
+                    });
                 }
+                token.owner = Some(username.to_string());
+                let redeemed = Redeemed {
+                    serial: serial.to_string(),
+                    username: username.to_string(),
+                    at: now,
+                };
+                Ok(match &purchase {
+                    Purchase::License(found) => {
+                        let key = &found.value;
+                        token.expires_at = Some(add_years(key.issued_at, key.years));
+                        life.level = Some(key.level);
+                        life.origin = Some(Origin::License {
+                            issued_at: key.issued_at,
+                            years: key.years,
+                        });
+                        found.rewrite(&LicenseKey {
+                            redeemed: Some(redeemed),
+                            ..key.clone()
+                        })?
+                    }
+                    Purchase::Sponsorship(found) => {
+                        let sponsorship = &found.value;
+                        token.expires_at = Some(add_years(now, sponsorship.years));
+                        life.level = Some(sponsorship.level);
+                        life.origin = Some(Origin::Sponsorship {
+                            organization: sponsorship.organization.clone(),
+                            years: sponsorship.years,
+                        });
+                        found.rewrite(&Sponsorship {
+                            redeemed: Some(redeemed),
+                            ..sponsorship.clone()
+                        })?
+                    }
+                    Purchase::Admin => {
+                        life.origin = Some(Origin::Admin);
+                        ChangeSet::new()
+                    }
+                })
             },
         )
+    }
+
+    /// What pays for `username`'s registration: the license key given, else an open
+    /// sponsorship, else (for an administrator) nothing.
+    fn purchase(
+        &self,
+        username: &str,
+        license_key: Option<&str>,
+        who: &Who,
+        now: u64,
+    ) -> Result<Purchase, TokenError> {
+        let store = self.store.as_ref();
+        if let Some(text) = license_key {
+            let found = licensing::license(store, text)?
+                .filter(|found| found.value.redeemed.is_none())
+                .ok_or(TokenError::LicenseKey)?;
+            require_proofing(username, found.value.level)?;
+            return Ok(Purchase::License(found));
+        }
+        if let Some(found) = licensing::sponsorship(store, username)? {
+            if found.value.usable_at(now) {
+                require_proofing(username, found.value.level)?;
+                return Ok(Purchase::Sponsorship(found));
+            }
+        }
+        if who.actor == Actor::Admin {
+            return Ok(Purchase::Admin);
+        }
+        Err(TokenError::PurchaseRequired)
     }
 
     /// The guide's "Reactivate OTP Hardware Token" (resync): two consecutive codes
@@ -211,7 +282,9 @@ impl TokenService {
         who: &Who,
         now: u64,
     ) -> Result<Changed, TokenError> {
-        self.two_codes(TwoCodes::Resync, serial, codes, who, now, |_| Ok(()))
+        self.two_codes(TwoCodes::Resync, serial, codes, who, now, |_, _| {
+            Ok(ChangeSet::new())
+        })
     }
 
     fn two_codes(
@@ -221,7 +294,7 @@ impl TokenService {
         (code1, code2): (&str, &str),
         who: &Who,
         now: u64,
-        mut bind: impl FnMut(&mut Token) -> Result<(), TokenError>,
+        mut bind: impl FnMut(&mut Token, &mut Lifecycle) -> Result<ChangeSet, TokenError>,
     ) -> Result<Changed, TokenError> {
         let (event, limit, action) = match which {
             TwoCodes::Register => (
@@ -265,7 +338,7 @@ impl TokenService {
                 }
                 (_, e) => e,
             })?;
-            bind(&mut new)?;
+            let extra = bind(&mut new, &mut life)?;
             if *which.failures(&mut life) >= limit {
                 return Err(blocked(serial));
             }
@@ -296,7 +369,7 @@ impl TokenService {
                 username: new.owner.clone(),
                 ..self.entry(who, action, &token, Some(&moved), now)
             };
-            if self.write(token, new.clone(), &stored, &life, &entry)? {
+            if self.write(token, new.clone(), &stored, &life, &entry, extra)? {
                 return Ok(Changed {
                     token: new,
                     transition: moved,
@@ -385,7 +458,7 @@ impl TokenService {
             adjust(&mut new, &mut life)?;
             let action = format!("token.{}", action_name(event));
             let entry = self.entry(who, &action, &token, Some(&moved), now);
-            if self.write(token, new.clone(), &stored, &life, &entry)? {
+            if self.write(token, new.clone(), &stored, &life, &entry, ChangeSet::new())? {
                 return Ok(Changed {
                     token: new,
                     transition: moved,
@@ -416,7 +489,8 @@ impl TokenService {
         })
     }
 
-    /// Writes `new` over `token`, the lifecycle record `life` over `stored`, and `entry`.
+    /// Writes `new` over `token`, the lifecycle record `life` over `stored`, `entry` and
+    /// `extra`, all together.
     fn write(
         &self,
         token: Token,
@@ -424,8 +498,11 @@ impl TokenService {
         stored: &Option<Vec<u8>>,
         life: &Lifecycle,
         entry: &Entry,
+        extra: ChangeSet,
     ) -> Result<bool, TokenError> {
-        let changes = life_record(&token.serial, stored, life)?.token(Some(token), new);
+        let changes = life_record(&token.serial, stored, life)?
+            .token(Some(token), new)
+            .merge(extra);
         Ok(self.store.apply(entry.add_to(changes)?)?)
     }
 
@@ -450,6 +527,23 @@ impl TokenService {
             reason: moved.map(|m| m.reason.clone()).unwrap_or_default(),
         }
     }
+}
+
+/// What pays for a registration.
+enum Purchase {
+    License(Found<LicenseKey>),
+    Sponsorship(Found<Sponsorship>),
+    /// An administrator's registration without a purchase.
+    Admin,
+}
+
+/// A level-3 token needs the account's identity proofing complete (guide "Proofing Upgrade").
+/// Proofing is not built yet (issue 9): until it is, no account counts as proofed.
+fn require_proofing(username: &str, level: u8) -> Result<(), TokenError> {
+    if level >= 3 {
+        return Err(TokenError::ProofingRequired(username.to_string()));
+    }
+    Ok(())
 }
 
 /// A revocation's change besides the state: the token leaves its owner's account (so the

@@ -23,6 +23,31 @@ pub struct Lifecycle {
     pub resync_failures: u32,
     /// The owner a revoked token had: it keeps its history while that user registers another.
     pub former_owner: Option<String>,
+    /// The assurance level (2 or 3) bought or sponsored with the token.
+    pub level: Option<u8>,
+    /// How the token was acquired, once registered.
+    pub origin: Option<Origin>,
+}
+
+/// How a token was acquired (guide "Purchase OTP Hardware Token", "Sponsored Tokens").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// Bought: registered with a license key issued at `issued_at`, good for `years`.
+    License { issued_at: u64, years: u32 },
+    /// Sponsored by a partner organization.
+    Sponsorship { organization: String, years: u32 },
+    /// Registered by an administrator without a purchase (migration, replacement).
+    Admin,
+}
+
+impl Origin {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Origin::License { .. } => "license",
+            Origin::Sponsorship { .. } => "sponsorship",
+            Origin::Admin => "admin",
+        }
+    }
 }
 
 /// The store key of `serial`'s lifecycle record.

@@ -60,6 +60,18 @@ pub enum TokenError {
     ResyncBlocked(String),
     #[error("token `{0}` has no expiry date to renew (it was not bought for a number of years)")]
     NoExpiry(String),
+    #[error("The license key is not valid or has already been used.")]
+    LicenseKey,
+    #[error(
+        "Registering a token needs a purchase: a license key, or a sponsorship by your \
+         organization (none is open for this account)."
+    )]
+    PurchaseRequired,
+    #[error(
+        "A Level 3 token needs identity proofing of the account `{0}`, which is not complete. \
+         Complete proofing first."
+    )]
+    ProofingRequired(String),
     #[error("user `{user}` already has token `{serial}`")]
     UserHasToken { user: String, serial: String },
     #[error("token `{serial}`: {refused}")]
@@ -570,6 +582,7 @@ pub(crate) mod tests {
                 "T1",
                 "alice",
                 (&code(step - 2), &code(step - 1)),
+                None,
                 &admin(),
                 NOW,
             )
@@ -603,6 +616,7 @@ pub(crate) mod tests {
                 "T1",
                 "alice",
                 (&code(step + 1), &code(step + 2)),
+                None,
                 &admin(),
                 NOW
             ),

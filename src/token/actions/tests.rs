@@ -38,7 +38,7 @@ fn codes(first: u64) -> (String, String) {
 
 fn register(svc: &TokenService, serial: &str, name: &str, first: u64) -> Result<Token, TokenError> {
     let (a, b) = codes(first);
-    svc.register(serial, name, (&a, &b), &Who::user(name), NOW)
+    svc.register(serial, name, (&a, &b), None, &Who::admin("registrar"), NOW)
         .map(|c| c.token)
 }
 
@@ -109,7 +109,7 @@ fn a_revoked_token_keeps_its_record_and_its_owner_registers_another() {
         [
             (
                 "token.register",
-                "alice",
+                "registrar",
                 Some(TokenState::Unassigned),
                 Some(TokenState::Active)
             ),
@@ -143,15 +143,7 @@ fn registration_is_blocked_after_three_wrong_attempts_until_an_admin_resets_it()
     let dir = tempfile::tempdir().expect("tempdir");
     let svc = stock(dir.path());
     let wrong = (hotp_code(0), hotp_code(2));
-    let attempt = || {
-        svc.register(
-            "H1",
-            "alice",
-            (&wrong.0, &wrong.1),
-            &Who::user("alice"),
-            NOW,
-        )
-    };
+    let attempt = || svc.register("H1", "alice", (&wrong.0, &wrong.1), None, &admin(), NOW);
     assert!(matches!(attempt(), Err(TokenError::WrongCodes)));
     assert!(matches!(attempt(), Err(TokenError::WrongCodes)));
     assert!(matches!(attempt(), Err(TokenError::RegistrationBlocked(_))));
@@ -259,7 +251,8 @@ fn a_user_reinstates_only_a_suspension_of_their_own() {
     );
     svc.reinstate("H1", &admin(), "cleared", NOW)
         .expect("admin reinstates");
-    assert_eq!(life(&svc, "H1"), Lifecycle::default());
+    let after = life(&svc, "H1");
+    assert_eq!((after.suspended_by, after.suspended_at), (None, None));
     assert_eq!(
         svc.check_otp("H1", &hotp_code(2), NOW).expect("check"),
         OtpOutcome::Accepted
@@ -354,4 +347,78 @@ fn an_action_and_logins_on_one_token_keep_each_other() {
     assert_eq!(accepted, 198, "every login counted");
     assert_eq!(token.counter, 200);
     assert!(actions > 0);
+}
+
+/// A purchase pays for a registration: a license key (once; the expiry counts from its
+/// issue), or an open sponsorship (the expiry counts from the registration; after its
+/// register-by date it has lapsed). A user without either is refused; level 3 needs proofing.
+#[test]
+fn a_registration_needs_a_license_key_or_an_open_sponsorship() {
+    use crate::licensing::{self, SponsorshipRequest};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = stock(dir.path());
+    let store = svc.store().as_ref();
+    let alice = Who::user("alice");
+    let (a, b) = codes(0);
+    let by_user = |serial: &str, name: &str, key: Option<&str>, now: u64| {
+        svc.register(serial, name, (&a, &b), key, &Who::user(name), now)
+    };
+    assert!(matches!(
+        by_user("H1", "alice", None, NOW),
+        Err(TokenError::PurchaseRequired)
+    ));
+    let issued = NOW - 10 * DAY;
+    let key = licensing::issue_license_key(store, 2, 3, &admin(), issued).expect("key");
+    let level3 = licensing::issue_license_key(store, 3, 1, &admin(), issued).expect("key");
+    assert!(matches!(
+        by_user("H1", "alice", Some(&level3), NOW),
+        Err(TokenError::ProofingRequired(_))
+    ));
+    // Wrong codes do not spend the key.
+    let (x, y) = codes(9);
+    assert!(matches!(
+        svc.register("H1", "alice", (&y, &x), Some(&key), &alice, NOW),
+        Err(TokenError::WrongCodes)
+    ));
+    let token = by_user("H1", "alice", Some(&key), NOW)
+        .expect("register")
+        .token;
+    assert_eq!(token.expires_at, Some(add_years(issued, 3)));
+    let record = life(&svc, "H1");
+    assert_eq!(record.level, Some(2));
+    assert_eq!(
+        record.origin,
+        Some(lifecycle::Origin::License {
+            issued_at: issued,
+            years: 3
+        })
+    );
+    assert!(matches!(
+        by_user("H2", "bob", Some(&key), NOW),
+        Err(TokenError::LicenseKey)
+    ));
+    // bob's sponsorship: open until its date, then lapsed.
+    let request = SponsorshipRequest {
+        username: "bob".into(),
+        organization: "Acme Aero".into(),
+        level: 2,
+        register_by: NOW + 30 * DAY,
+        years: 2,
+    };
+    licensing::sponsor(store, request, &admin(), NOW).expect("sponsor");
+    assert!(matches!(
+        by_user("H2", "bob", None, NOW + 31 * DAY),
+        Err(TokenError::PurchaseRequired)
+    ));
+    let sponsored = by_user("H2", "bob", None, NOW + 29 * DAY)
+        .expect("sponsored registration")
+        .token;
+    assert_eq!(sponsored.expires_at, Some(add_years(NOW + 29 * DAY, 2)));
+    assert_eq!(
+        life(&svc, "H2").origin,
+        Some(lifecycle::Origin::Sponsorship {
+            organization: "Acme Aero".into(),
+            years: 2
+        })
+    );
 }
