@@ -297,6 +297,9 @@ impl Store for NoSyncStore {
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
         self.0.token(serial)
     }
+    fn tokens(&self, after: Option<&str>, limit: usize) -> Result<Vec<Token>, StoreError> {
+        self.0.tokens(after, limit)
+    }
     fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError> {
         self.0.token_of_user(username)
     }

@@ -1,5 +1,5 @@
 //! Wiring: opens the store, the seed key and the services over them, binds the RADIUS sockets
-//! and serves until told to stop, then drains in-flight requests and flushes.
+//! and the admin API, serves until told to stop, then drains in-flight requests and flushes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,6 +8,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::api::server::{AdminServeError, AdminServer};
+use crate::api::AppState;
 use crate::auth::Authenticator;
 use crate::clock::SystemClock;
 use crate::config::Settings;
@@ -32,6 +34,8 @@ pub enum ServeError {
     Bind { address: SocketAddr, reason: String },
     #[error("RADIUS clients: {0}")]
     Clients(String),
+    #[error(transparent)]
+    Admin(#[from] AdminServeError),
 }
 
 /// The store and the token service over it, as the command line and the server open them.
@@ -154,10 +158,22 @@ pub async fn serve(
         Arc::clone(&stats),
         tokio::runtime::Handle::current(),
     ));
+    let admin = AdminServer::start(
+        &settings.admin,
+        &settings.storage.path,
+        AppState {
+            store: Arc::clone(&services.store),
+            tokens: Arc::clone(&services.tokens),
+            argon2: settings.password.argon2,
+            clock: Arc::new(SystemClock),
+            local: false,
+        },
+    )?;
     let stop = Arc::new(AtomicBool::new(false));
     let serving = tokio::spawn(Arc::clone(&server).serve(sockets, Arc::clone(&stop)));
     shutdown.await;
     tracing::info!("shutting down: no new requests; finishing those in flight");
+    admin.stop().await;
     stop.store(true, Ordering::Relaxed);
     if let Err(e) = serving.await {
         tracing::error!(error = %e, "server task ended abnormally");

@@ -52,6 +52,7 @@ pub struct Settings {
     pub applications: Vec<Application>,
     pub otp: OtpSettings,
     pub lifecycle: LifecycleSettings,
+    pub admin: AdminSettings,
     pub password: PasswordSettings,
     pub throttle: ThrottleSettings,
     pub log: LogSettings,
@@ -159,6 +160,17 @@ pub struct LifecycleSettings {
     pub resync_attempts: u32,
     /// How far a renewal moves the expiry date, from the date it had (not from today).
     pub renewal_years: u32,
+}
+
+/// The admin HTTP API (issue 13, "Part 3").
+#[derive(Debug, Clone, Default)]
+pub struct AdminSettings {
+    /// Where the API listens; none: only the control socket in the data directory.
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain and private key: HTTPS. Without them, plain HTTP, allowed only on
+    /// a loopback address.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +308,7 @@ struct RawSettings {
     applications: Option<Vec<RawApplication>>,
     otp: RawOtp,
     lifecycle: RawLifecycle,
+    admin: RawAdmin,
     password: RawPassword,
     throttle: RawThrottle,
     log: RawLog,
@@ -401,6 +414,14 @@ impl Default for RawLifecycle {
             renewal_years: 1,
         }
     }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    listen: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -778,6 +799,58 @@ impl RawSettings {
             )?,
         };
 
+        // [admin]
+        let admin = {
+            let listen = self
+                .admin
+                .listen
+                .as_deref()
+                .map(|text| {
+                    text.parse::<SocketAddr>().map_err(|_| {
+                        invalid(
+                            "admin.listen",
+                            format!("`{text}` is not an address:port (e.g. 127.0.0.1:8443)"),
+                        )
+                    })
+                })
+                .transpose()?;
+            let path = |key: &str, value: Option<String>| match value {
+                Some(p) if p.trim().is_empty() => Err(invalid(key, "must not be empty".into())),
+                other => Ok(other.map(PathBuf::from)),
+            };
+            let tls_cert = path("admin.tls_cert", self.admin.tls_cert)?;
+            let tls_key = path("admin.tls_key", self.admin.tls_key)?;
+            match (&tls_cert, &tls_key, listen) {
+                (Some(_), None, _) => {
+                    return Err(invalid(
+                        "admin.tls_key",
+                        "is required with admin.tls_cert".into(),
+                    ))
+                }
+                (None, Some(_), _) => {
+                    return Err(invalid(
+                        "admin.tls_cert",
+                        "is required with admin.tls_key".into(),
+                    ))
+                }
+                (None, None, Some(address)) if !address.ip().is_loopback() => {
+                    return Err(invalid(
+                        "admin.listen",
+                        format!(
+                            "{address} is not a loopback address: plain HTTP is allowed on \
+                             loopback only; set admin.tls_cert and admin.tls_key for HTTPS"
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+            AdminSettings {
+                listen,
+                tls_cert,
+                tls_key,
+            }
+        };
+
         // [password]
         let argon2 = Argon2Params {
             memory_kib: self.password.argon2_memory_kib,
@@ -854,6 +927,7 @@ impl RawSettings {
             applications,
             otp,
             lifecycle,
+            admin,
             password: PasswordSettings {
                 argon2,
                 rehash_on_login: self.password.rehash_on_login,

@@ -5,6 +5,8 @@
 //! arithmetic, [`clock`] the one source of `now`. [`appliance`] wires them for `otpgate serve`; the command line in `main.rs`
 //! and [`users`] are thin layers over the same services.
 
+pub mod access;
+pub mod api;
 pub mod appliance;
 pub mod audit;
 pub mod auth;

@@ -5,21 +5,20 @@ use std::io::{BufRead, IsTerminal, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use axum::http::Method;
 use clap::{Args, Parser, Subcommand};
 
 use zeroize::Zeroizing;
 
-use otpgate::appliance::{self, open_services, Services};
-use otpgate::audit::{self, Who};
+mod cli;
+
+use otpgate::appliance::{self, open_services};
 use otpgate::clock::{Clock, SystemClock};
 use otpgate::config::{LogFormat, Settings};
 use otpgate::otp::import::parse_file;
-use otpgate::store::{Token, User};
-use otpgate::token::{Actor, Changed, TokenError, TokenService, TokenState};
-use otpgate::users::{self, Profile};
+use otpgate::users;
 
 /// mimalloc: the hot path allocates many small, short-lived buffers (packets, records, sled's
 /// node copies), which glibc's allocator serves markedly slower (see README "Performance").
@@ -80,6 +79,9 @@ enum Command {
     /// Import, register, inspect and manage the lifecycle of hardware tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Admin API bearer tokens.
+    #[command(subcommand)]
+    AdminToken(AdminTokenCommand),
     /// Show the audit trail of lifecycle and admin actions, oldest first.
     Audit {
         #[arg(long)]
@@ -157,6 +159,23 @@ enum TokenCommand {
         #[command(flatten)]
         output: Output,
     },
+    /// List tokens, optionally by state, owner or expiry.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        /// RFC 3339 time or YYYY-MM-DD.
+        #[arg(long)]
+        expiring_before: Option<String>,
+        /// Continue after this serial.
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Suspend a token: it cannot log in until reinstated (guide: "Suspended Tokens").
     Suspend {
         serial: String,
@@ -184,12 +203,32 @@ enum TokenCommand {
         reason: String,
     },
     /// Renew a token: its expiry date moves `lifecycle.renewal_years` after the date it had.
-    Renew { serial: String },
+    Renew {
+        serial: String,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Lift the blocks on registration and resync after too many failed attempts.
     Reset {
         serial: String,
         #[arg(long, default_value = "")]
         reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminTokenCommand {
+    /// Create a bearer token for the admin API; it is printed once, as the last word of the
+    /// last line, and stored hashed.
+    Create {
+        name: String,
+        /// `admin` (everything), `org-admin` (users and tokens of its organization) or
+        /// `helpdesk` (read, resync, suspend, reinstate, reset).
+        #[arg(long)]
+        role: String,
+        /// The organization of an `org-admin`.
+        #[arg(long)]
+        organization: Option<String>,
     },
 }
 
@@ -271,14 +310,48 @@ fn run(cli: Cli) -> Result<()> {
             output,
         } => {
             init_cli_logging();
-            let filter = audit::Filter {
-                username: user,
-                serial,
-                ..audit::Filter::default()
-            };
-            audit_command(&settings, &filter, limit, output.json)
+            let query = serde_urlencoded::to_string([
+                ("user", user.unwrap_or_default()),
+                ("serial", serial.unwrap_or_default()),
+                ("limit", limit.to_string()),
+            ])?;
+            let answer = cli::ask(
+                &settings,
+                Method::GET,
+                &format!("/api/v1/audit?{query}"),
+                None,
+            )?;
+            print(&answer, output.json, cli::render::audit)
+        }
+        Command::AdminToken(AdminTokenCommand::Create {
+            name,
+            role,
+            organization,
+        }) => {
+            init_cli_logging();
+            let body =
+                serde_json::json!({"name": name, "role": role, "organization": organization});
+            let answer = cli::ask(&settings, Method::POST, "/api/v1/admin-tokens", Some(body))?;
+            let token = answer["token"].as_str().unwrap_or_default();
+            println!("admin token `{name}` ({role}) created; it is shown only once:");
+            println!("{token}");
+            Ok(())
         }
     }
+}
+
+/// Prints an API answer: as JSON, or rendered as text.
+fn print(
+    answer: &serde_json::Value,
+    json: bool,
+    text: fn(&serde_json::Value) -> String,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(answer)?);
+    } else {
+        println!("{}", text(answer));
+    }
+    Ok(())
 }
 
 fn serve(settings: Settings) -> Result<()> {
@@ -317,8 +390,6 @@ fn init_cli_logging() {
 }
 
 fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
-    let services = open_services(settings)?;
-    let store = services.store.as_ref();
     match command {
         UserCommand::Add {
             username,
@@ -329,59 +400,60 @@ fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
             level,
         } => {
             let password = read_stdin_line("the password")?;
-            let profile = Profile {
-                email,
-                first_name: first,
-                last_name: last,
-            };
-            users::add_user(
-                store,
-                &username,
-                password.as_bytes(),
-                profile,
-                level,
-                &settings.password.argon2,
-                SystemClock.now(),
-            )?;
-            store.sync()?;
+            let body = serde_json::json!({
+                "username": username,
+                "password": password.as_str(),
+                "email": email,
+                "first_name": first,
+                "last_name": last,
+                "assurance_level": level,
+            });
+            cli::ask(settings, Method::POST, "/api/v1/users", Some(body))?;
             println!("user {username} added");
         }
         UserCommand::Import { file } => {
+            let services = open_services(settings)?;
             let reader = std::fs::File::open(&file)
                 .with_context(|| format!("cannot open {}", file.display()))?;
-            let count = users::import_users(store, reader, SystemClock.now())
+            let count = users::import_users(services.store.as_ref(), reader, SystemClock.now())
                 .with_context(|| format!("{}: nothing imported", file.display()))?;
-            store.sync()?;
+            services.store.sync()?;
             println!("{count} user(s) imported from {}", file.display());
         }
         UserCommand::Show { username, output } => {
-            let Some(user) = store.user(&username)? else {
-                bail!("user `{username}` does not exist");
-            };
-            let token = store.token_of_user(&username)?;
-            print_user(&user, token.as_ref(), output.json)?;
+            let path = format!("/api/v1/users/{}", cli::segment(&username));
+            let answer = cli::ask(settings, Method::GET, &path, None)?;
+            print(&answer, output.json, cli::render::user)?;
         }
     }
     Ok(())
 }
 
 fn token_command(settings: &Settings, command: TokenCommand) -> Result<()> {
-    // Before the store is opened (seconds for a large one): a refused key fails at once.
-    let pskc_key = match &command {
-        TokenCommand::Import { key, .. } => key.read()?,
-        _ => None,
+    let token_path =
+        |serial: &str, action: &str| format!("/api/v1/tokens/{}{action}", cli::segment(serial));
+    let act = |serial: &str, action: &str, body: serde_json::Value| -> Result<()> {
+        let answer = cli::ask(
+            settings,
+            Method::POST,
+            &token_path(serial, action),
+            Some(body),
+        )?;
+        println!("{}", cli::render::action(&answer));
+        Ok(())
     };
-    let services = open_services(settings)?;
-    let now = SystemClock.now();
     match command {
-        TokenCommand::Import { file, key: _ } => {
+        TokenCommand::Import { file, key } => {
+            // Before the store is opened (seconds for a large one): a refused key fails at once.
+            let pskc_key = key.read()?;
+            let services = open_services(settings)?;
             let content =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let tokens = parse_file(&content, pskc_key.as_ref().map(|k| k.as_slice()))
                 .with_context(|| format!("{}: nothing imported", file.display()))?;
             let count = services
                 .tokens
-                .import(tokens, now)
+                .import(tokens, SystemClock.now())
                 .with_context(|| format!("{}: nothing imported", file.display()))?;
             services.store.sync()?;
             println!("{count} token(s) imported from {}", file.display());
@@ -393,130 +465,115 @@ fn token_command(settings: &Settings, command: TokenCommand) -> Result<()> {
             otp2,
             license_key,
         } => {
-            let codes = (otp1.trim(), otp2.trim());
-            let key = license_key.as_deref();
-            let done = services
-                .tokens
-                .register(&serial, &username, codes, key, &cli(), now);
-            let changed = durable(&services, done)?;
+            let body = serde_json::json!({
+                "username": username,
+                "otp1": otp1,
+                "otp2": otp2,
+                "license_key": license_key,
+            });
+            let answer = cli::ask(
+                settings,
+                Method::POST,
+                &token_path(&serial, "/register"),
+                Some(body),
+            )?;
             println!(
                 "token {serial} registered to {username}: {}",
-                changed.token.state
+                answer["to"].as_str().unwrap_or("-")
             );
         }
         TokenCommand::Resync { serial, otp1, otp2 } => {
-            let codes = (otp1.trim(), otp2.trim());
-            let done = services.tokens.resync(&serial, codes, &cli(), now);
-            let changed = durable(&services, done)?;
-            println!("token {serial} resynchronised: {}", changed.token.state);
+            let body = serde_json::json!({"otp1": otp1, "otp2": otp2});
+            let answer = cli::ask(
+                settings,
+                Method::POST,
+                &token_path(&serial, "/resync"),
+                Some(body),
+            )?;
+            println!(
+                "token {serial} resynchronised: {}",
+                answer["to"].as_str().unwrap_or("-")
+            );
         }
         TokenCommand::Suspend { serial, by, reason } => {
-            let done = services.tokens.suspend(&serial, &by.who(), &reason, now);
-            report(durable(&services, done)?);
+            act(
+                &serial,
+                "/suspend",
+                serde_json::json!({"by": by.name(), "reason": reason}),
+            )?;
         }
         TokenCommand::Reinstate { serial, by, reason } => {
-            let done = services.tokens.reinstate(&serial, &by.who(), &reason, now);
-            report(durable(&services, done)?);
+            act(
+                &serial,
+                "/reinstate",
+                serde_json::json!({"by": by.name(), "reason": reason}),
+            )?;
         }
         TokenCommand::Revoke { serial, by, reason } => {
-            let done = services.tokens.revoke(&serial, &by.who(), &reason, now);
-            report(durable(&services, done)?);
+            act(
+                &serial,
+                "/revoke",
+                serde_json::json!({"by": by.name(), "reason": reason}),
+            )?;
         }
-        TokenCommand::Renew { serial } => {
-            let done = services.tokens.renew(&serial, &cli(), now);
-            let changed = durable(&services, done)?;
-            report(changed.clone());
-            println!("expires: {}", time_text(changed.token.expires_at));
+        TokenCommand::Renew { serial, output } => {
+            let answer = cli::ask(settings, Method::POST, &token_path(&serial, "/renew"), None)?;
+            if output.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                println!("{}", cli::render::action(&answer));
+                println!(
+                    "expires: {}",
+                    answer["token"]["expires_at"].as_str().unwrap_or("-")
+                );
+            }
         }
         TokenCommand::Reset { serial, reason } => {
-            let done = services.tokens.reset(&serial, &cli(), &reason, now);
-            report(durable(&services, done)?);
+            act(&serial, "/reset", serde_json::json!({"reason": reason}))?;
         }
         TokenCommand::Show { serial, output } => {
-            let Some(token) = services.store.token(&serial)? else {
-                bail!("token `{serial}` does not exist");
-            };
-            print_token(&token, output.json)?;
+            let answer = cli::ask(settings, Method::GET, &token_path(&serial, ""), None)?;
+            print(&answer, output.json, cli::render::token)?;
+        }
+        TokenCommand::List {
+            state,
+            owner,
+            expiring_before,
+            after,
+            limit,
+            output,
+        } => {
+            let query = serde_urlencoded::to_string(
+                [
+                    ("state", state),
+                    ("owner", owner),
+                    ("expiring_before", expiring_before),
+                    ("after", after),
+                    ("limit", Some(limit.to_string())),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect::<Vec<_>>(),
+            )?;
+            let answer = cli::ask(
+                settings,
+                Method::GET,
+                &format!("/api/v1/tokens?{query}"),
+                None,
+            )?;
+            print(&answer, output.json, cli::render::token_list)?;
         }
     }
     Ok(())
-}
-
-/// The command line acts as an administrator named `cli` in the audit.
-fn cli() -> Who {
-    Who::admin("cli")
 }
 
 impl ActingAs {
-    fn who(self) -> Who {
+    fn name(self) -> &'static str {
         match self {
-            ActingAs::Admin => cli(),
-            ActingAs::User => Who {
-                actor: Actor::User,
-                name: "cli (for the user)".into(),
-            },
+            ActingAs::Admin => "admin",
+            ActingAs::User => "user",
         }
     }
-}
-
-/// A lifecycle action's result, made durable before it is reported.
-fn durable(services: &Services, done: Result<Changed, TokenError>) -> Result<Changed> {
-    let changed = done?;
-    services.store.sync()?;
-    Ok(changed)
-}
-
-fn report(changed: Changed) {
-    let t = &changed.transition;
-    println!(
-        "token {}: {} -> {} ({})",
-        changed.token.serial, t.from, t.to, t.event
-    );
-}
-
-fn audit_command(
-    settings: &Settings,
-    filter: &audit::Filter,
-    limit: usize,
-    json: bool,
-) -> Result<()> {
-    let services = open_services(settings)?;
-    let entries = audit::query(services.store.as_ref(), filter, limit)?;
-    if json {
-        let rows: Vec<_> = entries.iter().map(audit_json).collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
-    for e in &entries {
-        let state = |s: Option<TokenState>| s.map_or("-", TokenState::as_str);
-        println!(
-            "{} {} by {} ({}) serial={} user={} {} -> {} {}",
-            time_text(Some(e.at)),
-            e.action,
-            e.by,
-            e.actor,
-            e.serial.as_deref().unwrap_or("-"),
-            e.username.as_deref().unwrap_or("-"),
-            state(e.from),
-            state(e.to),
-            e.reason
-        );
-    }
-    Ok(())
-}
-
-fn audit_json(e: &audit::Entry) -> serde_json::Value {
-    serde_json::json!({
-        "at": time_text(Some(e.at)),
-        "actor": e.actor.to_string(),
-        "by": e.by,
-        "action": e.action,
-        "serial": e.serial,
-        "username": e.username,
-        "from": e.from.map(TokenState::as_str),
-        "to": e.to.map(TokenState::as_str),
-        "reason": e.reason,
-    })
 }
 
 /// The first line of standard input (at most 4 KiB), without its line ending; `what` names
@@ -591,122 +648,6 @@ fn decode_key(text: &[u8], source: &str) -> Result<Zeroizing<Vec<u8>>> {
         .decode(hex)
         .map(Zeroizing::new)
         .map_err(|e| anyhow!("{source} is not a hex key ({e})"))
-}
-
-fn time_text(unix: Option<u64>) -> String {
-    match unix {
-        Some(secs) => {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
-        }
-        None => "never".into(),
-    }
-}
-
-/// The state a login would see now: an Active token past its expiry date shows Expired, as
-/// the login path reports it (one rule, `TokenService::effective_state`).
-fn shown_state(token: &Token) -> TokenState {
-    TokenService::effective_state(token, SystemClock.now())
-}
-
-fn token_json(token: &Token) -> serde_json::Value {
-    serde_json::json!({
-        "serial": token.serial,
-        "state": shown_state(token).as_str(),
-        "owner": token.owner,
-        "kind": match token.kind {
-            otpgate::otp::TokenKind::Totp { .. } => "totp",
-            otpgate::otp::TokenKind::Hotp => "hotp",
-        },
-        "period": match token.kind {
-            otpgate::otp::TokenKind::Totp { period } => Some(period),
-            otpgate::otp::TokenKind::Hotp => None,
-        },
-        "algorithm": token.algorithm.as_str(),
-        "digits": token.digits,
-        "next_counter": matches!(token.kind, otpgate::otp::TokenKind::Hotp).then_some(token.counter),
-        "last_step": token.last_step,
-        "drift_steps": token.drift,
-        "failures": token.failures,
-        "last_auth": token.last_auth.map(|t| time_text(Some(t))),
-        "created_at": time_text(Some(token.created_at)),
-        "state_changed_at": time_text(Some(token.state_changed_at)),
-        "expires_at": token.expires_at.map(|t| time_text(Some(t))),
-    })
-}
-
-fn print_token(token: &Token, json: bool) -> Result<()> {
-    let value = token_json(token);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
-    }
-    println!("serial:        {}", token.serial);
-    println!("state:         {}", shown_state(token));
-    println!("owner:         {}", token.owner.as_deref().unwrap_or("-"));
-    println!(
-        "type:          {} {} digits, {}",
-        value["kind"].as_str().unwrap_or("-"),
-        token.digits,
-        token.algorithm.as_str()
-    );
-    match token.kind {
-        otpgate::otp::TokenKind::Totp { period } => {
-            println!("period:        {period} s");
-            let last = token.last_step.map_or("-".into(), |s| s.to_string());
-            println!("last step:     {last} (drift {} steps)", token.drift);
-        }
-        otpgate::otp::TokenKind::Hotp => println!("next counter:  {}", token.counter),
-    }
-    println!("failures:      {}", token.failures);
-    println!("last auth:     {}", time_text(token.last_auth));
-    println!("state since:   {}", time_text(Some(token.state_changed_at)));
-    println!(
-        "expires:       {}",
-        token.expires_at.map_or("-".into(), |t| time_text(Some(t)))
-    );
-    Ok(())
-}
-
-fn print_user(user: &User, token: Option<&Token>, json: bool) -> Result<()> {
-    let scheme = otpgate::auth::password::PasswordHash::parse(&user.password_hash)
-        .map(|h| h.scheme())
-        .unwrap_or("unusable");
-    if json {
-        let value = serde_json::json!({
-            "username": user.username,
-            "email": user.email,
-            "first_name": user.first_name,
-            "last_name": user.last_name,
-            "assurance_level": user.assurance_level,
-            "password_scheme": scheme,
-            "created_at": time_text(Some(user.created_at)),
-            "token": token.map(token_json),
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
-    }
-    println!("username:      {}", user.username);
-    let name = [user.first_name.as_deref(), user.last_name.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" ");
-    println!(
-        "name:          {}",
-        if name.is_empty() { "-" } else { &name }
-    );
-    println!("email:         {}", user.email.as_deref().unwrap_or("-"));
-    println!("level:         {}", user.assurance_level);
-    println!("password:      {scheme}");
-    match token {
-        Some(token) => {
-            println!("token:         {} ({})", token.serial, shown_state(token));
-            println!("failures:      {}", token.failures);
-            println!("last auth:     {}", time_text(token.last_auth));
-        }
-        None => println!("token:         none"),
-    }
-    Ok(())
 }
 
 #[cfg(test)]

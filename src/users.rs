@@ -1,10 +1,21 @@
 //! User provisioning: adding one user with a fresh argon2id hash, and importing users with the
 //! hashes admins migrate from FreeRADIUS `users` files and LDAP. Imports are all or nothing.
+//!
+//! What a login needs is in the [`User`] record; the rest of a user's profile (middle name,
+//! organization) is a record of its own beside it, under `user/` + the name, written in the
+//! same change set.
 
 use std::io::Read;
 
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{Entry, Who};
 use crate::auth::password::{Argon2Params, PasswordHash};
-use crate::store::{Store, StoreError, User};
+use crate::store::{ChangeSet, Expect, Store, StoreError, User};
+
+const PROFILE_PREFIX: &[u8] = b"user/";
+/// Longest name, organization or e-mail address accepted.
+pub const MAX_FIELD: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
@@ -20,6 +31,13 @@ pub enum UserError {
     Line { line: u64, problem: String },
     #[error("hashing the password failed: {0}")]
     Hash(String),
+    #[error("{field} {problem}")]
+    BadField {
+        field: &'static str,
+        problem: String,
+    },
+    #[error("user `{0}` already exists")]
+    Exists(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -29,7 +47,85 @@ pub enum UserError {
 pub struct Profile {
     pub email: Option<String>,
     pub first_name: Option<String>,
+    pub middle_name: Option<String>,
     pub last_name: Option<String>,
+    pub organization: Option<String>,
+}
+
+/// The part of a user's profile a login does not need, stored beside the user record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extra {
+    pub middle_name: Option<String>,
+    pub organization: Option<String>,
+}
+
+/// The store key of `username`'s [`Extra`].
+fn profile_key(username: &str) -> Vec<u8> {
+    let mut key = PROFILE_PREFIX.to_vec();
+    key.extend_from_slice(username.as_bytes());
+    key
+}
+
+/// The profile fields of `username` beyond the user record (default if none were given).
+pub fn extra(store: &dyn Store, username: &str) -> Result<Extra, StoreError> {
+    let key = profile_key(username);
+    match store.record(&key)? {
+        Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
+            key: String::from_utf8_lossy(&key).into_owned(),
+            reason: e.to_string(),
+        }),
+        None => Ok(Extra::default()),
+    }
+}
+
+/// A text field: trimmed, empty as none, at most [`MAX_FIELD`] characters, no control
+/// characters.
+fn text_field(field: &'static str, value: Option<String>) -> Result<Option<String>, UserError> {
+    let Some(value) = value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    if value.chars().count() > MAX_FIELD {
+        return Err(UserError::BadField {
+            field,
+            problem: format!("is longer than {MAX_FIELD} characters"),
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(UserError::BadField {
+            field,
+            problem: "contains control characters".into(),
+        });
+    }
+    Ok(Some(value))
+}
+
+impl Profile {
+    /// The profile with every field checked (see [`text_field`]); an e-mail address must look
+    /// like one (something@domain).
+    pub fn validated(self) -> Result<Profile, UserError> {
+        let email = text_field("email", self.email)?;
+        if let Some(address) = &email {
+            let well_formed = address.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && domain.contains('.') && !address.contains(char::is_whitespace)
+            });
+            if !well_formed {
+                return Err(UserError::BadField {
+                    field: "email",
+                    problem: format!("`{address}` is not an e-mail address"),
+                });
+            }
+        }
+        Ok(Profile {
+            email,
+            first_name: text_field("first_name", self.first_name)?,
+            middle_name: text_field("middle_name", self.middle_name)?,
+            last_name: text_field("last_name", self.last_name)?,
+            organization: text_field("organization", self.organization)?,
+        })
+    }
 }
 
 /// User names: what RADIUS User-Name carries and what logs show, so a conservative alphabet.
@@ -41,7 +137,9 @@ pub fn valid_username(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
 }
 
-/// Adds one user with an argon2id hash of `password`.
+/// Adds one user with an argon2id hash of `password`, the profile beside it and an audit entry,
+/// in one change set (durable at the next sync).
+#[allow(clippy::too_many_arguments)]
 pub fn add_user(
     store: &dyn Store,
     username: &str,
@@ -49,6 +147,7 @@ pub fn add_user(
     profile: Profile,
     level: u8,
     params: &Argon2Params,
+    who: &Who,
     now: u64,
 ) -> Result<User, UserError> {
     if !valid_username(username) {
@@ -64,6 +163,10 @@ pub fn add_user(
     if level != 2 && level != 3 {
         return Err(UserError::BadLevel(level));
     }
+    let profile = profile.validated()?;
+    if store.user(username)?.is_some() {
+        return Err(UserError::Exists(username.to_string()));
+    }
     let hash =
         PasswordHash::new_argon2id(password, params).map_err(|e| UserError::Hash(e.to_string()))?;
     let user = User {
@@ -75,8 +178,33 @@ pub fn add_user(
         assurance_level: level,
         created_at: now,
     };
-    store.create_users(std::slice::from_ref(&user))?;
-    Ok(user)
+    let extra = Extra {
+        middle_name: profile.middle_name,
+        organization: profile.organization,
+    };
+    let value = postcard::to_stdvec(&extra)
+        .map_err(|e| StoreError::Io(format!("encoding a profile: {e}")))?;
+    let entry = Entry {
+        at: now,
+        actor: who.actor,
+        by: who.name.clone(),
+        action: "user.create".into(),
+        serial: None,
+        username: Some(username.to_string()),
+        from: None,
+        to: None,
+        reason: String::new(),
+    };
+    let changes = ChangeSet::new().user(None, user.clone()).record(
+        profile_key(username),
+        Expect::Anything,
+        Some(value),
+    );
+    match store.apply(entry.add_to(changes)?) {
+        Ok(true) => Ok(user),
+        Ok(false) | Err(StoreError::UserExists(_)) => Err(UserError::Exists(username.to_string())),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reads users from CSV `username,password_hash,email,first,last` (a header line with those

@@ -575,6 +575,9 @@ mod tests {
         fn token(&self, serial: &str) -> Result<Option<Token>, StoreError> {
             self.inner.token(serial)
         }
+        fn tokens(&self, after: Option<&str>, limit: usize) -> Result<Vec<Token>, StoreError> {
+            self.inner.tokens(after, limit)
+        }
         fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError> {
             self.inner.token_of_user(username)
         }

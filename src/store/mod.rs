@@ -69,6 +69,8 @@ pub trait Store: Send + Sync + 'static {
     /// Creates all users or none; fails with `UserExists` naming the first one already there.
     fn create_users(&self, users: &[User]) -> Result<(), StoreError>;
     fn token(&self, serial: &str) -> Result<Option<Token>, StoreError>;
+    /// Tokens in serial order, starting after `after`, at most `limit` of them.
+    fn tokens(&self, after: Option<&str>, limit: usize) -> Result<Vec<Token>, StoreError>;
     /// The token bound to a user, if any.
     fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError>;
     /// A login's read: [`Store::user`] and [`Store::token_of_user`] at once (one read where

@@ -816,6 +816,29 @@ impl Store for SledStore {
         }
     }
 
+    fn tokens(&self, after: Option<&str>, limit: usize) -> Result<Vec<Token>, StoreError> {
+        let start = match after {
+            Some(serial) => std::ops::Bound::Excluded(serial.as_bytes().to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut found = Vec::new();
+        for entry in self
+            .serials
+            .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
+        {
+            if found.len() >= limit {
+                break;
+            }
+            let (key, _) = entry.map_err(io)?;
+            let serial = String::from_utf8_lossy(&key);
+            // Read as `token` reads it: an owner change between the two reads is followed.
+            if let Some(token) = self.token(&serial)? {
+                found.push(token);
+            }
+        }
+        Ok(found)
+    }
+
     fn token_of_user(&self, username: &str) -> Result<Option<Token>, StoreError> {
         let value = self.account(username)?;
         token_in(username, Account::stored(username, value.as_deref())?)

@@ -428,6 +428,12 @@ impl TokenService {
         Ok(true)
     }
 
+    /// The token `serial` and its lifecycle record, for a status view.
+    pub fn details(&self, serial: &str) -> Result<(Token, Lifecycle), TokenError> {
+        let Read { token, life, .. } = self.read(serial)?;
+        Ok((token, life))
+    }
+
     /// One state-machine event on `serial` for `who`: `adjust` then changes the copies of the
     /// token and its lifecycle record; token, record and audit entry are written together.
     fn act(

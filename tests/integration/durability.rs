@@ -72,13 +72,19 @@ fn kill_9_after_accepts_keeps_every_accepted_otp_unusable() {
     );
 }
 
+/// While the server holds the store, `user show` asks it over the control socket; a whole
+/// seed file import (offline only) fails at once with a clear message.
 #[test]
-fn store_held_by_server_fails_fast_with_clear_message() {
+fn commands_ask_the_running_server_and_imports_fail_fast() {
     let mut app = Appliance::new("");
     app.add_user("carol", "pw");
     app.start();
+    let shown = app.cli_ok(&["user", "show", "carol"], None);
+    assert!(shown.contains("carol"), "{shown}");
+    let seeds = app.dir.path().join("seeds.csv");
+    std::fs::write(&seeds, format!("T9,{SEED},hotp,6,0\n")).expect("write");
     let started = std::time::Instant::now();
-    let out = app.cli(&["user", "show", "carol"], None);
+    let out = app.cli(&["token", "import", seeds.to_str().expect("path")], None);
     assert!(!out.status.success());
     assert!(started.elapsed() < Duration::from_secs(10), "must not hang");
     let err = String::from_utf8_lossy(&out.stderr);

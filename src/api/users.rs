@@ -1,0 +1,130 @@
+//! `/api/v1/users`: create a user, show one with the status of its token.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use zeroize::Zeroizing;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::ApiJson;
+use super::principal::Principal;
+use super::views::{TokenView, UserView};
+use super::{blocking, AppState};
+use crate::access::Role;
+use crate::users::{self, Profile};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub username: String,
+    /// Hashed with argon2id at once; never stored or logged as given.
+    pub password: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub middle_name: Option<String>,
+    pub last_name: Option<String>,
+    /// An `org-admin` creates users of its own organization only (the default for it).
+    pub organization: Option<String>,
+    /// Identity assurance level (2, the default, or 3).
+    pub assurance_level: Option<u8>,
+}
+
+/// Create a user.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    request_body = NewUser,
+    responses(
+        (status = 201, body = UserView),
+        (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<NewUser>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    principal.require(&[Role::Admin, Role::OrgAdmin], "create users")?;
+    let password = Zeroizing::new(body.password);
+    let organization = match (principal.organization_scope(), body.organization) {
+        (Some(mine), None) => Some(mine.to_string()),
+        (Some(mine), Some(theirs)) if theirs.trim() != mine => {
+            return Err(ApiError::forbidden(format!(
+                "an org-admin of `{mine}` creates users of `{mine}` only"
+            )))
+        }
+        (_, given) => given,
+    };
+    let profile = Profile {
+        email: body.email,
+        first_name: body.first_name,
+        middle_name: body.middle_name,
+        last_name: body.last_name,
+        organization,
+    };
+    let username = body.username;
+    let level = body.assurance_level.unwrap_or(2);
+    blocking(move || {
+        let now = state.clock.now();
+        let store = state.store.as_ref();
+        let user = users::add_user(
+            store,
+            &username,
+            password.as_bytes(),
+            profile,
+            level,
+            &state.argon2,
+            &principal.who,
+            now,
+        )?;
+        store.sync()?;
+        let extra = users::extra(store, &username)?;
+        Ok((StatusCode::CREATED, Json(UserView::new(&user, extra, None))))
+    })
+    .await
+}
+
+/// A user and the status of its token.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{username}",
+    params(("username" = String, Path)),
+    responses(
+        (status = 200, body = UserView),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(username): Path<String>,
+) -> Result<Json<UserView>, ApiError> {
+    blocking(move || {
+        let store = state.store.as_ref();
+        let (user, token) = store.user_and_token(&username)?;
+        let user = user.ok_or_else(|| {
+            ApiError::not_found(
+                "user_not_found",
+                format!("user `{username}` does not exist"),
+            )
+        })?;
+        principal.require_user(&state, &username)?;
+        let token = match token {
+            Some(token) => {
+                let (token, life) = state.tokens.details(&token.serial)?;
+                Some(TokenView::new(&token, &life, state.clock.now()))
+            }
+            None => None,
+        };
+        let extra = users::extra(store, &username)?;
+        Ok(Json(UserView::new(&user, extra, token)))
+    })
+    .await
+}
