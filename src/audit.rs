@@ -4,12 +4,13 @@
 //! are not here (one store write per request would be); they are in the decision log, and the
 //! token keeps its last authentication and failure count.
 //!
-//! Entries are kept in the store's records under `audit/` + the time (8 octets, big endian)
-//! + 8 random octets, so a range of keys is a range of time.
+//! Entries are kept in the store's records under `audit/`, then the time (8 octets, big
+//! endian), then the store's sequence number (8 octets): a range of keys is a range of time,
+//! in the order the entries were written.
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{ChangeSet, Expect, Store, StoreError};
+use crate::store::{ChangeSet, Store, StoreError};
 use crate::token::{Actor, TokenState};
 
 const PREFIX: &[u8] = b"audit/";
@@ -75,15 +76,15 @@ impl Entry {
     pub fn add_to(&self, changes: ChangeSet) -> Result<ChangeSet, StoreError> {
         let value = postcard::to_stdvec(self)
             .map_err(|e| StoreError::Io(format!("encoding an audit entry: {e}")))?;
-        Ok(changes.record(key(self.at, rand::random()), Expect::Absent, Some(value)))
+        Ok(changes.append(time_key(self.at), value))
     }
 }
 
-fn key(at: u64, unique: u64) -> Vec<u8> {
+/// The start of the keys of entries at `at`: the store appends its sequence number.
+fn time_key(at: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(PREFIX.len() + 16);
     key.extend_from_slice(PREFIX);
     key.extend_from_slice(&at.to_be_bytes());
-    key.extend_from_slice(&unique.to_be_bytes());
     key
 }
 
@@ -100,9 +101,9 @@ pub struct Filter {
 
 /// Entries matching `filter`, oldest first, at most `limit`.
 pub fn query(store: &dyn Store, filter: &Filter, limit: usize) -> Result<Vec<Entry>, StoreError> {
-    let from = key(filter.since.unwrap_or(0), 0);
+    let from = time_key(filter.since.unwrap_or(0));
     let to = match filter.until.and_then(|t| t.checked_add(1)) {
-        Some(end) => key(end, 0),
+        Some(end) => time_key(end),
         None => {
             let mut end = PREFIX.to_vec();
             end.extend_from_slice(&[0xFF; 17]);

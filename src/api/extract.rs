@@ -48,9 +48,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 
 fn json_error(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
-    let code = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+    let code = match (&rejection, status) {
+        (JsonRejection::JsonDataError(_), _) => "invalid_field",
+        (_, StatusCode::PAYLOAD_TOO_LARGE) => "body_too_large",
+        (_, StatusCode::UNSUPPORTED_MEDIA_TYPE) => "unsupported_media_type",
         _ => "bad_request",
     };
     ApiError::new(status, code, rejection.body_text())

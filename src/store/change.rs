@@ -20,8 +20,12 @@ pub enum Expect {
     Absent,
     /// Exactly this encoded value.
     Value(Vec<u8>),
-    /// Whatever is there (an append to a log-like record family, an index entry).
+    /// Whatever is there (an index entry, a record replaced whatever it held).
     Anything,
+    /// A new record whose key is the given key followed by a sequence number the store picks
+    /// (8 octets, big endian): unique, and increasing in the order records are appended (the
+    /// audit trail).
+    Appended,
 }
 
 impl Expect {
@@ -35,6 +39,7 @@ impl Expect {
             Expect::Absent => stored.is_none(),
             Expect::Value(value) => stored == Some(value.as_slice()),
             Expect::Anything => true,
+            Expect::Appended => stored.is_none(),
         }
     }
 }
@@ -87,6 +92,12 @@ impl ChangeSet {
     pub fn user(mut self, expected: Option<User>, new: User) -> ChangeSet {
         self.users.push(UserWrite { expected, new });
         self
+    }
+
+    /// Appends a new record under `prefix` + a sequence number the store picks (see
+    /// [`Expect::Appended`]).
+    pub fn append(self, prefix: Vec<u8>, value: Vec<u8>) -> ChangeSet {
+        self.record(prefix, Expect::Appended, Some(value))
     }
 
     /// Writes `new` under `key` if `expected` holds.

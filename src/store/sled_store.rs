@@ -20,7 +20,7 @@ use sled::transaction::{
     TransactionalTree,
 };
 
-use super::change::{ChangeSet, Logged, LoggedToken};
+use super::change::{ChangeSet, Expect, Logged, LoggedToken};
 use super::checkpoint::{Checkpointer, Flusher};
 use super::layout::{
     self, account_value, decode, io, location, owner_taken, serial_value, token_key, tx_result,
@@ -74,6 +74,8 @@ pub struct SledStore {
     serials: sled::Tree,
     /// Every other record (lifecycle details, audit, outbox, keys, indexes): key -> value.
     records: sled::Tree,
+    /// The database, for its sequence numbers (`generate_id`).
+    db: sled::Db,
     meta: sled::Tree,
     /// Makes sled durable; shared with the background checkpointer.
     flusher: Arc<Flusher>,
@@ -231,6 +233,7 @@ impl SledStore {
             accounts,
             serials,
             records,
+            db: db.clone(),
             meta,
             flusher,
             // Number new records far past anything a torn batch may have left beyond the
@@ -526,6 +529,22 @@ impl SledStore {
                 Ok((write, expected, encode(&write.new)?))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        // Appended records get their sequence numbers now: the log holds their final keys.
+        let records = changes
+            .records
+            .iter()
+            .map(|write| {
+                let key = match write.expected {
+                    Expect::Appended => {
+                        let mut key = write.key.clone();
+                        key.extend_from_slice(&self.db.generate_id().map_err(io)?.to_be_bytes());
+                        key
+                    }
+                    _ => write.key.clone(),
+                };
+                Ok((key, write))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let logged = Logged {
             tokens: tokens
                 .iter()
@@ -535,10 +554,9 @@ impl SledStore {
                 })
                 .collect(),
             users: users.iter().map(|(_, _, record)| record.clone()).collect(),
-            records: changes
-                .records
+            records: records
                 .iter()
-                .map(|write| (write.key.clone(), write.new.clone()))
+                .map(|(key, write)| (key.clone(), write.new.clone()))
                 .collect(),
         }
         .encode()?;
@@ -566,14 +584,14 @@ impl SledStore {
                     let expected = write.expected.as_ref().zip(expected.as_deref());
                     move_token(a, s, expected, &write.new, record)?;
                 }
-                for write in &changes.records {
-                    let stored = r.get(&write.key)?;
+                for (key, write) in &records {
+                    let stored = r.get(key)?;
                     if !write.expected.holds(stored.as_deref()) {
                         return Err(stale());
                     }
                     match &write.new {
-                        Some(value) => r.insert(write.key.as_slice(), value.as_slice())?,
-                        None => r.remove(write.key.as_slice())?,
+                        Some(value) => r.insert(key.as_slice(), value.as_slice())?,
+                        None => r.remove(key.as_slice())?,
                     };
                 }
                 Ok(())

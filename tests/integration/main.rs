@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `otpgate` binary over real UDP on loopback, with a temp sled
 //! store. One test binary (see ripgrep's and kanidm's layout), one module per area.
 
+mod api;
 mod cli;
 mod durability;
 mod hardening;
