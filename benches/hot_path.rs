@@ -460,6 +460,7 @@ impl Pipeline {
             SeedCipher::load_or_create(&settings.storage.key_file).expect("load the seed key"),
             settings.otp.clone(),
             settings.lifecycle.clone(),
+            settings.password.argon2,
         ));
         // `otpgate serve` runs on a multi-threaded runtime with one worker per core (2 here).
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -57,6 +57,7 @@ pub fn open_services(settings: &Settings) -> Result<Services, ServeError> {
         cipher,
         settings.otp.clone(),
         settings.lifecycle.clone(),
+        settings.password.argon2,
     ));
     Ok(Services { store, tokens })
 }

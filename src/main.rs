@@ -114,6 +114,14 @@ enum UserCommand {
         #[arg(long, default_value_t = 2)]
         level: u8,
     },
+    /// Set a user's password (read from the first line of standard input), replacing a
+    /// temporary one set when the user's token was revoked.
+    Password {
+        username: String,
+        /// Read the password from standard input (required: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
     /// Import users from CSV `username,password_hash,email,first,last`.
     Import { file: PathBuf },
     /// Show a user, their token and its state (never a secret).
@@ -410,6 +418,16 @@ fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
             });
             cli::ask(settings, Method::POST, "/api/v1/users", Some(body))?;
             println!("user {username} added");
+        }
+        UserCommand::Password {
+            username,
+            password_stdin: _,
+        } => {
+            let password = read_stdin_line("the password")?;
+            let path = format!("/api/v1/users/{}/password", cli::segment(&username));
+            let body = serde_json::json!({"password": password.as_str()});
+            cli::ask(settings, Method::POST, &path, Some(body))?;
+            println!("password of {username} set");
         }
         UserCommand::Import { file } => {
             let services = open_services(settings)?;

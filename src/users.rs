@@ -207,6 +207,62 @@ pub fn add_user(
     }
 }
 
+/// Sets `username`'s password (argon2id), replacing a temporary one set at a revocation; one
+/// change set with an audit entry, retried if the user changed meanwhile (a login's re-hash).
+pub fn set_password(
+    store: &dyn Store,
+    username: &str,
+    password: &[u8],
+    params: &Argon2Params,
+    who: &Who,
+    now: u64,
+) -> Result<User, UserError> {
+    if password.is_empty() {
+        return Err(UserError::EmptyPassword);
+    }
+    if password.len() > 120 {
+        return Err(UserError::PasswordTooLong);
+    }
+    let hash =
+        PasswordHash::new_argon2id(password, params).map_err(|e| UserError::Hash(e.to_string()))?;
+    for _ in 0..16 {
+        let Some(user) = store.user(username)? else {
+            return Err(UserError::Store(StoreError::NoSuchUser(
+                username.to_string(),
+            )));
+        };
+        let was_temporary = PasswordHash::parse(&user.password_hash)
+            .map(|h| h.is_temporary())
+            .unwrap_or(false);
+        let changed = User {
+            password_hash: hash.as_stored().to_string(),
+            ..user.clone()
+        };
+        let entry = Entry {
+            at: now,
+            actor: who.actor,
+            by: who.name.clone(),
+            action: "user.password_change".into(),
+            serial: None,
+            username: Some(username.to_string()),
+            from: None,
+            to: None,
+            reason: if was_temporary {
+                "replaces the temporary password".into()
+            } else {
+                String::new()
+            },
+        };
+        let changes = ChangeSet::new().user(Some(user), changed.clone());
+        if store.apply(entry.add_to(changes)?)? {
+            return Ok(changed);
+        }
+    }
+    Err(UserError::Store(StoreError::Io(format!(
+        "user `{username}` keeps changing; try again"
+    ))))
+}
+
 /// Reads users from CSV `username,password_hash,email,first,last` (a header line with those
 /// names is optional); every hash must be in a recognised format. Nothing is stored unless
 /// every line is good.

@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(users::create_user))
         .routes(routes!(users::get_user))
+        .routes(routes!(users::set_password))
         .routes(routes!(tokens::import_tokens))
         .routes(routes!(tokens::list_tokens))
         .routes(routes!(tokens::get_token))

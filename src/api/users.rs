@@ -128,3 +128,57 @@ pub async fn get_user(
     })
     .await
 }
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    /// Hashed with argon2id at once; never stored or logged as given.
+    pub password: String,
+}
+
+/// Set a user's password: how a temporary password (set when the user's token was revoked) is
+/// replaced, after which RADIUS accepts logins again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{username}/password",
+    params(("username" = String, Path)),
+    request_body = NewPassword,
+    responses(
+        (status = 200, body = UserView),
+        (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn set_password(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(username): Path<String>,
+    ApiJson(body): ApiJson<NewPassword>,
+) -> Result<Json<UserView>, ApiError> {
+    principal.require(&[Role::Admin, Role::OrgAdmin], "set passwords")?;
+    let password = Zeroizing::new(body.password);
+    blocking(move || {
+        let store = state.store.as_ref();
+        if store.user(&username)?.is_none() {
+            return Err(ApiError::not_found(
+                "user_not_found",
+                format!("user `{username}` does not exist"),
+            ));
+        }
+        principal.require_user(&state, &username)?;
+        let user = users::set_password(
+            store,
+            &username,
+            password.as_bytes(),
+            &state.argon2,
+            &principal.who,
+            state.clock.now(),
+        )?;
+        store.sync()?;
+        let extra = users::extra(store, &username)?;
+        Ok(Json(UserView::new(&user, extra, None)))
+    })
+    .await
+}

@@ -99,6 +99,9 @@ pub struct UserView {
     /// How the password is stored: `argon2id`, or an imported scheme until the next login
     /// re-hashes it.
     pub password_scheme: String,
+    /// The password is a temporary one (set when the user's token was revoked): no login is
+    /// accepted until it is changed (`POST /api/v1/users/{username}/password`).
+    pub password_must_change: bool,
     pub created_at: String,
     /// The user's current token, if any.
     pub token: Option<TokenView>,
@@ -106,6 +109,7 @@ pub struct UserView {
 
 impl UserView {
     pub fn new(user: &User, extra: Extra, token: Option<TokenView>) -> UserView {
+        let hash = crate::auth::password::PasswordHash::parse(&user.password_hash);
         UserView {
             username: user.username.clone(),
             email: user.email.clone(),
@@ -114,10 +118,8 @@ impl UserView {
             last_name: user.last_name.clone(),
             organization: extra.organization,
             assurance_level: user.assurance_level,
-            password_scheme: crate::auth::password::PasswordHash::parse(&user.password_hash)
-                .map(|h| h.scheme())
-                .unwrap_or("unusable")
-                .to_string(),
+            password_scheme: hash.as_ref().map_or("unusable", |h| h.scheme()).to_string(),
+            password_must_change: hash.as_ref().is_ok_and(|h| h.is_temporary()),
             created_at: rfc3339(user.created_at),
             token,
         }

@@ -28,3 +28,8 @@ pub const LEVEL_TOO_LOW: &str = "This application requires an OTP Hardware Token
 
 /// Store failure: nothing was decided; the NAS may retry.
 pub const TRY_LATER: &str = "This action cannot be completed at this time. Try again later.";
+
+/// Guide "Revoke OTP Hardware Token": the password was reset to a temporary one, sent by
+/// e-mail; it must be changed before a login.
+pub const PASSWORD_MUST_CHANGE: &str = "Your password was reset to a temporary password when \
+     your token was revoked. You must change your password before you can log in.";

@@ -50,6 +50,8 @@ pub enum Outcome {
     WrongOtp,
     ReplayedOtp,
     LockedNow,
+    /// The password is right, but it is a temporary one (set at a revocation).
+    PasswordMustChange,
     InternalError,
 }
 
@@ -80,6 +82,7 @@ impl Outcome {
             Outcome::WrongOtp => "wrong_otp",
             Outcome::ReplayedOtp => "replayed_otp",
             Outcome::LockedNow => "wrong_otp_locked",
+            Outcome::PasswordMustChange => "password_must_change",
             Outcome::InternalError => "internal_error",
         }
     }
@@ -97,6 +100,7 @@ impl Outcome {
             }
             Outcome::TokenNotUsable(_) => Some(messages::TOKEN_UNUSABLE),
             Outcome::LevelTooLow => Some(messages::LEVEL_TOO_LOW),
+            Outcome::PasswordMustChange => Some(messages::PASSWORD_MUST_CHANGE),
             Outcome::InternalError => Some(messages::TRY_LATER),
             _ => Some(messages::GENERIC_FAILURE),
         }
@@ -170,7 +174,7 @@ impl Authenticator {
                 self.spend_dummy_verify().await;
                 false
             }
-            Check::Real { hash, .. } => {
+            Check::Real { hash, .. } | Check::Temporary(hash) => {
                 let hash = hash.clone();
                 let password = attempt.password.clone();
                 hash_off_thread(&self.hashing, move || hash.verify(&password))
@@ -224,6 +228,23 @@ impl Authenticator {
         let Some(user) = user else {
             return Ok(dummy(Outcome::UnknownUser));
         };
+        if let Some(hash) = PasswordHash::parse(&user.password_hash)
+            .ok()
+            .filter(PasswordHash::is_temporary)
+        {
+            // A temporary password (after a revocation the user has no token): checked alone,
+            // or before the code if there is a token, and refused with its own text.
+            let split = token
+                .as_ref()
+                .and_then(|t| password_and_otp.len().checked_sub(usize::from(t.digits)))
+                .unwrap_or(password_and_otp.len());
+            return Ok(Attempt {
+                origin,
+                password: Zeroizing::new(password_and_otp[..split].to_vec()),
+                otp: String::new(),
+                check: Check::Temporary(hash),
+            });
+        }
         let Some(token) = token else {
             // Without a token the OTP cannot be split off; answered as for an unknown user.
             return Ok(dummy(Outcome::NoToken));
@@ -335,6 +356,14 @@ impl Authenticator {
             Check::Dummy(outcome) => {
                 self.throttle.failed(&origin, Instant::now());
                 return (outcome, false, None);
+            }
+            Check::Temporary(_) if verified => {
+                self.throttle.succeeded(&origin);
+                return (Outcome::PasswordMustChange, false, None);
+            }
+            Check::Temporary(_) => {
+                self.throttle.failed(&origin, Instant::now());
+                return (Outcome::WrongPassword, false, None);
             }
         };
         if !verified {
@@ -459,7 +488,7 @@ impl Attempt<'_> {
     /// Whether its password check goes to the hashing pool (argon2id, a dummy hash...).
     fn costly(&self) -> bool {
         match &self.check {
-            Check::Real { hash, .. } => hash.is_costly(),
+            Check::Real { hash, .. } | Check::Temporary(hash) => hash.is_costly(),
             Check::Dummy(_) => true,
         }
     }
@@ -478,6 +507,9 @@ enum Check {
     /// Nothing: a dummy argon2id hash is spent so the answer takes as long as a real check,
     /// then the attempt ends in this outcome (unknown user, no token, password too short).
     Dummy(Outcome),
+    /// A temporary password's hash: right or wrong, the login is refused (right: with the
+    /// text that the password must be changed).
+    Temporary(PasswordHash),
 }
 
 impl RequestHandler for Authenticator {
@@ -497,7 +529,9 @@ impl RequestHandler for Authenticator {
                 Err(outcome) => (outcome, false),
                 Ok(()) => {
                     let verified = match &attempt.check {
-                        Check::Real { hash, .. } => hash.verify(&attempt.password),
+                        Check::Real { hash, .. } | Check::Temporary(hash) => {
+                            hash.verify(&attempt.password)
+                        }
                         Check::Dummy(_) => false,
                     };
                     let (outcome, wrote, rehash) = self.after_password(request, attempt, verified);
@@ -657,6 +691,7 @@ mod tests {
             cipher,
             settings.otp.clone(),
             settings.lifecycle.clone(),
+            settings.password.argon2,
         ));
         let hash = PasswordHash::new_argon2id(b"pw", &settings.password.argon2).expect("hash");
         provision(&tokens, "bob", hash.as_stored(), "H1");
@@ -804,5 +839,57 @@ mod tests {
         let reply = auth.handle(login(1)).await;
         assert_eq!(reply.code, ReplyCode::Reject);
         assert_eq!(reply.message, Some(messages::TOKEN_EXPIRED));
+    }
+
+    /// After a revocation the owner's password is a temporary one, sent by e-mail in the same
+    /// change set: RADIUS refuses it with its own text (the right temporary password) or the
+    /// generic one (a wrong password), until it is changed.
+    #[tokio::test]
+    async fn a_temporary_password_is_refused_with_its_own_text_until_changed() {
+        let (_dir, store, auth) = setup(false).await;
+        let bob = store.user("bob").expect("read").expect("bob");
+        let with_email = User {
+            email: Some("bob@example.org".into()),
+            ..bob.clone()
+        };
+        assert!(store
+            .apply(ChangeSet::new().user(Some(bob), with_email))
+            .expect("email"));
+        let admin = crate::audit::Who::admin("test");
+        auth.tokens
+            .revoke("H1", &admin, "lost", NOW)
+            .expect("revoke");
+        let outbox = store.records(b"outbox/", b"outbox0", 10).expect("outbox");
+        assert_eq!(outbox.len(), 1, "one notification");
+        let pending: crate::notify::Pending = postcard::from_bytes(&outbox[0].1).expect("entry");
+        assert_eq!(pending.notification.to, "bob@example.org");
+        let temporary = pending
+            .notification
+            .body
+            .lines()
+            .find(|l| l.starts_with("    "))
+            .map(str::trim)
+            .expect("the temporary password in the body")
+            .to_string();
+        let user = store.user("bob").expect("read").expect("bob");
+        assert!(PasswordHash::parse(&user.password_hash)
+            .expect("hash")
+            .is_temporary());
+        let reply = auth.handle(request(&temporary)).await;
+        assert_eq!(reply.code, ReplyCode::Reject);
+        assert_eq!(reply.message, Some(messages::PASSWORD_MUST_CHANGE));
+        let reply = auth.handle(request("pw")).await;
+        assert_eq!(reply.message, Some(messages::GENERIC_FAILURE));
+        crate::users::set_password(
+            store.as_ref(),
+            "bob",
+            b"a new password",
+            &auth.settings.password.argon2,
+            &admin,
+            NOW,
+        )
+        .expect("changed");
+        let reply = auth.handle(request(&temporary)).await;
+        assert_eq!(reply.message, Some(messages::GENERIC_FAILURE));
     }
 }

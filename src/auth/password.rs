@@ -233,11 +233,17 @@ enum Kind {
     Pbkdf2(Alg, u32, Vec<u8>, Vec<u8>),
 }
 
+/// Marks a stored hash as that of a temporary password (set when a token is revoked, guide
+/// "Revoke OTP Hardware Token"): it proves who the user is, but no login is accepted with it
+/// until the password is changed.
+const TEMPORARY_MARK: &str = "!temporary!";
+
 /// A stored password hash, parsed once (parse, don't validate).
 #[derive(Clone)]
 pub struct PasswordHash {
     stored: String,
     kind: Kind,
+    temporary: bool,
 }
 
 impl std::fmt::Debug for PasswordHash {
@@ -252,6 +258,14 @@ impl std::fmt::Debug for PasswordHash {
 impl PasswordHash {
     /// Recognises the formats in the module table; anything else is an error naming the prefix.
     pub fn parse(stored: &str) -> Result<PasswordHash, PasswordHashError> {
+        if let Some(inner) = stored.strip_prefix(TEMPORARY_MARK) {
+            let kind = PasswordHash::parse(inner)?.kind;
+            return Ok(PasswordHash {
+                stored: stored.to_owned(),
+                kind,
+                temporary: true,
+            });
+        }
         let kind = if let Some(rest) = stored.strip_prefix('{') {
             let (tag, body) = rest.split_once('}').ok_or(PasswordHashError::NoScheme)?;
             parse_braced(tag, body)?
@@ -261,7 +275,25 @@ impl PasswordHash {
             return Err(PasswordHashError::NoScheme);
         };
         let stored = stored.to_owned();
-        Ok(PasswordHash { stored, kind })
+        Ok(PasswordHash {
+            stored,
+            kind,
+            temporary: false,
+        })
+    }
+
+    /// An argon2id hash of a temporary password (see [`TEMPORARY_MARK`]).
+    pub fn new_temporary(
+        password: &[u8],
+        params: &Argon2Params,
+    ) -> Result<Self, PasswordHashError> {
+        let hash = Self::new_argon2id(password, params)?;
+        Self::parse(&format!("{TEMPORARY_MARK}{}", hash.stored))
+    }
+
+    /// Whether this is the hash of a temporary password, which must be changed before a login.
+    pub fn is_temporary(&self) -> bool {
+        self.temporary
     }
 
     /// Creates a new argon2id hash (PHC string) with a random 16-byte salt from OsRng, in the
@@ -341,8 +373,12 @@ impl PasswordHash {
         !matches!(&self.kind, Kind::Digest(..))
     }
 
-    /// True unless this is argon2id (v=19) with exactly `params`.
+    /// True unless this is argon2id (v=19) with exactly `params` (a temporary password's hash
+    /// never: it is replaced, not re-hashed).
     pub fn needs_rehash(&self, params: &Argon2Params) -> bool {
+        if self.temporary {
+            return false;
+        }
         let wanted = (params.memory_kib, params.iterations, params.parallelism);
         !matches!(&self.kind, Kind::Argon2(_, Algorithm::Argon2id, Version::V0x13, mtp)
             if *mtp == wanted)

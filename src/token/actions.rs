@@ -6,13 +6,19 @@
 //! login) came first. The caller makes it durable with [`crate::store::Store::sync`] before it
 //! answers.
 
+use rand::RngCore;
+use zeroize::Zeroizing;
+
 use crate::audit::{Entry, Who};
+use crate::auth::password::PasswordHash;
 use crate::clock::add_years;
 use crate::licensing::{self, Found, LicenseKey, Redeemed, Sponsorship};
+use crate::notify;
 use crate::otp::{hotp, totp, TokenKind};
-use crate::store::{ChangeSet, Expect, StoreError, Token};
+use crate::store::{ChangeSet, Expect, StoreError, Token, User};
 
 use super::lifecycle::{self, Lifecycle, Origin};
+use super::notices;
 use super::service::{apply, TokenError, TokenService, MAX_CAS_ATTEMPTS};
 use super::state::{Actor, Event, Transition, TransitionError};
 
@@ -62,7 +68,7 @@ impl TokenService {
         self.act(serial, who, Event::Suspend, reason, now, |_, life| {
             life.suspended_by = Some(who.actor);
             life.suspended_at = Some(now);
-            Ok(())
+            Ok(ChangeSet::new())
         })
     }
 
@@ -77,13 +83,15 @@ impl TokenService {
         self.act(serial, who, Event::Reinstate, reason, now, |_, life| {
             life.suspended_by = None;
             life.suspended_at = None;
-            Ok(())
+            Ok(ChangeSet::new())
         })
     }
 
     /// Revokes the token for good (guide "Revoke OTP Hardware Token"). It leaves its owner's
     /// account, keeping its record and history (the former owner is remembered), so the owner
-    /// can register another; its serial can never be registered again.
+    /// can register another; its serial can never be registered again. The owner's password
+    /// is reset to a temporary one, sent by e-mail in the same change set; no login is
+    /// accepted with it until it is changed.
     pub fn revoke(
         &self,
         serial: &str,
@@ -91,19 +99,71 @@ impl TokenService {
         reason: &str,
         now: u64,
     ) -> Result<Changed, TokenError> {
-        self.act(serial, who, Event::Revoke, reason, now, revoked)
+        self.revoke_for(serial, who, Event::Revoke, reason, now)
     }
 
     /// The time rules' revocation: suspended more than 60 days, expired more than a year.
     pub fn auto_revoke(&self, serial: &str, reason: &str, now: u64) -> Result<Changed, TokenError> {
-        self.act(
-            serial,
-            &Who::system(),
-            Event::AutoRevoke,
-            reason,
-            now,
-            revoked,
-        )
+        self.revoke_for(serial, &Who::system(), Event::AutoRevoke, reason, now)
+    }
+
+    fn revoke_for(
+        &self,
+        serial: &str,
+        who: &Who,
+        event: Event,
+        reason: &str,
+        now: u64,
+    ) -> Result<Changed, TokenError> {
+        // Hashed once, outside the retries: argon2id costs tens of milliseconds.
+        let password = temporary_password();
+        let hash = PasswordHash::new_temporary(password.as_bytes(), &self.argon2)
+            .map_err(|e| TokenError::Import(format!("hashing a temporary password: {e}")))?;
+        self.act(serial, who, event, reason, now, |token, life| {
+            let owner = token.owner.clone();
+            revoked(token, life);
+            match owner {
+                Some(name) => self.reset_password(&name, &hash, &password, serial, reason, now),
+                None => Ok(ChangeSet::new()),
+            }
+        })
+    }
+
+    /// The writes that give `username` the temporary password `password` (hashed: `hash`) and
+    /// tell them by e-mail.
+    fn reset_password(
+        &self,
+        username: &str,
+        hash: &PasswordHash,
+        password: &str,
+        serial: &str,
+        reason: &str,
+        now: u64,
+    ) -> Result<ChangeSet, TokenError> {
+        let Some(user) = self.store.user(username)? else {
+            return Ok(ChangeSet::new());
+        };
+        let email = user.email.clone();
+        let changed = User {
+            password_hash: hash.as_stored().to_string(),
+            ..user.clone()
+        };
+        let changes = ChangeSet::new().user(Some(user), changed);
+        match email {
+            Some(to) => {
+                let notice = notices::revoked(username, &to, serial, reason, password);
+                Ok(notify::enqueue(changes, notice, now)?)
+            }
+            None => {
+                tracing::warn!(
+                    user = username,
+                    serial,
+                    "the user has no e-mail address: the temporary password set at the \
+                     revocation cannot be sent; set a new password for the user"
+                );
+                Ok(changes)
+            }
+        }
     }
 
     /// Records that the token's expiry date has passed (logins refuse it from that date on
@@ -117,7 +177,7 @@ impl TokenService {
             reason,
             now,
             |token, _| match token.expires_at {
-                Some(at) if at <= now => Ok(()),
+                Some(at) if at <= now => Ok(ChangeSet::new()),
                 _ => Err(TokenError::Transition {
                     serial: token.serial.clone(),
                     refused: TransitionError::NotFromState {
@@ -140,7 +200,7 @@ impl TokenService {
                 .expires_at
                 .ok_or_else(|| TokenError::NoExpiry(token.serial.clone()))?;
             token.expires_at = Some(add_years(expires, years));
-            Ok(())
+            Ok(ChangeSet::new())
         })
     }
 
@@ -156,7 +216,7 @@ impl TokenService {
         self.act(serial, who, Event::Reset, reason, now, |_, life| {
             life.registration_failures = 0;
             life.resync_failures = 0;
-            Ok(())
+            Ok(ChangeSet::new())
         })
     }
 
@@ -435,7 +495,8 @@ impl TokenService {
     }
 
     /// One state-machine event on `serial` for `who`: `adjust` then changes the copies of the
-    /// token and its lifecycle record; token, record and audit entry are written together.
+    /// token and its lifecycle record and answers any further writes (a user's password, a
+    /// notification); token, record, audit entry and those are written together.
     fn act(
         &self,
         serial: &str,
@@ -443,7 +504,7 @@ impl TokenService {
         event: Event,
         reason: &str,
         now: u64,
-        mut adjust: impl FnMut(&mut Token, &mut Lifecycle) -> Result<(), TokenError>,
+        mut adjust: impl FnMut(&mut Token, &mut Lifecycle) -> Result<ChangeSet, TokenError>,
     ) -> Result<Changed, TokenError> {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let Read {
@@ -461,10 +522,10 @@ impl TokenService {
                 reason,
                 now,
             )?;
-            adjust(&mut new, &mut life)?;
+            let extra = adjust(&mut new, &mut life)?;
             let action = format!("token.{}", action_name(event));
             let entry = self.entry(who, &action, &token, Some(&moved), now);
-            if self.write(token, new.clone(), &stored, &life, &entry, ChangeSet::new())? {
+            if self.write(token, new.clone(), &stored, &life, &entry, extra)? {
                 return Ok(Changed {
                     token: new,
                     transition: moved,
@@ -554,11 +615,29 @@ fn require_proofing(username: &str, level: u8) -> Result<(), TokenError> {
 
 /// A revocation's change besides the state: the token leaves its owner's account (so the
 /// owner may register another) and the lifecycle record remembers who held it.
-fn revoked(token: &mut Token, life: &mut Lifecycle) -> Result<(), TokenError> {
+fn revoked(token: &mut Token, life: &mut Lifecycle) {
     life.former_owner = token.owner.take().or(life.former_owner.take());
     life.suspended_by = None;
     life.suspended_at = None;
-    Ok(())
+}
+
+/// A temporary password: 15 random base32 characters (75 bits) in groups of five.
+fn temporary_password() -> Zeroizing<String> {
+    let mut random = Zeroizing::new([0u8; 10]);
+    rand::rngs::OsRng.fill_bytes(random.as_mut());
+    let text = Zeroizing::new(
+        data_encoding::BASE32_NOPAD
+            .encode(random.as_ref())
+            .to_lowercase(),
+    );
+    Zeroizing::new(
+        text.as_bytes()
+            .chunks(5)
+            .take(3)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join("-"),
+    )
 }
 
 /// A change set writing the lifecycle record `life` of `serial` over `stored` (as read).

@@ -4,6 +4,7 @@
 
 pub mod actions;
 pub mod lifecycle;
+pub mod notices;
 pub mod service;
 pub mod state;
 

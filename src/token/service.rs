@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::audit::{Entry, Who};
+use crate::auth::password::Argon2Params;
 use crate::config::{LifecycleSettings, OtpSettings};
 use crate::otp::import::ImportedToken;
 use crate::otp::{hotp, totp, TokenKind};
@@ -129,6 +130,8 @@ pub struct TokenService {
     pub(super) cipher: SeedCipher,
     pub(super) otp: OtpSettings,
     pub(super) lifecycle: LifecycleSettings,
+    /// For the temporary password a revocation sets.
+    pub(super) argon2: Argon2Params,
 }
 
 impl TokenService {
@@ -137,12 +140,14 @@ impl TokenService {
         cipher: SeedCipher,
         otp: OtpSettings,
         lifecycle: LifecycleSettings,
+        argon2: Argon2Params,
     ) -> TokenService {
         TokenService {
             store,
             cipher,
             otp,
             lifecycle,
+            argon2,
         }
     }
 
@@ -445,7 +450,12 @@ pub(crate) mod tests {
             resync_attempts: 3,
             renewal_years: 1,
         };
-        TokenService::new(store, cipher, otp, lifecycle)
+        let cheap = Argon2Params {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        TokenService::new(store, cipher, otp, lifecycle, cheap)
     }
 
     pub(crate) fn admin() -> Who {

@@ -275,6 +275,15 @@ fn import_register_suspend_reinstate_revoke_and_radius_agrees() {
     );
     assert_eq!(revoked["token"]["former_owner"], "alice");
     assert_eq!(login(&hotp(SEED, 4)).code, Code::AccessReject);
+    // Her password is now a temporary one (sent by e-mail), until she changes it.
+    let (_, alice) = api.get("/api/v1/users/alice");
+    assert_eq!(alice["password_must_change"], true, "{alice}");
+    let (status, changed) = api.post(
+        "/api/v1/users/alice/password",
+        json!({"password": "correct horse"}),
+    );
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["password_must_change"], false);
     refused(
         api.post(
             "/api/v1/tokens/HW1/register",
@@ -323,6 +332,15 @@ fn import_register_suspend_reinstate_revoke_and_radius_agrees() {
             "token.renew active->active by token:root",
             "token.revoke active->revoked by token:root",
         ]
+    );
+    let (_, by_user) = api.get("/api/v1/audit?user=alice");
+    assert!(
+        by_user["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["action"] == "user.password_change"),
+        "{by_user}"
     );
     let (_, by_user) = api.get("/api/v1/audit?user=alice&since=2000-01-01&until=2999-12-31");
     assert!(
@@ -557,6 +575,7 @@ fn the_openapi_document_has_every_route() {
     let routes = [
         ("post", "/api/v1/users"),
         ("get", "/api/v1/users/{username}"),
+        ("post", "/api/v1/users/{username}/password"),
         ("post", "/api/v1/tokens/import"),
         ("get", "/api/v1/tokens"),
         ("get", "/api/v1/tokens/{serial}"),
