@@ -19,6 +19,7 @@ use crate::radius::Server;
 use crate::store::seal::{SealError, SeedCipher};
 use crate::store::sled_store::SledStore;
 use crate::store::{Store, StoreError};
+use crate::sweeper::Sweeper;
 use crate::token::TokenService;
 
 /// Kernel receive buffer asked for on each socket, to ride out bursts.
@@ -36,6 +37,8 @@ pub enum ServeError {
     Clients(String),
     #[error(transparent)]
     Admin(#[from] AdminServeError),
+    #[error("cannot start a thread: {0}")]
+    Thread(String),
 }
 
 /// The store and the token service over it, as the command line and the server open them.
@@ -170,6 +173,12 @@ pub async fn serve(
             local: false,
         },
     )?;
+    let sweeper = Sweeper::start(
+        Arc::clone(&services.tokens),
+        Arc::new(SystemClock),
+        settings.lifecycle.sweep_interval,
+    )
+    .map_err(|e| ServeError::Thread(format!("the sweeper: {e}")))?;
     let stop = Arc::new(AtomicBool::new(false));
     let serving = tokio::spawn(Arc::clone(&server).serve(sockets, Arc::clone(&stop)));
     shutdown.await;
@@ -180,6 +189,7 @@ pub async fn serve(
         tracing::error!(error = %e, "server task ended abnormally");
     }
     authenticator.stop_rehashing();
+    sweeper.stop();
     // Leave nothing to recover at the next start.
     services.store.checkpoint()?;
     let counters: Vec<String> = stats

@@ -160,6 +160,16 @@ pub struct LifecycleSettings {
     pub resync_attempts: u32,
     /// How far a renewal moves the expiry date, from the date it had (not from today).
     pub renewal_years: u32,
+    /// Days before the expiry date the owner is told (guide "Renew": 30).
+    pub expiry_notice_days: u32,
+    /// Days after its expiry date an expired token is revoked (guide "Expired Tokens": a year).
+    pub expired_revoke_days: u32,
+    /// Days after its suspension a suspended token is revoked (guide "Suspended Tokens": 60).
+    pub suspended_revoke_days: u32,
+    /// Days before an automatic revocation the owner is reminded (guide: 30, 15 and 3).
+    pub revoke_reminder_days: Vec<u32>,
+    /// How often the sweeper applies the time rules (it also runs at start).
+    pub sweep_interval: Duration,
 }
 
 /// The admin HTTP API (issue 13, "Part 3").
@@ -404,6 +414,11 @@ struct RawLifecycle {
     registration_attempts: u32,
     resync_attempts: u32,
     renewal_years: u32,
+    expiry_notice_days: u32,
+    expired_revoke_days: u32,
+    suspended_revoke_days: u32,
+    revoke_reminder_days: Vec<u32>,
+    sweep_interval_secs: u64,
 }
 
 impl Default for RawLifecycle {
@@ -412,6 +427,11 @@ impl Default for RawLifecycle {
             registration_attempts: 3,
             resync_attempts: 3,
             renewal_years: 1,
+            expiry_notice_days: 30,
+            expired_revoke_days: 365,
+            suspended_revoke_days: 60,
+            revoke_reminder_days: vec![30, 15, 3],
+            sweep_interval_secs: 3600,
         }
     }
 }
@@ -797,6 +817,39 @@ impl RawSettings {
                 self.lifecycle.renewal_years,
                 1..=10,
             )?,
+            expiry_notice_days: in_range(
+                &invalid,
+                "lifecycle.expiry_notice_days",
+                self.lifecycle.expiry_notice_days,
+                1..=365,
+            )?,
+            expired_revoke_days: in_range(
+                &invalid,
+                "lifecycle.expired_revoke_days",
+                self.lifecycle.expired_revoke_days,
+                1..=3650,
+            )?,
+            suspended_revoke_days: in_range(
+                &invalid,
+                "lifecycle.suspended_revoke_days",
+                self.lifecycle.suspended_revoke_days,
+                1..=3650,
+            )?,
+            revoke_reminder_days: {
+                let mut days = self.lifecycle.revoke_reminder_days.clone();
+                for day in &days {
+                    in_range(&invalid, "lifecycle.revoke_reminder_days", *day, 1..=365)?;
+                }
+                days.sort_unstable_by(|a, b| b.cmp(a));
+                days.dedup();
+                days
+            },
+            sweep_interval: Duration::from_secs(in_range(
+                &invalid,
+                "lifecycle.sweep_interval_secs",
+                self.lifecycle.sweep_interval_secs,
+                10..=86_400,
+            )?),
         };
 
         // [admin]

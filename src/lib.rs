@@ -17,5 +17,6 @@ pub mod notify;
 pub mod otp;
 pub mod radius;
 pub mod store;
+pub mod sweeper;
 pub mod token;
 pub mod users;

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::{Entry, Who};
 use crate::store::{ChangeSet, Expect, Store, StoreError};
+use crate::token::rules;
 
 const LICENSE_PREFIX: &[u8] = b"license/";
 const SPONSOR_PREFIX: &[u8] = b"sponsor/";
@@ -69,12 +70,14 @@ pub struct Sponsorship {
     pub created_at: u64,
     pub created_by: String,
     pub redeemed: Option<Redeemed>,
+    /// Set by the time rules once the register-by date passed unused.
+    pub lapsed: bool,
 }
 
 impl Sponsorship {
     /// Whether a registration at `now` may use it.
     pub fn usable_at(&self, now: u64) -> bool {
-        self.redeemed.is_none() && now <= self.register_by
+        self.redeemed.is_none() && !self.lapsed && now <= self.register_by
     }
 }
 
@@ -235,6 +238,7 @@ pub fn sponsor(
         created_at: now,
         created_by: who.name.clone(),
         redeemed: None,
+        lapsed: false,
     };
     let entry = Entry {
         at: now,
@@ -250,11 +254,18 @@ pub fn sponsor(
             request.level, request.years
         ),
     };
-    let changes = ChangeSet::new().record(
-        sponsor_key(&request.username),
-        Expect::Anything,
-        Some(encode(&record)?),
-    );
+    // Filed in the due index for the time rules to lapse it if unused.
+    let changes = ChangeSet::new()
+        .record(
+            sponsor_key(&request.username),
+            Expect::Anything,
+            Some(encode(&record)?),
+        )
+        .record(
+            rules::sponsor_due_key(rules::sponsorship_due(&record), &request.username),
+            Expect::Anything,
+            Some(Vec::new()),
+        );
     store.apply(entry.add_to(changes)?)?;
     Ok(record)
 }

@@ -19,6 +19,7 @@ use crate::store::{ChangeSet, Expect, StoreError, Token, User};
 
 use super::lifecycle::{self, Lifecycle, Origin};
 use super::notices;
+use super::rules;
 use super::service::{apply, TokenError, TokenService, MAX_CAS_ATTEMPTS};
 use super::state::{Actor, Event, Transition, TransitionError};
 
@@ -31,11 +32,11 @@ pub struct Changed {
 }
 
 /// A token with its lifecycle record, as read for an action.
-struct Read {
-    token: Token,
-    life: Lifecycle,
+pub(super) struct Read {
+    pub token: Token,
+    pub life: Lifecycle,
     /// The lifecycle record as stored, for the compare-and-swap.
-    stored: Option<Vec<u8>>,
+    pub stored: Option<Vec<u8>>,
 }
 
 /// Which two-code action: they differ in their event, their block and their error.
@@ -102,11 +103,50 @@ impl TokenService {
         self.revoke_for(serial, who, Event::Revoke, reason, now)
     }
 
-    /// The time rules' revocation: suspended more than 60 days, expired more than a year.
+    /// The time rules' revocation: suspended more than 60 days, expired more than a year. The
+    /// owner is told; the password stays (no one asked for this revocation).
     pub fn auto_revoke(&self, serial: &str, reason: &str, now: u64) -> Result<Changed, TokenError> {
-        self.revoke_for(serial, &Who::system(), Event::AutoRevoke, reason, now)
+        self.act(
+            serial,
+            &Who::system(),
+            Event::AutoRevoke,
+            reason,
+            now,
+            |token, life| {
+                let owner = token.owner.clone();
+                revoked(token, life);
+                let Some(name) = owner else {
+                    return Ok(ChangeSet::new());
+                };
+                self.tell(ChangeSet::new(), &name, now, |email| {
+                    notices::auto_revoked(&name, email, serial, reason)
+                })
+            },
+        )
     }
 
+    /// `changes` with a notification to `username` (made by `make` from the address) added,
+    /// if the user has an e-mail address; without one, logged and left out.
+    pub(super) fn tell(
+        &self,
+        changes: ChangeSet,
+        username: &str,
+        now: u64,
+        make: impl FnOnce(&str) -> notify::Notification,
+    ) -> Result<ChangeSet, TokenError> {
+        match self.store.user(username)?.and_then(|u| u.email) {
+            Some(email) => Ok(notify::enqueue(changes, make(&email), now)?),
+            None => {
+                tracing::warn!(
+                    user = username,
+                    "the user has no e-mail address: a notification is not sent"
+                );
+                Ok(changes)
+            }
+        }
+    }
+
+    /// A revocation asked for (`event` Revoke), with the password reset.
     fn revoke_for(
         &self,
         serial: &str,
@@ -429,7 +469,7 @@ impl TokenService {
                 username: new.owner.clone(),
                 ..self.entry(who, action, &token, Some(&moved), now)
             };
-            if self.write(token, new.clone(), &stored, &life, &entry, extra)? {
+            if self.write(token, new.clone(), &stored, life, Some(&entry), extra)? {
                 return Ok(Changed {
                     token: new,
                     transition: moved,
@@ -525,7 +565,7 @@ impl TokenService {
             let extra = adjust(&mut new, &mut life)?;
             let action = format!("token.{}", action_name(event));
             let entry = self.entry(who, &action, &token, Some(&moved), now);
-            if self.write(token, new.clone(), &stored, &life, &entry, extra)? {
+            if self.write(token, new.clone(), &stored, life, Some(&entry), extra)? {
                 return Ok(Changed {
                     token: new,
                     transition: moved,
@@ -536,7 +576,7 @@ impl TokenService {
     }
 
     /// The token `serial` and its lifecycle record.
-    fn read(&self, serial: &str) -> Result<Read, TokenError> {
+    pub(super) fn read(&self, serial: &str) -> Result<Read, TokenError> {
         let token = self
             .store
             .token(serial)?
@@ -557,24 +597,43 @@ impl TokenService {
     }
 
     /// Writes `new` over `token`, the lifecycle record `life` over `stored`, `entry` and
-    /// `extra`, all together.
-    fn write(
+    /// `extra`, all together, with the token's entry in the due index moved to when the time
+    /// rules next have something to do for it.
+    pub(super) fn write(
         &self,
         token: Token,
         new: Token,
         stored: &Option<Vec<u8>>,
-        life: &Lifecycle,
-        entry: &Entry,
+        mut life: Lifecycle,
+        entry: Option<&Entry>,
         extra: ChangeSet,
     ) -> Result<bool, TokenError> {
-        let changes = life_record(&token.serial, stored, life)?
+        let serial = token.serial.clone();
+        let due = rules::next_due(&new, &life, &self.lifecycle);
+        let mut changes = ChangeSet::new();
+        if due != life.due_at {
+            if let Some(old) = life.due_at {
+                changes =
+                    changes.record(rules::token_due_key(old, &serial), Expect::Anything, None);
+            }
+            if let Some(at) = due {
+                let key = rules::token_due_key(at, &serial);
+                changes = changes.record(key, Expect::Anything, Some(Vec::new()));
+            }
+            life.due_at = due;
+        }
+        let mut changes = life_record(&serial, stored, &life)?
             .token(Some(token), new)
+            .merge(changes)
             .merge(extra);
-        Ok(self.store.apply(entry.add_to(changes)?)?)
+        if let Some(entry) = entry {
+            changes = entry.add_to(changes)?;
+        }
+        Ok(self.store.apply(changes)?)
     }
 
     /// The audit entry of `action` on `token` (before the change) by `who`.
-    fn entry(
+    pub(super) fn entry(
         &self,
         who: &Who,
         action: &str,

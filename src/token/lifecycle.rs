@@ -27,6 +27,16 @@ pub struct Lifecycle {
     pub level: Option<u8>,
     /// How the token was acquired, once registered.
     pub origin: Option<Origin>,
+    /// When the time rules next have something to do for this token: the time its entry in
+    /// the due index is filed under ([`super::rules`]).
+    pub due_at: Option<u64>,
+    /// The expiry date the 30-day notice was sent for (a renewal moves the date, and the next
+    /// notice is for the new one).
+    pub expiry_notice_for: Option<u64>,
+    /// The automatic revocation date the reminders in `reminders_sent` were for.
+    pub reminders_for: Option<u64>,
+    /// Reminders sent, in days before `reminders_for`.
+    pub reminders_sent: Vec<u32>,
 }
 
 /// How a token was acquired (guide "Purchase OTP Hardware Token", "Sponsored Tokens").

@@ -5,8 +5,10 @@
 pub mod actions;
 pub mod lifecycle;
 pub mod notices;
+pub mod rules;
 pub mod service;
 pub mod state;
+pub mod sweep;
 
 pub use actions::Changed;
 pub use service::{OtpOutcome, Reach, TokenError, TokenService};

@@ -449,6 +449,11 @@ pub(crate) mod tests {
             registration_attempts: 3,
             resync_attempts: 3,
             renewal_years: 1,
+            expiry_notice_days: 30,
+            expired_revoke_days: 365,
+            suspended_revoke_days: 60,
+            revoke_reminder_days: vec![30, 15, 3],
+            sweep_interval: std::time::Duration::from_secs(3600),
         };
         let cheap = Argon2Params {
             memory_kib: 64,
