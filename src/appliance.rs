@@ -168,7 +168,7 @@ pub async fn serve(
         AppState {
             store: Arc::clone(&services.store),
             tokens: Arc::clone(&services.tokens),
-            argon2: settings.password.argon2,
+            settings: Arc::clone(&settings),
             clock: Arc::new(SystemClock),
             local: false,
         },

@@ -170,6 +170,9 @@ pub struct LifecycleSettings {
     pub revoke_reminder_days: Vec<u32>,
     /// How often the sweeper applies the time rules (it also runs at start).
     pub sweep_interval: Duration,
+    /// `[[organizations]]`: the applications each organization subscribes to, whose terms a
+    /// sponsored registration needs the user to have accepted (guide "Sponsored Tokens").
+    pub subscriptions: BTreeMap<String, Vec<String>>,
 }
 
 /// The admin HTTP API (issue 13, "Part 3").
@@ -316,6 +319,7 @@ struct RawSettings {
     storage: RawStorage,
     radius: RawRadius,
     applications: Option<Vec<RawApplication>>,
+    organizations: Vec<RawOrganization>,
     otp: RawOtp,
     lifecycle: RawLifecycle,
     admin: RawAdmin,
@@ -386,6 +390,14 @@ struct RawApplication {
     required_level: u8,
     #[serde(default = "default_otp_mode")]
     otp_mode: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrganization {
+    name: String,
+    #[serde(default)]
+    applications: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -850,6 +862,34 @@ impl RawSettings {
                 self.lifecycle.sweep_interval_secs,
                 10..=86_400,
             )?),
+            subscriptions: {
+                let mut subscriptions = BTreeMap::new();
+                for (i, org) in self.organizations.iter().enumerate() {
+                    let key = |field: &str| format!("organizations[{i}].{field}");
+                    let name = org.name.trim();
+                    if name.is_empty() {
+                        return Err(invalid(&key("name"), "must not be empty".into()));
+                    }
+                    for app in &org.applications {
+                        if !app_names.contains(app) {
+                            return Err(invalid(
+                                &key("applications"),
+                                format!("names no [[applications]] entry `{app}`"),
+                            ));
+                        }
+                    }
+                    if subscriptions
+                        .insert(name.to_string(), org.applications.clone())
+                        .is_some()
+                    {
+                        return Err(invalid(
+                            &key("name"),
+                            format!("duplicate organization `{name}`"),
+                        ));
+                    }
+                }
+                subscriptions
+            },
         };
 
         // [admin]

@@ -122,6 +122,20 @@ enum UserCommand {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Connect an account to its parent: it logs in with the parent's token (names and e-mail
+    /// address must match exactly; it has no token of its own).
+    Connect {
+        username: String,
+        #[arg(long = "to", value_name = "PARENT")]
+        parent: String,
+    },
+    /// Record that a user accepted an application's terms (needed for a sponsored
+    /// registration).
+    Terms {
+        username: String,
+        #[arg(long)]
+        application: String,
+    },
     /// Import users from CSV `username,password_hash,email,first,last`.
     Import { file: PathBuf },
     /// Show a user, their token and its state (never a secret).
@@ -428,6 +442,25 @@ fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
             let body = serde_json::json!({"password": password.as_str()});
             cli::ask(settings, Method::POST, &path, Some(body))?;
             println!("password of {username} set");
+        }
+        UserCommand::Connect { username, parent } => {
+            let path = format!("/api/v1/users/{}/connect", cli::segment(&username));
+            cli::ask(
+                settings,
+                Method::POST,
+                &path,
+                Some(serde_json::json!({"parent": parent})),
+            )?;
+            println!("{username} now logs in with the token of {parent}");
+        }
+        UserCommand::Terms {
+            username,
+            application,
+        } => {
+            let path = format!("/api/v1/users/{}/terms", cli::segment(&username));
+            let body = serde_json::json!({"application": application});
+            cli::ask(settings, Method::POST, &path, Some(body))?;
+            println!("{username} accepted the terms of {application}");
         }
         UserCommand::Import { file } => {
             let services = open_services(settings)?;

@@ -263,6 +263,165 @@ pub fn set_password(
     ))))
 }
 
+const LINK_PREFIX: &[u8] = b"link/";
+
+fn link_key(child: &str) -> Vec<u8> {
+    let mut key = LINK_PREFIX.to_vec();
+    key.extend_from_slice(child.as_bytes());
+    key
+}
+
+/// Why two accounts cannot be connected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("user `{0}` does not exist")]
+    NoSuchUser(String),
+    #[error("an account cannot be connected to itself")]
+    Itself,
+    #[error(
+        "the accounts' {0} differ: a connected account needs exactly the same first, middle \
+         and last name and e-mail address as its parent"
+    )]
+    Mismatch(&'static str),
+    #[error("`{0}` has a token of its own: a connected account has no credential of its own")]
+    HasToken(String),
+    #[error("`{0}` is itself a connected account")]
+    Chained(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Which identity field of `child` and `parent` differs, if any (guide "Connected Accounts":
+/// first, middle and last name and e-mail address must match exactly, and be given).
+pub fn identity_mismatch(
+    store: &dyn Store,
+    child: &User,
+    parent: &User,
+) -> Result<Option<&'static str>, StoreError> {
+    let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
+    if !same(&child.first_name, &parent.first_name) {
+        return Ok(Some("first names"));
+    }
+    if !same(&child.last_name, &parent.last_name) {
+        return Ok(Some("last names"));
+    }
+    if !same(&child.email, &parent.email) {
+        return Ok(Some("e-mail addresses"));
+    }
+    let middle = |name: &str| extra(store, name).map(|e| e.middle_name);
+    if middle(&child.username)? != middle(&parent.username)? {
+        return Ok(Some("middle names"));
+    }
+    Ok(None)
+}
+
+/// Connects `child` to `parent`: the child logs in with the parent's token (guide "Connected
+/// Accounts"). Both must exist with the same identity; the child has no token of its own.
+pub fn connect(
+    store: &dyn Store,
+    child: &str,
+    parent: &str,
+    who: &Who,
+    now: u64,
+) -> Result<(), ConnectError> {
+    if child == parent {
+        return Err(ConnectError::Itself);
+    }
+    let (child_user, child_token) = store.user_and_token(child)?;
+    let child_user = child_user.ok_or_else(|| ConnectError::NoSuchUser(child.to_string()))?;
+    let parent_user = store
+        .user(parent)?
+        .ok_or_else(|| ConnectError::NoSuchUser(parent.to_string()))?;
+    if child_token.is_some() {
+        return Err(ConnectError::HasToken(child.to_string()));
+    }
+    if connected_parent(store, parent)?.is_some() {
+        return Err(ConnectError::Chained(parent.to_string()));
+    }
+    if let Some(field) = identity_mismatch(store, &child_user, &parent_user)? {
+        return Err(ConnectError::Mismatch(field));
+    }
+    let entry = Entry {
+        at: now,
+        actor: who.actor,
+        by: who.name.clone(),
+        action: "user.connect".into(),
+        serial: None,
+        username: Some(child.to_string()),
+        from: None,
+        to: None,
+        reason: format!("logs in with the token of `{parent}`"),
+    };
+    let changes = ChangeSet::new().record(
+        link_key(child),
+        Expect::Anything,
+        Some(parent.as_bytes().to_vec()),
+    );
+    store.apply(entry.add_to(changes)?)?;
+    Ok(())
+}
+
+/// The account `child` is connected to, if any.
+pub fn connected_parent(store: &dyn Store, child: &str) -> Result<Option<String>, StoreError> {
+    Ok(store
+        .record(&link_key(child))?
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+const TERMS_PREFIX: &[u8] = b"terms/";
+
+fn terms_key(username: &str, application: &str) -> Vec<u8> {
+    let mut key = TERMS_PREFIX.to_vec();
+    key.extend_from_slice(username.as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(application.as_bytes());
+    key
+}
+
+/// Records that `username` accepted the terms of `application` (guide "Sponsored Tokens":
+/// a sponsored registration needs the terms of the applications the organization subscribes
+/// to accepted).
+pub fn accept_terms(
+    store: &dyn Store,
+    username: &str,
+    application: &str,
+    who: &Who,
+    now: u64,
+) -> Result<(), UserError> {
+    if store.user(username)?.is_none() {
+        return Err(UserError::Store(StoreError::NoSuchUser(
+            username.to_string(),
+        )));
+    }
+    let entry = Entry {
+        at: now,
+        actor: who.actor,
+        by: who.name.clone(),
+        action: "user.accept_terms".into(),
+        serial: None,
+        username: Some(username.to_string()),
+        from: None,
+        to: None,
+        reason: application.to_string(),
+    };
+    let changes = ChangeSet::new().record(
+        terms_key(username, application),
+        Expect::Anything,
+        Some(now.to_be_bytes().to_vec()),
+    );
+    store.apply(entry.add_to(changes)?)?;
+    Ok(())
+}
+
+/// Whether `username` accepted the terms of `application`.
+pub fn accepted_terms(
+    store: &dyn Store,
+    username: &str,
+    application: &str,
+) -> Result<bool, StoreError> {
+    Ok(store.record(&terms_key(username, application))?.is_some())
+}
+
 /// Reads users from CSV `username,password_hash,email,first,last` (a header line with those
 /// names is optional); every hash must be in a recognised format. Nothing is stored unless
 /// every line is good.

@@ -60,7 +60,7 @@ pub fn call(
             let state = AppState {
                 store: Arc::clone(&services.store),
                 tokens: Arc::clone(&services.tokens),
-                argon2: settings.password.argon2,
+                settings: Arc::new(settings.clone()),
                 clock: Arc::new(SystemClock),
                 local: true,
             };

@@ -12,7 +12,7 @@ use crate::access::AccessError;
 use crate::licensing::LicensingError;
 use crate::store::StoreError;
 use crate::token::{TokenError, TransitionError};
-use crate::users::UserError;
+use crate::users::{ConnectError, UserError};
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -123,6 +123,7 @@ impl From<TokenError> for ApiError {
             TokenError::LicenseKey => (S::UNPROCESSABLE_ENTITY, "invalid_license_key"),
             TokenError::PurchaseRequired => (S::UNPROCESSABLE_ENTITY, "purchase_required"),
             TokenError::ProofingRequired(_) => (S::UNPROCESSABLE_ENTITY, "proofing_required"),
+            TokenError::TermsRequired { .. } => (S::UNPROCESSABLE_ENTITY, "terms_required"),
             TokenError::Contention(_) => (S::SERVICE_UNAVAILABLE, "busy"),
             TokenError::Import(_) => (S::BAD_REQUEST, "bad_import"),
             TokenError::Store(_) | TokenError::Seal(_) => {
@@ -155,6 +156,16 @@ impl From<LicensingError> for ApiError {
             LicensingError::Store(e) => e.into(),
             LicensingError::NoSuchUser(_) => ApiError::not_found("user_not_found", e.to_string()),
             other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", other.to_string()),
+        }
+    }
+}
+
+impl From<ConnectError> for ApiError {
+    fn from(e: ConnectError) -> ApiError {
+        match e {
+            ConnectError::Store(e) => e.into(),
+            ConnectError::NoSuchUser(_) => ApiError::not_found("user_not_found", e.to_string()),
+            other => ApiError::new(StatusCode::CONFLICT, "cannot_connect", other.to_string()),
         }
     }
 }

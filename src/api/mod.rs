@@ -31,8 +31,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::password::Argon2Params;
 use crate::clock::Clock;
+use crate::config::Settings;
 use crate::store::Store;
 use crate::token::TokenService;
 use error::ApiError;
@@ -47,7 +47,7 @@ pub const MAX_IMPORT_BODY: usize = 32 * 1024 * 1024;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub tokens: Arc<TokenService>,
-    pub argon2: Argon2Params,
+    pub settings: Arc<Settings>,
     pub clock: Arc<dyn Clock>,
     /// Requests come from the local administrator (the control socket, or the command line
     /// in-process): no bearer token is asked for.
@@ -83,6 +83,8 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .routes(routes!(users::create_user))
         .routes(routes!(users::get_user))
         .routes(routes!(users::set_password))
+        .routes(routes!(users::accept_terms))
+        .routes(routes!(users::connect))
         .routes(routes!(tokens::import_tokens))
         .routes(routes!(tokens::list_tokens))
         .routes(routes!(tokens::get_token))

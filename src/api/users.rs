@@ -78,7 +78,7 @@ pub async fn create_user(
             password.as_bytes(),
             profile,
             level,
-            &state.argon2,
+            &state.settings.password.argon2,
             &principal.who,
             now,
         )?;
@@ -107,24 +107,10 @@ pub async fn get_user(
     Path(username): Path<String>,
 ) -> Result<Json<UserView>, ApiError> {
     blocking(move || {
-        let store = state.store.as_ref();
-        let (user, token) = store.user_and_token(&username)?;
-        let user = user.ok_or_else(|| {
-            ApiError::not_found(
-                "user_not_found",
-                format!("user `{username}` does not exist"),
-            )
-        })?;
-        principal.require_user(&state, &username)?;
-        let token = match token {
-            Some(token) => {
-                let (token, life) = state.tokens.details(&token.serial)?;
-                Some(TokenView::new(&token, &life, state.clock.now()))
-            }
-            None => None,
-        };
-        let extra = users::extra(store, &username)?;
-        Ok(Json(UserView::new(&user, extra, token)))
+        if state.store.user(&username)?.is_some() {
+            principal.require_user(&state, &username)?;
+        }
+        user_view(&state, &username)
     })
     .await
 }
@@ -172,7 +158,7 @@ pub async fn set_password(
             store,
             &username,
             password.as_bytes(),
-            &state.argon2,
+            &state.settings.password.argon2,
             &principal.who,
             state.clock.now(),
         )?;
@@ -181,4 +167,128 @@ pub async fn set_password(
         Ok(Json(UserView::new(&user, extra, None)))
     })
     .await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TermsBody {
+    /// An application of `[[applications]]`.
+    pub application: String,
+}
+
+/// Record that the user accepted an application's terms (a sponsored registration needs
+/// those of the applications the sponsoring organization subscribes to).
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{username}/terms",
+    params(("username" = String, Path)),
+    request_body = TermsBody,
+    responses(
+        (status = 200, body = UserView),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn accept_terms(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(username): Path<String>,
+    ApiJson(body): ApiJson<TermsBody>,
+) -> Result<Json<UserView>, ApiError> {
+    principal.require(&[Role::Admin, Role::OrgAdmin], "record terms")?;
+    if state.settings.application(&body.application).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "application `{}` is not in [[applications]]",
+            body.application
+        )));
+    }
+    blocking(move || {
+        let store = state.store.as_ref();
+        principal.require_user(&state, &username)?;
+        let now = state.clock.now();
+        users::accept_terms(store, &username, &body.application, &principal.who, now)?;
+        store.sync()?;
+        user_view(&state, &username)
+    })
+    .await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectBody {
+    /// The account whose token this one logs in with.
+    pub parent: String,
+}
+
+/// Connect an account to its parent (guide "Connected Accounts"): it logs in with the
+/// parent's token. First, middle and last name and e-mail address must match exactly, and
+/// the account must have no token of its own.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{username}/connect",
+    params(("username" = String, Path)),
+    request_body = ConnectBody,
+    responses(
+        (status = 200, body = UserView),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn connect(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(username): Path<String>,
+    ApiJson(body): ApiJson<ConnectBody>,
+) -> Result<Json<UserView>, ApiError> {
+    principal.require(&[Role::Admin, Role::OrgAdmin], "connect accounts")?;
+    blocking(move || {
+        let store = state.store.as_ref();
+        if store.user(&username)?.is_some() {
+            principal.require_user(&state, &username)?;
+        }
+        if store.user(&body.parent)?.is_some() {
+            principal.require_user(&state, &body.parent)?;
+        }
+        users::connect(
+            store,
+            &username,
+            &body.parent,
+            &principal.who,
+            state.clock.now(),
+        )?;
+        store.sync()?;
+        user_view(&state, &username)
+    })
+    .await
+}
+
+/// A user with the status of its token (for a connected account, its parent's).
+fn user_view(state: &AppState, username: &str) -> Result<Json<UserView>, ApiError> {
+    let store = state.store.as_ref();
+    let (user, token) = store.user_and_token(username)?;
+    let user = user.ok_or_else(|| {
+        ApiError::not_found(
+            "user_not_found",
+            format!("user `{username}` does not exist"),
+        )
+    })?;
+    let parent = users::connected_parent(store, username)?;
+    let token = match (token, &parent) {
+        (Some(token), _) => Some(token),
+        (None, Some(parent)) => store.token_of_user(parent)?,
+        (None, None) => None,
+    };
+    let token = match token {
+        Some(token) => {
+            let (token, life) = state.tokens.details(&token.serial)?;
+            Some(TokenView::new(&token, &life, state.clock.now()))
+        }
+        None => None,
+    };
+    let extra = users::extra(store, username)?;
+    let mut view = UserView::new(&user, extra, token);
+    view.connected_to = parent;
+    Ok(Json(view))
 }

@@ -103,8 +103,10 @@ pub struct UserView {
     /// accepted until it is changed (`POST /api/v1/users/{username}/password`).
     pub password_must_change: bool,
     pub created_at: String,
-    /// The user's current token, if any.
+    /// The user's current token, if any (for a connected account, its parent's).
     pub token: Option<TokenView>,
+    /// The account whose token this one logs in with (guide "Connected Accounts").
+    pub connected_to: Option<String>,
 }
 
 impl UserView {
@@ -122,6 +124,7 @@ impl UserView {
             password_must_change: hash.as_ref().is_ok_and(|h| h.is_temporary()),
             created_at: rfc3339(user.created_at),
             token,
+            connected_to: None,
         }
     }
 }

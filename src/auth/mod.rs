@@ -245,9 +245,17 @@ impl Authenticator {
                 check: Check::Temporary(hash),
             });
         }
-        let Some(token) = token else {
-            // Without a token the OTP cannot be split off; answered as for an unknown user.
-            return Ok(dummy(Outcome::NoToken));
+        let token = match token {
+            Some(token) => token,
+            None => match self.connected_token(&user) {
+                Ok(Some(token)) => token,
+                // Without a token the OTP cannot be split off; answered as for an unknown user.
+                Ok(None) => return Ok(dummy(Outcome::NoToken)),
+                Err(e) => {
+                    tracing::error!(user = username, error = %e, "store read failed");
+                    return Err(Outcome::InternalError);
+                }
+            },
         };
         // 2. First factor: everything before the last `digits` characters.
         let Some(split) = password_and_otp
@@ -267,6 +275,28 @@ impl Authenticator {
             otp: String::from_utf8_lossy(otp).into_owned(),
             check: Check::Real { user, token, hash },
         })
+    }
+
+    /// The token a connected account logs in with (guide "Connected Accounts"): its parent's,
+    /// while the two still have the same names and e-mail address. Read only for an account
+    /// without a token of its own.
+    fn connected_token(&self, user: &User) -> Result<Option<Token>, crate::store::StoreError> {
+        let store = self.tokens.store().as_ref();
+        let Some(parent) = crate::users::connected_parent(store, &user.username)? else {
+            return Ok(None);
+        };
+        let (Some(parent_user), token) = store.user_and_token(&parent)? else {
+            return Ok(None);
+        };
+        if crate::users::identity_mismatch(store, user, &parent_user)?.is_some() {
+            tracing::warn!(
+                user = %user.username,
+                parent = %parent,
+                "connected account no longer matches its parent's identity: not used"
+            );
+            return Ok(None);
+        }
+        Ok(token)
     }
 
     /// Who a request comes from, for throttling; `None` without a User-Name.

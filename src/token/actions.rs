@@ -16,6 +16,7 @@ use crate::licensing::{self, Found, LicenseKey, Redeemed, Sponsorship};
 use crate::notify;
 use crate::otp::{hotp, totp, TokenKind};
 use crate::store::{ChangeSet, Expect, StoreError, Token, User};
+use crate::users;
 
 use super::lifecycle::{self, Lifecycle, Origin};
 use super::notices;
@@ -362,6 +363,20 @@ impl TokenService {
         if let Some(found) = licensing::sponsorship(store, username)? {
             if found.value.usable_at(now) {
                 require_proofing(username, found.value.level)?;
+                let organization = &found.value.organization;
+                for application in self
+                    .lifecycle
+                    .subscriptions
+                    .get(organization)
+                    .into_iter()
+                    .flatten()
+                {
+                    if !users::accepted_terms(store, username, application)? {
+                        return Err(TokenError::TermsRequired {
+                            application: application.clone(),
+                        });
+                    }
+                }
                 return Ok(Purchase::Sponsorship(found));
             }
         }

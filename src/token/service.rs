@@ -73,6 +73,11 @@ pub enum TokenError {
          Complete proofing first."
     )]
     ProofingRequired(String),
+    #[error(
+        "A sponsored token needs the terms of `{application}` accepted first (the sponsoring \
+         organization subscribes to it)."
+    )]
+    TermsRequired { application: String },
     #[error("user `{user}` already has token `{serial}`")]
     UserHasToken { user: String, serial: String },
     #[error("token `{serial}`: {refused}")]
@@ -454,6 +459,7 @@ pub(crate) mod tests {
             suspended_revoke_days: 60,
             revoke_reminder_days: vec![30, 15, 3],
             sweep_interval: std::time::Duration::from_secs(3600),
+            subscriptions: [("Acme Aero".to_string(), vec!["vpn".to_string()])].into(),
         };
         let cheap = Argon2Params {
             memory_kib: 64,

@@ -576,6 +576,8 @@ fn the_openapi_document_has_every_route() {
         ("post", "/api/v1/users"),
         ("get", "/api/v1/users/{username}"),
         ("post", "/api/v1/users/{username}/password"),
+        ("post", "/api/v1/users/{username}/terms"),
+        ("post", "/api/v1/users/{username}/connect"),
         ("post", "/api/v1/tokens/import"),
         ("get", "/api/v1/tokens"),
         ("get", "/api/v1/tokens/{serial}"),
@@ -673,4 +675,62 @@ fn https_with_the_configured_certificate() {
         err.contains("admin.listen") && err.contains("loopback"),
         "{err}"
     );
+}
+
+/// A connected account logs in with its parent's token while names and e-mail match.
+#[test]
+fn a_connected_account_logs_in_with_its_parents_token() {
+    let Some((app, api)) = started() else { return };
+    let person = |name: &str, email: &str| {
+        json!({"username": name, "password": "pw-long-enough", "email": email,
+               "first_name": "Ann", "middle_name": "Q", "last_name": "Lee"})
+    };
+    for (name, email) in [
+        ("ann", "ann@example.org"),
+        ("ann-partner", "ann@example.org"),
+        ("ann-other", "other@example.org"),
+    ] {
+        assert_eq!(api.post("/api/v1/users", person(name, email)).0, 201);
+    }
+    let csv = format!("serial,secret,kind,digits,step,owner\nA1,{SEED},hotp,6,0,ann\n");
+    assert_eq!(
+        api.send("POST", "/api/v1/tokens/import", Some(&csv), "text/csv")
+            .0,
+        201
+    );
+    refused(
+        api.post("/api/v1/users/ann-other/connect", json!({"parent": "ann"})),
+        409,
+        "cannot_connect",
+    );
+    refused(
+        api.post(
+            "/api/v1/users/ann/connect",
+            json!({"parent": "ann-partner"}),
+        ),
+        409,
+        "cannot_connect",
+    );
+    let (status, child) = api.post(
+        "/api/v1/users/ann-partner/connect",
+        json!({"parent": "ann"}),
+    );
+    assert_eq!(status, 200, "{child}");
+    assert_eq!(
+        (
+            child["connected_to"].as_str(),
+            child["token"]["serial"].as_str()
+        ),
+        (Some("ann"), Some("A1"))
+    );
+    let login = |user: &str, code: &str| {
+        app.auth(user, &format!("pw-long-enough{code}"))
+            .expect("reply")
+            .code
+    };
+    assert_eq!(login("ann-partner", &hotp(SEED, 0)), Code::AccessAccept);
+    // One token: a code either account used is spent for both.
+    assert_eq!(login("ann", &hotp(SEED, 0)), Code::AccessReject);
+    assert_eq!(login("ann", &hotp(SEED, 1)), Code::AccessAccept);
+    assert_eq!(login("ann-other", &hotp(SEED, 2)), Code::AccessReject);
 }

@@ -410,6 +410,12 @@ fn a_registration_needs_a_license_key_or_an_open_sponsorship() {
         by_user("H2", "bob", None, NOW + 31 * DAY),
         Err(TokenError::PurchaseRequired)
     ));
+    // Acme Aero subscribes to `vpn`: its terms first.
+    assert!(matches!(
+        by_user("H2", "bob", None, NOW + 29 * DAY),
+        Err(TokenError::TermsRequired { application }) if application == "vpn"
+    ));
+    crate::users::accept_terms(store, "bob", "vpn", &Who::user("bob"), NOW).expect("terms");
     let sponsored = by_user("H2", "bob", None, NOW + 29 * DAY)
         .expect("sponsored registration")
         .token;
