@@ -13,6 +13,7 @@ use crate::api::AppState;
 use crate::auth::Authenticator;
 use crate::clock::SystemClock;
 use crate::config::Settings;
+use crate::notify::deliver::Deliverer;
 use crate::radius::clients::ClientTable;
 use crate::radius::stats::Stats;
 use crate::radius::Server;
@@ -39,6 +40,8 @@ pub enum ServeError {
     Admin(#[from] AdminServeError),
     #[error("cannot start a thread: {0}")]
     Thread(String),
+    #[error("notifications: {0}")]
+    Notify(String),
 }
 
 /// The store and the token service over it, as the command line and the server open them.
@@ -179,6 +182,12 @@ pub async fn serve(
         settings.lifecycle.sweep_interval,
     )
     .map_err(|e| ServeError::Thread(format!("the sweeper: {e}")))?;
+    let deliverer = Deliverer::start(
+        Arc::clone(&services.store),
+        &settings.notify,
+        Arc::new(SystemClock),
+    )
+    .map_err(ServeError::Notify)?;
     let stop = Arc::new(AtomicBool::new(false));
     let serving = tokio::spawn(Arc::clone(&server).serve(sockets, Arc::clone(&stop)));
     shutdown.await;
@@ -190,6 +199,7 @@ pub async fn serve(
     }
     authenticator.stop_rehashing();
     sweeper.stop();
+    deliverer.stop().await;
     // Leave nothing to recover at the next start.
     services.store.checkpoint()?;
     let counters: Vec<String> = stats

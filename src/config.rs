@@ -56,6 +56,7 @@ pub struct Settings {
     pub password: PasswordSettings,
     pub throttle: ThrottleSettings,
     pub log: LogSettings,
+    pub notify: NotifySettings,
     /// Where these settings came from: the file path, or "embedded defaults".
     pub source_name: String,
 }
@@ -213,6 +214,40 @@ pub enum LogFormat {
     Json,
 }
 
+/// How notifications leave the outbox (issue 13, "Part 4").
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    /// The SMTP relay; none: notifications are written to the log instead (without body).
+    pub relay: Option<SmtpRelay>,
+    /// The sender address.
+    pub from: String,
+    /// First wait after a failed delivery; it doubles with each failure up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// How often the outbox is looked at when nothing woke it.
+    pub poll: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpRelay {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// User name and password, if the relay wants them.
+    pub credentials: Option<(String, String)>,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain SMTP: a loopback relay only.
+    None,
+    /// STARTTLS, required (port 587).
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
 #[derive(Debug, Clone)]
 pub struct LogSettings {
     pub format: LogFormat,
@@ -326,6 +361,7 @@ struct RawSettings {
     password: RawPassword,
     throttle: RawThrottle,
     log: RawLog,
+    notify: RawNotify,
 }
 
 #[derive(Debug, Deserialize)]
@@ -510,6 +546,131 @@ impl Default for RawLog {
             format: "text".into(),
             level: "info".into(),
         }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawNotify {
+    smtp_relay: Option<String>,
+    smtp_tls: String,
+    smtp_username: Option<String>,
+    smtp_password: Option<String>,
+    from: String,
+    retry_initial_secs: u64,
+    retry_max_secs: u64,
+    poll_secs: u64,
+}
+
+impl Default for RawNotify {
+    fn default() -> Self {
+        RawNotify {
+            smtp_relay: None,
+            smtp_tls: "starttls".into(),
+            smtp_username: None,
+            smtp_password: None,
+            from: "otpgate@localhost".into(),
+            retry_initial_secs: 30,
+            retry_max_secs: 3600,
+            poll_secs: 5,
+        }
+    }
+}
+
+impl RawNotify {
+    fn validate(
+        self,
+        invalid: &impl Fn(&str, String) -> ConfigError,
+    ) -> Result<NotifySettings, ConfigError> {
+        let tls = match self.smtp_tls.as_str() {
+            "none" => SmtpTls::None,
+            "starttls" => SmtpTls::StartTls,
+            "tls" => SmtpTls::Tls,
+            other => {
+                return Err(invalid(
+                    "notify.smtp_tls",
+                    format!("unknown `{other}`; expected `none`, `starttls` or `tls`"),
+                ))
+            }
+        };
+        let credentials = match (self.smtp_username, self.smtp_password) {
+            (Some(user), Some(password)) => Some((user, password)),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "notify.smtp_username",
+                    "smtp_username and smtp_password go together".into(),
+                ))
+            }
+        };
+        let relay = match self.smtp_relay {
+            None => None,
+            Some(text) => {
+                let bad = || {
+                    invalid(
+                        "notify.smtp_relay",
+                        format!("`{text}` is not host:port (e.g. smtp.example.org:587)"),
+                    )
+                };
+                let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+                let host = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let port: u16 = port.parse().map_err(|_| bad())?;
+                if host.is_empty() || port == 0 {
+                    return Err(bad());
+                }
+                let loopback = host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                if tls == SmtpTls::None && !loopback {
+                    return Err(invalid(
+                        "notify.smtp_tls",
+                        format!(
+                            "`none` sends notifications (temporary passwords among them) in \
+                             clear: allowed for a loopback relay only, not `{host}`"
+                        ),
+                    ));
+                }
+                Some(SmtpRelay {
+                    host,
+                    port,
+                    tls,
+                    credentials,
+                })
+            }
+        };
+        let from = self.from.trim().to_string();
+        if from.parse::<lettre::Address>().is_err() {
+            return Err(invalid(
+                "notify.from",
+                format!("`{from}` is not an e-mail address"),
+            ));
+        }
+        let secs = |key: &str, value: u64, range: std::ops::RangeInclusive<u64>| {
+            in_range(invalid, key, value, range).map(Duration::from_secs)
+        };
+        let retry_initial = secs(
+            "notify.retry_initial_secs",
+            self.retry_initial_secs,
+            1..=86_400,
+        )?;
+        let retry_max = secs("notify.retry_max_secs", self.retry_max_secs, 1..=7 * 86_400)?;
+        if retry_max < retry_initial {
+            return Err(invalid(
+                "notify.retry_max_secs",
+                "must not be less than notify.retry_initial_secs".into(),
+            ));
+        }
+        Ok(NotifySettings {
+            relay,
+            from,
+            retry_initial,
+            retry_max,
+            poll: secs("notify.poll_secs", self.poll_secs, 1..=3600)?,
+        })
     }
 }
 
@@ -981,6 +1142,9 @@ impl RawSettings {
             )?),
         };
 
+        // [notify]
+        let notify = self.notify.validate(&invalid)?;
+
         // [log]
         let format = match self.log.format.as_str() {
             "text" => LogFormat::Text,
@@ -1031,6 +1195,7 @@ impl RawSettings {
                 format,
                 level: self.log.level,
             },
+            notify,
             source_name,
         })
     }
@@ -1174,6 +1339,65 @@ mod tests {
             }
         }
         assert!(seen > 0, "no example in conf/");
+    }
+
+    #[test]
+    fn notify_admin_lifecycle_and_organizations_problems_are_named() {
+        for (text, key, says) in [
+            (
+                "[notify]\nsmtp_relay = \"mail.example.org:25\"\nsmtp_tls = \"none\"\n",
+                "notify.smtp_tls",
+                "loopback",
+            ),
+            (
+                "[notify]\nsmtp_relay = \"mail.example.org\"\n",
+                "notify.smtp_relay",
+                "host:port",
+            ),
+            (
+                "[notify]\nsmtp_username = \"u\"\n",
+                "notify.smtp_username",
+                "together",
+            ),
+            ("[notify]\nfrom = \"nobody\"\n", "notify.from", "e-mail"),
+            (
+                "[notify]\nretry_initial_secs = 60\nretry_max_secs = 30\n",
+                "notify.retry_max_secs",
+                "less",
+            ),
+            (
+                "[admin]\nlisten = \"0.0.0.0:8443\"\n",
+                "admin.listen",
+                "loopback",
+            ),
+            (
+                "[admin]\ntls_cert = \"/c.pem\"\n",
+                "admin.tls_key",
+                "required",
+            ),
+            (
+                "[lifecycle]\nrevoke_reminder_days = [30, 0]\n",
+                "lifecycle.revoke_reminder_days",
+                "",
+            ),
+            (
+                "[[organizations]]\nname = \"Acme\"\napplications = [\"nope\"]\n",
+                "organizations[0].applications",
+                "nope",
+            ),
+        ] {
+            let p = problem(text);
+            assert!(p.contains(key) && p.contains(says), "{text}: {p}");
+        }
+        let relay = Settings::load_with_env(None, Some(HashMap::new())).expect("defaults");
+        assert!(
+            relay.notify.relay.is_none(),
+            "no relay: notifications go to the log"
+        );
+        assert!(
+            relay.admin.listen.is_none(),
+            "no listener: the control socket only"
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! An outbox entry is a record under `outbox/` + its id (the enqueue time, 8 octets big
 //! endian, then 8 random octets), so a scan of the prefix is oldest first.
 
+pub mod deliver;
+
 use serde::{Deserialize, Serialize};
 
 use crate::store::{ChangeSet, Expect, StoreError};

@@ -6,6 +6,7 @@ mod cli;
 mod durability;
 mod hardening;
 mod harness;
+mod notify;
 mod peers;
 mod radius_udp;
 mod reject_timing;
