@@ -15,7 +15,7 @@ use data_encoding::HEXLOWER;
 use lettre::message::{header::ContentType, Mailbox, Message};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{Pending, OUTBOX_PREFIX};
@@ -54,24 +54,20 @@ pub struct Report {
 
 /// The outbox's delivery task.
 pub struct Deliverer {
-    wake: Arc<Notify>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl Deliverer {
-    /// Starts delivering on the current runtime: at once, then whenever woken or every
-    /// `poll`.
+    /// Starts delivering on the current runtime: at once, then every `poll`.
     pub fn start(
         store: Arc<dyn Store>,
         settings: &NotifySettings,
         clock: Arc<dyn Clock>,
     ) -> Result<Deliverer, String> {
         let channel = channel(settings)?;
-        let wake = Arc::new(Notify::new());
         let (stop, mut stopped) = watch::channel(false);
         let settings = settings.clone();
-        let woken = Arc::clone(&wake);
         let task = tokio::spawn(async move {
             loop {
                 match deliver_due(&store, &channel, &settings, clock.now()).await {
@@ -85,18 +81,12 @@ impl Deliverer {
                     Err(e) => tracing::error!(error = %e, "outbox: delivery pass failed"),
                 }
                 tokio::select! {
-                    _ = woken.notified() => {}
                     _ = tokio::time::sleep(settings.poll) => {}
                     _ = stopped.wait_for(|stop| *stop) => return,
                 }
             }
         });
-        Ok(Deliverer { wake, stop, task })
-    }
-
-    /// Looks at the outbox now (a notification was just enqueued).
-    pub fn wake(&self) {
-        self.wake.notify_one();
+        Ok(Deliverer { stop, task })
     }
 
     /// Stops after the delivery in progress (at most the SMTP timeout).

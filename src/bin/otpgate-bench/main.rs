@@ -3,11 +3,14 @@
 //!
 //! - `fixture` writes N users and TOTP tokens as otpgate import files and as a FreeRADIUS
 //!   `authorize` file with the same passwords (salted SHA-256) and seeds.
+//! - `admin` drives the admin API at a fixed rate of lifecycle actions (suspend, reinstate,
+//!   reset, status) on tokens the login load does not use.
 //! - `load` sends real PAP Access-Requests (password + current TOTP, Message-Authenticator on)
 //!   to a server on loopback with a fixed number in flight, bounded in count and time, checks
 //!   every reply's authenticators and prints throughput, latency percentiles and the server's
 //!   CPU time per reply.
 
+mod admin;
 mod fixture;
 mod load;
 
@@ -38,6 +41,8 @@ enum Command {
     Fixture(FixtureArgs),
     /// Drive a RADIUS server on loopback and report accepts/s and latency.
     Load(LoadArgs),
+    /// Drive the admin API on loopback at a fixed rate of lifecycle actions.
+    Admin(admin::AdminArgs),
 }
 
 #[derive(clap::Args)]
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Fixture(args) => fixture::run(&args),
         Command::Load(args) => load::run(&args),
+        Command::Admin(args) => admin::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
