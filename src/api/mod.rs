@@ -134,8 +134,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)?
 }
 
-/// Parses a time given as RFC 3339 (`2027-01-31T00:00:00Z`) or a date (`2027-01-31`, taken as
-/// `end_of_day` ? its last second : its first second, UTC); `field` names it in the error.
+/// Parses a time given as RFC 3339 (`2027-01-31T00:00:00Z`), a date (`2027-01-31`, taken as
+/// `end_of_day` ? its last second : its first second, UTC) or Unix seconds; `field` names it
+/// in the error.
 fn parse_time(field: &str, text: &str, end_of_day: bool) -> Result<u64, ApiError> {
     let bad = || {
         ApiError::new(
@@ -145,6 +146,10 @@ fn parse_time(field: &str, text: &str, end_of_day: bool) -> Result<u64, ApiError
         )
     };
     let text = text.trim();
+    if !text.is_empty() && text.len() <= 12 && text.bytes().all(|b| b.is_ascii_digit()) {
+        // Unix seconds.
+        return text.parse().map_err(|_| bad());
+    }
     let (parsed, date_only) = if text.len() == 10 {
         (
             humantime::parse_rfc3339(&format!("{text}T00:00:00Z")).map_err(|_| bad())?,

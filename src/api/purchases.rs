@@ -73,6 +73,14 @@ pub async fn create_license_key(
     .await
 }
 
+/// A time as text or as Unix seconds.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum TimeInput {
+    Unix(u64),
+    Text(String),
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSponsorship {
@@ -80,8 +88,10 @@ pub struct NewSponsorship {
     /// The partner organization that pays.
     pub organization: String,
     pub level: u8,
-    /// The user must register by then (RFC 3339, or YYYY-MM-DD for the end of that day UTC).
-    pub register_by: String,
+    /// The user must register by then: RFC 3339, YYYY-MM-DD (the end of that day, UTC) or
+    /// Unix seconds.
+    #[schema(value_type = String)]
+    pub register_by: TimeInput,
     /// Years the token is good for, from its registration (default 1).
     pub years: Option<u32>,
 }
@@ -122,7 +132,10 @@ pub async fn create_sponsorship(
             )));
         }
     }
-    let register_by = parse_time("register_by", &body.register_by, true)?;
+    let register_by = match &body.register_by {
+        TimeInput::Text(text) => parse_time("register_by", text, true)?,
+        TimeInput::Unix(secs) => *secs,
+    };
     let username = text("username", &body.username, 128)?;
     blocking(move || {
         principal.require_user(&state, &username)?;

@@ -193,7 +193,8 @@ async fn act(
 }
 
 /// Import seeds: CSV (`text/csv`, the `otpgate token import` format) or PSKC (RFC 6030) XML
-/// (`application/pskc+xml`, `application/xml`, `text/xml`) with unencrypted secrets (an
+/// (`application/pskc+xml`, `application/xml`, `text/xml`; the content itself decides) with
+/// unencrypted secrets (an
 /// encrypted PSKC file needs its key: use `otpgate token import` on the appliance). All or
 /// nothing.
 #[utoipa::path(
@@ -221,14 +222,12 @@ pub async fn import_tokens(
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
-    if !matches!(
-        kind.as_str(),
-        "text/csv" | "application/pskc+xml" | "application/xml" | "text/xml"
-    ) {
+    // The file's own form decides (CSV or PSKC XML); only JSON is clearly something else.
+    if kind == "application/json" {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "send text/csv or PSKC XML (application/pskc+xml)",
+            "send the seed file itself: text/csv or PSKC XML (application/pskc+xml)",
         ));
     }
     if body.len() > MAX_IMPORT_BODY {

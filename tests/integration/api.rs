@@ -562,8 +562,34 @@ fn bad_input_gets_a_json_error_and_changes_nothing() {
         415,
         "unsupported_media_type",
     );
+    // curl's default form type still imports: the file's own form decides.
+    let csv = "serial,secret,kind,digits,step\nF1,GEZDGNBVGY3TQOJQ,hotp,6,0\n";
+    let plain = api.send(
+        "POST",
+        "/api/v1/tokens/import",
+        Some(csv),
+        "application/x-www-form-urlencoded",
+    );
+    assert_eq!(plain.0, 201, "{}", plain.1);
+    refused(
+        api.get("/api/v1/audit?since=yesterday"),
+        400,
+        "invalid_field",
+    );
+    assert_eq!(api.get("/api/v1/audit?since=1700000000").0, 200);
+    let (status, sponsored) = api.post(
+        "/api/v1/sponsorships",
+        json!({"username": "ok2", "organization": "Acme", "level": 2, "register_by": 4102444800u64}),
+    );
+    assert_eq!(status, 404, "{sponsored}");
     let (_, listed) = api.get("/api/v1/tokens");
-    assert_eq!(listed["tokens"], json!([]));
+    let serials: Vec<_> = listed["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|t| t["serial"].clone())
+        .collect();
+    assert_eq!(serials, [json!("F1")], "only the good import");
 }
 
 /// The OpenAPI document names every route of the contract, with its method.
