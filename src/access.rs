@@ -25,6 +25,9 @@ pub enum Role {
     OrgAdmin,
     /// Read, resync, suspend, reinstate, reset; no revoke, no keys.
     Helpdesk,
+    /// A proofing agent: reads proofing status, records verifications and issues activation
+    /// codes; nothing else.
+    Agent,
 }
 
 impl Role {
@@ -33,6 +36,7 @@ impl Role {
             Role::Admin => "admin",
             Role::OrgAdmin => "org-admin",
             Role::Helpdesk => "helpdesk",
+            Role::Agent => "agent",
         }
     }
 
@@ -41,6 +45,7 @@ impl Role {
             "admin" => Some(Role::Admin),
             "org-admin" => Some(Role::OrgAdmin),
             "helpdesk" => Some(Role::Helpdesk),
+            "agent" => Some(Role::Agent),
             _ => None,
         }
     }

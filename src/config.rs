@@ -57,6 +57,7 @@ pub struct Settings {
     pub throttle: ThrottleSettings,
     pub log: LogSettings,
     pub notify: NotifySettings,
+    pub proofing: crate::proofing::CodeRules,
     /// Where these settings came from: the file path, or "embedded defaults".
     pub source_name: String,
 }
@@ -362,6 +363,7 @@ struct RawSettings {
     throttle: RawThrottle,
     log: RawLog,
     notify: RawNotify,
+    proofing: RawProofing,
 }
 
 #[derive(Debug, Deserialize)]
@@ -671,6 +673,22 @@ impl RawNotify {
             retry_max,
             poll: secs("notify.poll_secs", self.poll_secs, 1..=3600)?,
         })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawProofing {
+    code_valid_days: u64,
+    code_tries: u32,
+}
+
+impl Default for RawProofing {
+    fn default() -> Self {
+        RawProofing {
+            code_valid_days: 30,
+            code_tries: 5,
+        }
     }
 }
 
@@ -1145,6 +1163,22 @@ impl RawSettings {
         // [notify]
         let notify = self.notify.validate(&invalid)?;
 
+        // [proofing]
+        let proofing = crate::proofing::CodeRules {
+            valid_secs: in_range(
+                &invalid,
+                "proofing.code_valid_days",
+                self.proofing.code_valid_days,
+                1..=365,
+            )? * 86_400,
+            tries: in_range(
+                &invalid,
+                "proofing.code_tries",
+                self.proofing.code_tries,
+                1..=20,
+            )?,
+        };
+
         // [log]
         let format = match self.log.format.as_str() {
             "text" => LogFormat::Text,
@@ -1196,6 +1230,7 @@ impl RawSettings {
                 level: self.log.level,
             },
             notify,
+            proofing,
             source_name,
         })
     }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod licensing;
 pub mod notify;
 pub mod otp;
+pub mod proofing;
 pub mod radius;
 pub mod store;
 pub mod sweeper;

@@ -17,6 +17,8 @@ use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::store::StoreError;
 
+/// How long to wait for the control socket of a server that is starting.
+const SOCKET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Longest answer read.
 const MAX_ANSWER: usize = 64 * 1024 * 1024;
 
@@ -107,9 +109,22 @@ async fn over_socket(
         path: path.display().to_string(),
         reason: e.to_string(),
     };
-    let stream = tokio::net::UnixStream::connect(path)
-        .await
-        .map_err(|e| socket_err(&e))?;
+    // A server that has just opened the store makes its socket a moment later.
+    let deadline = tokio::time::Instant::now() + SOCKET_WAIT;
+    let stream = loop {
+        match tokio::net::UnixStream::connect(path).await {
+            Ok(stream) => break stream,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(socket_err(&e)),
+        }
+    };
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| socket_err(&e))?;

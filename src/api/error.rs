@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use crate::access::AccessError;
 use crate::licensing::LicensingError;
+use crate::proofing::ProofingError;
 use crate::store::StoreError;
 use crate::token::{TokenError, TransitionError};
 use crate::users::{ConnectError, UserError};
@@ -167,6 +168,28 @@ impl From<ConnectError> for ApiError {
             ConnectError::NoSuchUser(_) => ApiError::not_found("user_not_found", e.to_string()),
             other => ApiError::new(StatusCode::CONFLICT, "cannot_connect", other.to_string()),
         }
+    }
+}
+
+impl From<ProofingError> for ApiError {
+    fn from(e: ProofingError) -> ApiError {
+        use StatusCode as S;
+        let (status, code) = match &e {
+            ProofingError::Store(_) => {
+                return match e {
+                    ProofingError::Store(e) => e.into(),
+                    _ => ApiError::internal("unreachable"),
+                }
+            }
+            ProofingError::NoSuchUser(_) => (S::NOT_FOUND, "user_not_found"),
+            ProofingError::Refused(_) => (S::CONFLICT, "invalid_state"),
+            ProofingError::NotUnitedStates(_) => (S::UNPROCESSABLE_ENTITY, "instant_us_only"),
+            ProofingError::Invalid(_) => (S::BAD_REQUEST, "invalid_field"),
+            ProofingError::WrongCode(_) => (S::UNPROCESSABLE_ENTITY, "wrong_code"),
+            ProofingError::CodeUnusable => (S::UNPROCESSABLE_ENTITY, "code_unusable"),
+            ProofingError::Contention(_) => (S::SERVICE_UNAVAILABLE, "busy"),
+        };
+        ApiError::new(status, code, e.to_string())
     }
 }
 

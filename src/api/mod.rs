@@ -14,6 +14,7 @@ pub mod error;
 pub mod extract;
 mod misc;
 pub mod principal;
+mod proofing;
 mod purchases;
 pub mod server;
 mod tokens;
@@ -85,6 +86,13 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .routes(routes!(users::set_password))
         .routes(routes!(users::accept_terms))
         .routes(routes!(users::connect))
+        .routes(routes!(proofing::status, proofing::start))
+        .routes(routes!(proofing::outcome))
+        .routes(routes!(proofing::appointments))
+        .routes(routes!(proofing::verify))
+        .routes(routes!(proofing::reissue))
+        .routes(routes!(proofing::redeem))
+        .routes(routes!(proofing::upgrade))
         .routes(routes!(tokens::import_tokens))
         .routes(routes!(tokens::list_tokens))
         .routes(routes!(tokens::get_token))

@@ -86,6 +86,29 @@ impl Principal {
     }
 }
 
+/// `/api/v1/users/{username}/proofing` and what is under it.
+fn is_proofing_path(path: &str) -> bool {
+    let mut parts = path.trim_end_matches('/').split('/');
+    matches!(
+        (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next()
+        ),
+        (
+            Some(""),
+            Some("api"),
+            Some("v1"),
+            Some("users"),
+            Some(_),
+            Some("proofing")
+        )
+    )
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -112,6 +135,11 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer TOKEN`"))?;
         let token = access::authenticate(state.store.as_ref(), secret)?
             .ok_or_else(|| unauthorized("the bearer token is not valid"))?;
+        if token.role == Role::Agent && !is_proofing_path(parts.uri.path()) {
+            return Err(ApiError::forbidden(
+                "the role `agent` may only read proofing and record verifications",
+            ));
+        }
         Ok(Principal {
             who: token.who(),
             role: token.role,

@@ -410,11 +410,7 @@ impl Authenticator {
         let Some(application) = self.settings.application(&request.client.application) else {
             return (Outcome::UnknownApplication, false, None);
         };
-        let level =
-            AssuranceLevel::from_number(user.assurance_level).unwrap_or(AssuranceLevel::Two);
-        if level < application.required_level {
-            return (Outcome::LevelTooLow, false, None);
-        }
+        let required = application.required_level;
         // 4. OTP.
         let serial = token.serial.clone();
         let outcome = match self.tokens.check_otp_from(Some(token), &serial, &otp, now) {
@@ -426,15 +422,30 @@ impl Authenticator {
         };
         let wrote = outcome.wrote();
         let decided = match outcome {
+            // The token's level, checked once the password and the code were right (issue 9):
+            // read only for an application that asks more than level 2.
+            OtpOutcome::Accepted if required > AssuranceLevel::Two => {
+                match self.token_level(&serial, &user) {
+                    Ok(level) if level >= required => {
+                        return (
+                            Outcome::Accepted,
+                            wrote,
+                            self.rehash_job(user, password, &hash),
+                        )
+                    }
+                    Ok(_) => Outcome::LevelTooLow,
+                    Err(e) => {
+                        tracing::error!(user = %user.username, %serial, error = %e, "token level unreadable");
+                        Outcome::InternalError
+                    }
+                }
+            }
             OtpOutcome::Accepted => {
-                let params = self.settings.password.argon2;
-                let rehash = (self.settings.password.rehash_on_login && hash.needs_rehash(&params))
-                    .then_some(rehash::Job {
-                        user,
-                        password,
-                        from: hash.scheme(),
-                    });
-                return (Outcome::Accepted, wrote, rehash);
+                return (
+                    Outcome::Accepted,
+                    wrote,
+                    self.rehash_job(user, password, &hash),
+                );
             }
             OtpOutcome::Rejected {
                 replayed: false, ..
@@ -444,6 +455,36 @@ impl Authenticator {
             OtpOutcome::NotUsable(state) => Outcome::TokenNotUsable(state),
         };
         (decided, wrote, None)
+    }
+
+    /// After a successful login with an imported hash, the re-hash to argon2id to do.
+    fn rehash_job(
+        &self,
+        user: User,
+        password: Zeroizing<Vec<u8>>,
+        hash: &PasswordHash,
+    ) -> Option<rehash::Job> {
+        let params = self.settings.password.argon2;
+        (self.settings.password.rehash_on_login && hash.needs_rehash(&params)).then_some(
+            rehash::Job {
+                user,
+                password,
+                from: hash.scheme(),
+            },
+        )
+    }
+
+    /// The assurance level of token `serial`: the level bought or sponsored (3 after a
+    /// proofing upgrade); for a token with none recorded (imported in use), the level the
+    /// account was given.
+    fn token_level(
+        &self,
+        serial: &str,
+        user: &User,
+    ) -> Result<AssuranceLevel, crate::token::TokenError> {
+        let (_, life) = self.tokens.details(serial)?;
+        let number = life.level.unwrap_or(user.assurance_level);
+        Ok(AssuranceLevel::from_number(number).unwrap_or(AssuranceLevel::Two))
     }
 
     /// Costs an unknown user the same argon2id work as a known one (no enumeration by timing).

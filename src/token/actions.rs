@@ -15,7 +15,8 @@ use crate::clock::add_years;
 use crate::licensing::{self, Found, LicenseKey, Redeemed, Sponsorship};
 use crate::notify;
 use crate::otp::{hotp, totp, TokenKind};
-use crate::store::{ChangeSet, Expect, StoreError, Token, User};
+use crate::proofing;
+use crate::store::{ChangeSet, Expect, Store, StoreError, Token, User};
 use crate::users;
 
 use super::lifecycle::{self, Lifecycle, Origin};
@@ -102,6 +103,24 @@ impl TokenService {
         now: u64,
     ) -> Result<Changed, TokenError> {
         self.revoke_for(serial, who, Event::Revoke, reason, now)
+    }
+
+    /// The guide's "Proofing Upgrade": an Active level-2 token becomes level 3 once its owner
+    /// completed proofing, without registering again.
+    pub fn upgrade(&self, serial: &str, who: &Who, now: u64) -> Result<Changed, TokenError> {
+        let reason = "identity proofing complete: level 3";
+        self.act(serial, who, Event::Upgrade, reason, now, |token, life| {
+            let owner = token.owner.clone().unwrap_or_default();
+            require_proofing(self.store.as_ref(), &owner, 3)?;
+            if life.level == Some(3) {
+                return Err(TokenError::NotAvailable {
+                    serial: serial.to_string(),
+                    why: "is level 3 already".into(),
+                });
+            }
+            life.level = Some(3);
+            Ok(ChangeSet::new())
+        })
     }
 
     /// The time rules' revocation: suspended more than 60 days, expired more than a year. The
@@ -357,12 +376,12 @@ impl TokenService {
             let found = licensing::license(store, text)?
                 .filter(|found| found.value.redeemed.is_none())
                 .ok_or(TokenError::LicenseKey)?;
-            require_proofing(username, found.value.level)?;
+            require_proofing(store, username, found.value.level)?;
             return Ok(Purchase::License(found));
         }
         if let Some(found) = licensing::sponsorship(store, username)? {
             if found.value.usable_at(now) {
-                require_proofing(username, found.value.level)?;
+                require_proofing(store, username, found.value.level)?;
                 let organization = &found.value.organization;
                 for application in self
                     .lifecycle
@@ -679,9 +698,8 @@ enum Purchase {
 }
 
 /// A level-3 token needs the account's identity proofing complete (guide "Proofing Upgrade").
-/// Proofing is not built yet (issue 9): until it is, no account counts as proofed.
-fn require_proofing(username: &str, level: u8) -> Result<(), TokenError> {
-    if level >= 3 {
+fn require_proofing(store: &dyn Store, username: &str, level: u8) -> Result<(), TokenError> {
+    if level >= 3 && !proofing::is_complete(store, username)? {
         return Err(TokenError::ProofingRequired(username.to_string()));
     }
     Ok(())
@@ -742,6 +760,7 @@ fn action_name(event: Event) -> &'static str {
         Event::Revoke => "revoke",
         Event::AutoRevoke => "auto_revoke",
         Event::Reset => "reset",
+        Event::Upgrade => "upgrade",
     }
 }
 

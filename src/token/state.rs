@@ -118,11 +118,14 @@ pub enum Event {
     /// An administrator lifts a block on registration or resync after too many failed
     /// attempts (guide: "Exostar needs to reset your OTP Hardware Token"). The state stays.
     Reset,
+    /// Proofing upgrade (guide "Proofing Upgrade"): an Active token becomes level 3 once its
+    /// owner completed proofing. The state stays.
+    Upgrade,
 }
 
 impl Event {
     /// Every event, for tables and tests.
-    pub const ALL: [Event; 10] = [
+    pub const ALL: [Event; 11] = [
         Event::Register,
         Event::FailureLimit,
         Event::Resync,
@@ -133,6 +136,7 @@ impl Event {
         Event::Revoke,
         Event::AutoRevoke,
         Event::Reset,
+        Event::Upgrade,
     ];
 
     /// Who may ask for this event at all.
@@ -146,6 +150,7 @@ impl Event {
             Event::Expire | Event::AutoRevoke => actor == System,
             Event::Renew => matches!(actor, User | Admin | System),
             Event::Reset => actor == Admin,
+            Event::Upgrade => matches!(actor, User | Admin),
         }
     }
 }
@@ -163,6 +168,7 @@ impl std::fmt::Display for Event {
             Event::Revoke => "revoke",
             Event::AutoRevoke => "be revoked automatically",
             Event::Reset => "be reset",
+            Event::Upgrade => "be upgraded",
         })
     }
 }
@@ -223,6 +229,7 @@ pub fn transition(
         (PendingActivation | Active | Locked | Expired | Suspended, Event::Revoke) => Revoked,
         (Suspended | Expired, Event::AutoRevoke) => Revoked,
         (_, Event::Reset) if from != Revoked => from,
+        (Active, Event::Upgrade) => Active,
         _ => return Err(TransitionError::NotFromState { from, event }),
     };
     Ok(Transition {
@@ -259,6 +266,7 @@ mod tests {
             Event::Revoke if !matches!(from, Unassigned | Revoked) => Revoked,
             Event::AutoRevoke if matches!(from, Suspended | Expired) => Revoked,
             Event::Reset if from != Revoked => from,
+            Event::Upgrade if from == Active => Active,
             _ => return None,
         })
     }

@@ -8,5 +8,6 @@ mod hardening;
 mod harness;
 mod notify;
 mod peers;
+mod proofing;
 mod radius_udp;
 mod reject_timing;

@@ -1,0 +1,432 @@
+//! `/api/v1/users/{username}/proofing`: identity proofing (guide "Identity Proofing",
+//! "Proofing Upgrade"). Levels are the guide's OTP-level 2 and 3 (3: the holder's identity was
+//! proofed), not NIST IAL numbers. The role `agent` reads status and records verifications.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::ApiJson;
+use super::principal::Principal;
+use super::tokens::ActionView;
+use super::views::{rfc3339, TokenView};
+use super::{blocking, parse_time, AppState};
+use crate::access::Role;
+use crate::proofing::{self, Method, Outcome, Proofing};
+
+/// A user's proofing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProofingView {
+    pub username: String,
+    /// `not_started`, `awaiting_outcome`, `appointment_needed`, `appointment_scheduled`,
+    /// `awaiting_verification`, `code_issued` or `complete`.
+    pub state: String,
+    /// `instant`, `webcam`, `postal` or `in_person`.
+    pub method: Option<String>,
+    /// The level proofing gives: 3 once complete, else 2 (the guide's OTP-level).
+    pub level: u8,
+    pub country: Option<String>,
+    pub appointment: Option<AppointmentView>,
+    /// When the activation code issued expires, if one is.
+    pub code_expires_at: Option<String>,
+    pub code_tries_left: Option<u32>,
+    pub completed_at: Option<String>,
+    pub history: Vec<StepView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppointmentView {
+    pub start: String,
+    pub timezone: String,
+    pub confirmation: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepView {
+    pub at: String,
+    pub event: String,
+    pub from: String,
+    pub to: String,
+    pub by: String,
+}
+
+impl ProofingView {
+    fn new(username: &str, p: &Proofing) -> ProofingView {
+        ProofingView {
+            username: username.to_string(),
+            state: p.state.as_str().into(),
+            method: p.method.map(|m| m.as_str().into()),
+            level: p.level(),
+            country: p.country.clone(),
+            appointment: p.appointment.as_ref().map(|a| AppointmentView {
+                start: rfc3339(a.start),
+                timezone: a.timezone.clone(),
+                confirmation: a.confirmation.clone(),
+            }),
+            code_expires_at: p.code.as_ref().map(|c| rfc3339(c.expires_at)),
+            code_tries_left: p.code.as_ref().map(|c| c.tries_left),
+            completed_at: p.completed_at.map(rfc3339),
+            history: p
+                .history
+                .iter()
+                .map(|s| StepView {
+                    at: rfc3339(s.at),
+                    event: s.event.clone(),
+                    from: s.from.as_str().into(),
+                    to: s.to.as_str().into(),
+                    by: s.by.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Runs a proofing action for `username` once the caller may act on that user.
+async fn on_user<T: Send + 'static>(
+    state: AppState,
+    principal: Principal,
+    username: String,
+    roles: &[Role],
+    what: &str,
+    work: impl FnOnce(&AppState, &Principal, &str, u64) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    principal.require(roles, what)?;
+    blocking(move || {
+        if state.store.user(&username)?.is_none() {
+            return Err(ApiError::not_found(
+                "user_not_found",
+                format!("user `{username}` does not exist"),
+            ));
+        }
+        principal.require_user(&state, &username)?;
+        let result = work(&state, &principal, &username, state.clock.now())?;
+        state.store.sync()?;
+        Ok(result)
+    })
+    .await
+}
+
+const ALL: &[Role] = &[Role::Admin, Role::OrgAdmin, Role::Helpdesk, Role::Agent];
+const MANAGERS: &[Role] = &[Role::Admin, Role::OrgAdmin];
+
+/// A user's proofing status: state, method, level, appointment, code expiry, history.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{username}/proofing",
+    params(("username" = String, Path)),
+    responses((status = 200, body = ProofingView), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn status(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(username): Path<String>,
+) -> Result<Json<ProofingView>, ApiError> {
+    on_user(
+        state,
+        principal,
+        username,
+        ALL,
+        "read proofing",
+        |s, _, user, _| {
+            let (proofing, _) = proofing::read(s.store.as_ref(), user)?;
+            Ok(Json(ProofingView::new(user, &proofing)))
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    /// `instant` (United States only), `webcam`, `postal` or `in_person`.
+    pub method: String,
+    /// ISO country code (`US` for instant proofing).
+    pub country: Option<String>,
+}
+
+/// Start proofing by a method.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{username}/proofing",
+    params(("username" = String, Path)),
+    request_body = StartBody,
+    responses(
+        (status = 200, body = ProofingView),
+        (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn start(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(username): Path<String>,
+    ApiJson(body): ApiJson<StartBody>,
+) -> Result<Json<ProofingView>, ApiError> {
+    let method = Method::parse(&body.method).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "method must be instant, webcam, postal or in_person; got `{}`",
+            body.method
+        ))
+    })?;
+    on_user(
+        state,
+        principal,
+        username,
+        MANAGERS,
+        "start proofing",
+        move |s, p, user, now| {
+            let rules = &s.settings.proofing;
+            let country = body.country.as_deref();
+            let done =
+                proofing::start(s.store.as_ref(), user, method, country, rules, &p.who, now)?;
+            Ok(Json(ProofingView::new(user, &done)))
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeBody {
+    /// `passed`, `located_not_passed`, `not_located` or `declined`.
+    pub outcome: String,
+}
+
+/// Record the outcome of instant proofing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{username}/proofing/outcome",
+    params(("username" = String, Path)),
+    request_body = OutcomeBody,
+    responses((status = 200, body = ProofingView), (status = 409, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn outcome(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(username): Path<String>,
+    ApiJson(body): ApiJson<OutcomeBody>,
+) -> Result<Json<ProofingView>, ApiError> {
+    let outcome = Outcome::parse(&body.outcome).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "outcome must be passed, located_not_passed, not_located or declined; got `{}`",
+            body.outcome
+        ))
+    })?;
+    on_user(
+        state,
+        principal,
+        username,
+        MANAGERS,
+        "record outcomes",
+        move |s, p, user, now| {
+            let rules = &s.settings.proofing;
+            let done =
+                proofing::record_outcome(s.store.as_ref(), user, outcome, rules, &p.who, now)?;
+            Ok(Json(ProofingView::new(user, &done)))
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppointmentBody {
+    /// When: RFC 3339 (or Unix seconds); must lie in the future.
+    pub start: String,
+    /// The user's time zone, e.g. `America/New_York`.
+    pub timezone: String,
+}
+
+/// Schedule the webcam appointment; again to reschedule (also after a missed or failed one).
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{username}/proofing/appointments",
+    params(("username" = String, Path)),
+    request_body = AppointmentBody,
+    responses(
+        (status = 200, body = ProofingView),
+        (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn appointments(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(username): Path<String>,
+    ApiJson(body): ApiJson<AppointmentBody>,
+) -> Result<Json<ProofingView>, ApiError> {
+    let start = parse_time("start", &body.start, false)?;
+    on_user(
+        state,
+        principal,
+        username,
+        MANAGERS,
+        "schedule appointments",
+        move |s, p, user, now| {
+            let done =
+                proofing::schedule(s.store.as_ref(), user, start, &body.timezone, &p.who, now)?;
+            Ok(Json(ProofingView::new(user, &done)))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifiedView {
+    /// The activation code, shown this once (stored hashed): the agent gives it to the user.
+    pub activation_code: String,
+    pub proofing: ProofingView,
+}
+
+/// An agent verified the person: issues an activation code, returned once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{username}/proofing/verify",
+    params(("username" = String, Path)),
+    responses((status = 200, body = VerifiedView), (status = 409, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn verify(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(username): Path<String>,
+) -> Result<Json<VerifiedView>, ApiError> {
+    let roles = &[Role::Admin, Role::Agent];
+    on_user(
+        state,
+        principal,
+        username,
+        roles,
+        "record verifications",
+        |s, p, user, now| {
+            let rules = &s.settings.proofing;
+            let (done, code) = proofing::verify(s.store.as_ref(), user, rules, &p.who, now)?;
+            Ok(Json(VerifiedView {
+                activation_code: code,
+                proofing: ProofingView::new(user, &done),
+            }))
+        },
+    )
+    .await
+}
+
+/// A new activation code for a lost one, mailed to the user; the old one stops working.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{username}/proofing/code",
+    params(("username" = String, Path)),
+    responses((status = 200, body = ProofingView), (status = 409, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn reissue(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(username): Path<String>,
+) -> Result<Json<ProofingView>, ApiError> {
+    on_user(
+        state,
+        principal,
+        username,
+        MANAGERS,
+        "reissue codes",
+        |s, p, user, now| {
+            let rules = &s.settings.proofing;
+            let done = proofing::reissue(s.store.as_ref(), user, rules, &p.who, now)?;
+            Ok(Json(ProofingView::new(user, &done)))
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemBody {
+    pub code: String,
+}
+
+/// Enter the activation code: completes proofing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{username}/proofing/redeem",
+    params(("username" = String, Path)),
+    request_body = RedeemBody,
+    responses(
+        (status = 200, body = ProofingView),
+        (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn redeem(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(username): Path<String>,
+    ApiJson(body): ApiJson<RedeemBody>,
+) -> Result<Json<ProofingView>, ApiError> {
+    if body.code.len() > 64 {
+        return Err(ApiError::bad_request("code is longer than 64 characters"));
+    }
+    on_user(
+        state,
+        principal,
+        username,
+        MANAGERS,
+        "redeem codes",
+        move |s, p, user, now| {
+            let done = proofing::redeem(s.store.as_ref(), user, &body.code, &p.who, now)?;
+            Ok(Json(ProofingView::new(user, &done)))
+        },
+    )
+    .await
+}
+
+/// Proofing upgrade: the user's Active level-2 token becomes level 3, without registering
+/// again; proofing must be complete.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{username}/proofing/upgrade",
+    params(("username" = String, Path)),
+    responses(
+        (status = 200, body = ActionView),
+        (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn upgrade(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(username): Path<String>,
+) -> Result<Json<ActionView>, ApiError> {
+    on_user(
+        state,
+        principal,
+        username,
+        MANAGERS,
+        "upgrade tokens",
+        |s, p, user, now| {
+            let token = s.store.token_of_user(user)?.ok_or_else(|| {
+                ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "no_token",
+                    format!("user `{user}` has no token to upgrade"),
+                )
+            })?;
+            let changed = s.tokens.upgrade(&token.serial, &p.who, now)?;
+            let (token, life) = s.tokens.details(&token.serial)?;
+            Ok(Json(ActionView {
+                token: TokenView::new(&token, &life, now),
+                from: changed.transition.from.as_str().to_string(),
+                to: changed.transition.to.as_str().to_string(),
+            }))
+        },
+    )
+    .await
+}
