@@ -57,7 +57,7 @@ pub struct Settings {
     pub throttle: ThrottleSettings,
     pub log: LogSettings,
     pub notify: NotifySettings,
-    pub proofing: crate::proofing::CodeRules,
+    pub proofing: crate::proofing::ProofingSettings,
     /// Where these settings came from: the file path, or "embedded defaults".
     pub source_name: String,
 }
@@ -681,6 +681,7 @@ impl RawNotify {
 struct RawProofing {
     code_valid_days: u64,
     code_tries: u32,
+    callback_secret: Option<String>,
 }
 
 impl Default for RawProofing {
@@ -688,6 +689,7 @@ impl Default for RawProofing {
         RawProofing {
             code_valid_days: 30,
             code_tries: 5,
+            callback_secret: None,
         }
     }
 }
@@ -1164,7 +1166,7 @@ impl RawSettings {
         let notify = self.notify.validate(&invalid)?;
 
         // [proofing]
-        let proofing = crate::proofing::CodeRules {
+        let proofing = crate::proofing::ProofingSettings {
             valid_secs: in_range(
                 &invalid,
                 "proofing.code_valid_days",
@@ -1177,6 +1179,18 @@ impl RawSettings {
                 self.proofing.code_tries,
                 1..=20,
             )?,
+            callback_secret: match self.proofing.callback_secret {
+                Some(secret) if secret.len() < 32 => {
+                    return Err(invalid(
+                        "proofing.callback_secret",
+                        format!(
+                            "is too short ({} characters); use at least 32",
+                            secret.len()
+                        ),
+                    ))
+                }
+                other => other,
+            },
         };
 
         // [log]

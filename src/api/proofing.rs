@@ -15,6 +15,7 @@ use super::views::{rfc3339, TokenView};
 use super::{blocking, parse_time, AppState};
 use crate::access::Role;
 use crate::proofing::{self, Method, Outcome, Proofing};
+use crate::store::ChangeSet;
 
 /// A user's proofing.
 #[derive(Debug, Serialize, ToSchema)]
@@ -226,8 +227,15 @@ pub async fn outcome(
         "record outcomes",
         move |s, p, user, now| {
             let rules = &s.settings.proofing;
-            let done =
-                proofing::record_outcome(s.store.as_ref(), user, outcome, rules, &p.who, now)?;
+            let done = proofing::record_outcome(
+                s.store.as_ref(),
+                user,
+                outcome,
+                rules,
+                &p.who,
+                now,
+                ChangeSet::new(),
+            )?;
             Ok(Json(ProofingView::new(user, &done)))
         },
     )
@@ -428,5 +436,110 @@ pub async fn upgrade(
             }))
         },
     )
+    .await
+}
+
+/// Largest age (either way) of a callback's timestamp.
+const CALLBACK_WINDOW_SECS: u64 = 300;
+const CALLBACK_PREFIX: &[u8] = b"callback/";
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackBody {
+    pub username: String,
+    /// `passed`, `located_not_passed`, `not_located` or `declined`.
+    pub outcome: String,
+}
+
+/// An instant-proofing outcome from the proofing provider, signed: header
+/// `X-Otpgate-Timestamp` (Unix seconds, within 5 minutes of now) and `X-Otpgate-Signature`
+/// (`sha256=` + hex HMAC-SHA256 with `[proofing] callback_secret` over the timestamp, a `.`
+/// and the body). A bad, stale or replayed signature is a 401 and changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/proofing/callback",
+    request_body = CallbackBody,
+    responses(
+        (status = 200, body = ProofingView),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)
+    )
+)]
+pub async fn callback(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<ProofingView>, ApiError> {
+    use hmac::digest::KeyInit;
+    use hmac::Mac;
+    let Some(secret) = state.settings.proofing.callback_secret.clone() else {
+        return Err(ApiError::not_found(
+            "callbacks_disabled",
+            "no [proofing] callback_secret is configured",
+        ));
+    };
+    let unauthorized = |why: &str| {
+        ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            why.to_string(),
+        )
+    };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let timestamp = header("x-otpgate-timestamp")
+        .and_then(|t| t.parse::<u64>().ok())
+        .ok_or_else(|| unauthorized("X-Otpgate-Timestamp (Unix seconds) is required"))?;
+    if timestamp.abs_diff(state.clock.now()) > CALLBACK_WINDOW_SECS {
+        return Err(unauthorized(
+            "the timestamp is more than 5 minutes from now",
+        ));
+    }
+    let signature = header("x-otpgate-signature")
+        .and_then(|s| s.strip_prefix("sha256="))
+        .and_then(|hex| {
+            data_encoding::HEXLOWER_PERMISSIVE
+                .decode(hex.as_bytes())
+                .ok()
+        })
+        .ok_or_else(|| unauthorized("X-Otpgate-Signature: sha256=<hex> is required"))?;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+        .map_err(ApiError::internal)?;
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(&body);
+    mac.verify_slice(&signature)
+        .map_err(|_| unauthorized("the signature does not match"))?;
+    let body: CallbackBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("callback body: {e}")))?;
+    let outcome = Outcome::parse(&body.outcome)
+        .ok_or_else(|| ApiError::bad_request(format!("unknown outcome `{}`", body.outcome)))?;
+    let mut guard = CALLBACK_PREFIX.to_vec();
+    guard.extend_from_slice(data_encoding::HEXLOWER.encode(&signature).as_bytes());
+    blocking(move || {
+        let store = state.store.as_ref();
+        if store.record(&guard)?.is_some() {
+            return Err(unauthorized("this callback was received before (replay)"));
+        }
+        let who = crate::audit::Who {
+            actor: crate::token::Actor::System,
+            name: "proofing-provider".into(),
+        };
+        let seen = ChangeSet::new().record(
+            guard,
+            crate::store::Expect::Absent,
+            Some(timestamp.to_be_bytes().to_vec()),
+        );
+        let rules = &state.settings.proofing;
+        let now = state.clock.now();
+        let done =
+            proofing::record_outcome(store, &body.username, outcome, rules, &who, now, seen)?;
+        store.sync()?;
+        Ok(Json(ProofingView::new(&body.username, &done)))
+    })
     .await
 }

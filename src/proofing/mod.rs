@@ -25,11 +25,14 @@ const PREFIX: &[u8] = b"proofing/";
 /// Compare-and-swap attempts before giving up.
 const ATTEMPTS: usize = 16;
 
-/// Activation codes: how long they stay valid and how many wrong entries they take.
+/// `[proofing]`: activation codes (how long they stay valid, how many wrong entries they
+/// take) and the provider's callback secret.
 #[derive(Debug, Clone)]
-pub struct CodeRules {
+pub struct ProofingSettings {
     pub valid_secs: u64,
     pub tries: u32,
+    /// HMAC-SHA256 key of the proofing provider's signed callbacks; none: callbacks refused.
+    pub callback_secret: Option<String>,
 }
 
 /// A user's proofing, as stored.
@@ -184,6 +187,8 @@ struct Change {
     event: Event,
     adjust: Adjust,
     notify: Option<Notice>,
+    /// Further writes made with it (a callback's replay guard).
+    extra: ChangeSet,
 }
 
 /// Applies `change` to `username`'s proofing at `now`: the move through the state machine,
@@ -217,8 +222,9 @@ fn apply(
         });
         let value = postcard::to_stdvec(&proofing)
             .map_err(|e| StoreError::Io(format!("encoding a proofing record: {e}")))?;
-        let mut changes =
-            ChangeSet::new().record(key(username), Expect::found(stored), Some(value));
+        let mut changes = ChangeSet::new()
+            .record(key(username), Expect::found(stored), Some(value))
+            .merge(change.extra.clone());
         if let (Some(make), Some(email)) = (&change.notify, user.email.as_deref()) {
             changes = notify::enqueue(changes, make(email), now)?;
         }
@@ -260,7 +266,7 @@ fn mailed_code(username: &str, code: &str, why: &str) -> impl Fn(&str) -> Notifi
 /// The code-issuing adjustment: a fresh code replaces any earlier one.
 fn issue(
     code: &str,
-    rules: &CodeRules,
+    rules: &ProofingSettings,
     now: u64,
 ) -> impl Fn(&mut Proofing) -> Result<(), ProofingError> {
     let (hash, expires_at, tries) = (
@@ -285,7 +291,7 @@ pub fn start(
     username: &str,
     method: Method,
     country: Option<&str>,
-    rules: &CodeRules,
+    rules: &ProofingSettings,
     who: &Who,
     now: u64,
 ) -> Result<Proofing, ProofingError> {
@@ -317,19 +323,22 @@ pub fn start(
                 "Your activation code goes out by post.",
             )) as _
         }),
+        extra: ChangeSet::new(),
     };
     apply(store, username, &change, who, now)
 }
 
 /// Records the outcome of instant proofing: passed completes it; located but not passed
-/// mails an activation code; not located or declined leads to webcam proofing.
+/// mails an activation code; not located or declined leads to webcam proofing. `extra` is
+/// written with it (a provider callback's replay guard).
 pub fn record_outcome(
     store: &dyn Store,
     username: &str,
     outcome: Outcome,
-    rules: &CodeRules,
+    rules: &ProofingSettings,
     who: &Who,
     now: u64,
+    extra: ChangeSet,
 ) -> Result<Proofing, ProofingError> {
     let code = new_code();
     let issue_code = issue(&code, rules, now);
@@ -350,6 +359,7 @@ pub fn record_outcome(
                 "The credit bureau located you; your activation code goes out by post (about four business days).",
             )) as _
         }),
+        extra,
     };
     apply(store, username, &change, who, now)
 }
@@ -405,6 +415,7 @@ pub fn schedule(
                 crate::api::views::rfc3339(start_at)
             ),
         })),
+        extra: ChangeSet::new(),
     };
     apply(store, username, &change, who, now)
 }
@@ -414,7 +425,7 @@ pub fn schedule(
 pub fn verify(
     store: &dyn Store,
     username: &str,
-    rules: &CodeRules,
+    rules: &ProofingSettings,
     who: &Who,
     now: u64,
 ) -> Result<(Proofing, String), ProofingError> {
@@ -423,6 +434,7 @@ pub fn verify(
         event: Event::Verify,
         adjust: Box::new(issue(&code, rules, now)),
         notify: None,
+        extra: ChangeSet::new(),
     };
     apply(store, username, &change, who, now).map(|p| (p, code))
 }
@@ -431,7 +443,7 @@ pub fn verify(
 pub fn reissue(
     store: &dyn Store,
     username: &str,
-    rules: &CodeRules,
+    rules: &ProofingSettings,
     who: &Who,
     now: u64,
 ) -> Result<Proofing, ProofingError> {
@@ -444,6 +456,7 @@ pub fn reissue(
             &code,
             "You asked for a new activation code; the earlier one no longer works.",
         ))),
+        extra: ChangeSet::new(),
     };
     apply(store, username, &change, who, now)
 }
@@ -479,6 +492,7 @@ pub fn redeem(
                 event: Event::Redeem,
                 adjust: Box::new(|_| Ok(())),
                 notify: None,
+                extra: ChangeSet::new(),
             };
             return apply(store, username, &change, who, now);
         }

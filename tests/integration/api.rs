@@ -15,7 +15,7 @@ const SEED2: &str = "MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43U";
 
 /// A client of the admin API: `curl` with a bearer token.
 pub struct Api {
-    base: String,
+    pub base: String,
     token: Option<String>,
     cacert: Option<std::path::PathBuf>,
 }
@@ -617,6 +617,7 @@ fn the_openapi_document_has_every_route() {
         ("post", "/api/v1/users/{username}/proofing/code"),
         ("post", "/api/v1/users/{username}/proofing/redeem"),
         ("post", "/api/v1/users/{username}/proofing/upgrade"),
+        ("post", "/api/v1/proofing/callback"),
         ("post", "/api/v1/tokens/import"),
         ("get", "/api/v1/tokens"),
         ("get", "/api/v1/tokens/{serial}"),

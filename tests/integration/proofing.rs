@@ -229,3 +229,83 @@ fn instant_webcam_and_the_level_3_registration_follow_the_guide() {
     );
     let _ = app;
 }
+
+/// Provider callbacks: signed with HMAC-SHA256 over timestamp and body; a bad, stale or
+/// replayed one is a 401 and changes nothing.
+#[test]
+fn signed_provider_callbacks_record_outcomes_and_bad_ones_change_nothing() {
+    use hmac::digest::KeyInit;
+    use hmac::Mac;
+    const SECRET: &str = "a-callback-secret-of-forty-characters-xx";
+    let Some((_app, api)) = started_with(&format!("[proofing]\ncallback_secret = \"{SECRET}\"\n"))
+    else {
+        return;
+    };
+    let body = json!({"username": "sam", "password": "pw-long-enough"});
+    assert_eq!(api.post("/api/v1/users", body).0, 201);
+    let (status, _) = api.post(
+        "/api/v1/users/sam/proofing",
+        json!({"method": "instant", "country": "US"}),
+    );
+    assert_eq!(status, 200);
+    let sign = |timestamp: u64, body: &str, key: &str| {
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.as_bytes()).expect("key");
+        mac.update(format!("{timestamp}.{body}").as_bytes());
+        format!(
+            "sha256={}",
+            data_encoding::HEXLOWER.encode(&mac.finalize().into_bytes())
+        )
+    };
+    let post = |timestamp: u64, signature: &str, body: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                "-w",
+                "\n%{http_code}",
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                &format!("X-Otpgate-Timestamp: {timestamp}"),
+                "-H",
+                &format!("X-Otpgate-Signature: {signature}"),
+                "--data-binary",
+                body,
+                &format!("{}/api/v1/proofing/callback", api.base),
+            ])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (json, code) = text.rsplit_once('\n').expect("status");
+        (
+            code.trim().parse::<u16>().expect("status"),
+            json.to_string(),
+        )
+    };
+    let body = r#"{"username":"sam","outcome":"passed"}"#;
+    let t = now();
+    for (timestamp, signature) in [
+        (t, sign(t, body, "the-wrong-secret-of-forty-characters-xxx")),
+        (t - 3600, sign(t - 3600, body, SECRET)),
+        (
+            t,
+            sign(t, r#"{"username":"sam","outcome":"declined"}"#, SECRET),
+        ),
+    ] {
+        let (status, answer) = post(timestamp, &signature, body);
+        assert_eq!(status, 401, "{answer}");
+        assert!(answer.contains("bad_signature"), "{answer}");
+    }
+    assert_eq!(
+        api.get("/api/v1/users/sam/proofing").1["state"],
+        "awaiting_outcome"
+    );
+    let good = sign(t, body, SECRET);
+    let (status, answer) = post(t, &good, body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(api.get("/api/v1/users/sam/proofing").1["state"], "complete");
+    let (status, answer) = post(t, &good, body);
+    assert_eq!(status, 401, "a replay: {answer}");
+}
