@@ -223,6 +223,9 @@ enum TokenCommand {
         by: ActingAs,
         #[arg(long)]
         reason: String,
+        /// The token was lost: a level-3 owner must repeat identity proofing.
+        #[arg(long)]
+        lost: bool,
     },
     /// Renew a token: its expiry date moves `lifecycle.renewal_years` after the date it had.
     Renew {
@@ -560,11 +563,16 @@ fn token_command(settings: &Settings, command: TokenCommand) -> Result<()> {
                 serde_json::json!({"by": by.name(), "reason": reason}),
             )?;
         }
-        TokenCommand::Revoke { serial, by, reason } => {
+        TokenCommand::Revoke {
+            serial,
+            by,
+            reason,
+            lost,
+        } => {
             act(
                 &serial,
                 "/revoke",
-                serde_json::json!({"by": by.name(), "reason": reason}),
+                serde_json::json!({"by": by.name(), "reason": reason, "lost": lost}),
             )?;
         }
         TokenCommand::Renew { serial, output } => {

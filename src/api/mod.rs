@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> (Router, OpenApiDoc) {
         .routes(routes!(proofing::redeem))
         .routes(routes!(proofing::upgrade))
         .routes(routes!(proofing::callback))
+        .routes(routes!(proofing::list))
         .routes(routes!(tokens::import_tokens))
         .routes(routes!(tokens::list_tokens))
         .routes(routes!(tokens::get_token))

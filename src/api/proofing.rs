@@ -543,3 +543,63 @@ pub async fn callback(
     })
     .await
 }
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only users in this proofing state.
+    pub state: Option<String>,
+    /// Continue after this user name (the `next` of the previous page).
+    pub after: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProofingList {
+    pub users: Vec<ProofingView>,
+    pub next: Option<String>,
+}
+
+/// Users by proofing state.
+#[utoipa::path(
+    get,
+    path = "/api/v1/proofing",
+    params(ListQuery),
+    responses((status = 200, body = ProofingList), (status = 400, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    super::extract::ApiQuery(query): super::extract::ApiQuery<ListQuery>,
+) -> Result<Json<ProofingList>, ApiError> {
+    principal.require(
+        &[Role::Admin, Role::OrgAdmin, Role::Helpdesk],
+        "list proofing",
+    )?;
+    let wanted = match query.state.as_deref() {
+        None | Some("") => None,
+        Some(name) => Some(
+            proofing::ProofingState::ALL
+                .into_iter()
+                .find(|s| s.as_str() == name)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown proofing state `{name}`")))?,
+        ),
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    blocking(move || {
+        let found = proofing::list(state.store.as_ref(), wanted, query.after.as_deref(), limit)?;
+        let next = (found.len() == limit)
+            .then(|| found.last().map(|(name, _)| name.clone()))
+            .flatten();
+        let users = found
+            .iter()
+            .filter(|(name, _)| principal.require_user(&state, name).is_ok())
+            .map(|(name, p)| ProofingView::new(name, p))
+            .collect();
+        Ok(Json(ProofingList { users, next }))
+    })
+    .await
+}

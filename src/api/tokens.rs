@@ -88,6 +88,9 @@ pub struct RevokeBody {
     pub reason: String,
     #[serde(default)]
     pub by: By,
+    /// The token was lost: a level-3 owner must repeat identity proofing.
+    #[serde(default)]
+    pub lost: bool,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -505,8 +508,13 @@ pub async fn revoke(
     principal.require(&[Role::Admin, Role::OrgAdmin], "revoke tokens")?;
     let reason = text("reason", &body.reason, MAX_REASON)?;
     let who = body.by.who(&principal);
+    let lost = body.lost;
     act(state, principal, serial, move |state, serial, now| {
-        state.tokens.revoke(serial, &who, &reason, now)
+        if lost {
+            state.tokens.revoke_lost(serial, &who, &reason, now)
+        } else {
+            state.tokens.revoke(serial, &who, &reason, now)
+        }
     })
     .await
 }

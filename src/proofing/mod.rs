@@ -515,3 +515,76 @@ pub fn redeem(
     }
     Err(ProofingError::Contention(username.to_string()))
 }
+
+/// The writes that send `username`'s completed proofing back to the start (their level-3 token
+/// was revoked as lost and they have no other credential: proofing must be done again), to go
+/// in the revocation's change set; none if proofing was not complete.
+pub fn reset_writes(
+    store: &dyn Store,
+    username: &str,
+    who: &Who,
+    now: u64,
+) -> Result<ChangeSet, ProofingError> {
+    let (mut proofing, stored) = read(store, username)?;
+    let Ok(to) = state::transition(proofing.state, Event::Reset) else {
+        return Ok(ChangeSet::new());
+    };
+    proofing.history.push(Step {
+        at: now,
+        event: Event::Reset.name(),
+        from: proofing.state,
+        to,
+        by: who.name.clone(),
+    });
+    proofing.state = to;
+    proofing.completed_at = None;
+    proofing.appointment = None;
+    proofing.code = None;
+    let value = postcard::to_stdvec(&proofing)
+        .map_err(|e| StoreError::Io(format!("encoding a proofing record: {e}")))?;
+    Ok(ChangeSet::new().record(key(username), Expect::found(stored), Some(value)))
+}
+
+/// Users whose proofing is in `state` (all with a record if `None`), in name order, after
+/// `after`, at most `limit`.
+pub fn list(
+    store: &dyn Store,
+    state: Option<ProofingState>,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(String, Proofing)>, StoreError> {
+    let mut start = PREFIX.to_vec();
+    if let Some(after) = after {
+        start.extend_from_slice(after.as_bytes());
+        start.push(0);
+    }
+    let mut end = PREFIX.to_vec();
+    end.push(0xFF);
+    let mut found = Vec::new();
+    loop {
+        let page = store.records(&start, &end, 1000)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        start = last.clone();
+        start.push(0);
+        for (key, value) in &page {
+            let name = String::from_utf8_lossy(&key[PREFIX.len()..]).into_owned();
+            let proofing: Proofing =
+                postcard::from_bytes(value).map_err(|e| StoreError::Corrupt {
+                    key: format!("records/proofing/{name}"),
+                    reason: e.to_string(),
+                })?;
+            if state.is_none_or(|s| s == proofing.state) {
+                found.push((name, proofing));
+                if found.len() == limit {
+                    return Ok(found);
+                }
+            }
+        }
+        if page.len() < 1000 {
+            break;
+        }
+    }
+    Ok(found)
+}

@@ -102,7 +102,20 @@ impl TokenService {
         reason: &str,
         now: u64,
     ) -> Result<Changed, TokenError> {
-        self.revoke_for(serial, who, Event::Revoke, reason, now)
+        self.revoke_for(serial, who, Event::Revoke, reason, false, now)
+    }
+
+    /// A revocation of a token reported lost: as [`Self::revoke`], and if it was a level-3
+    /// token, its owner's identity proofing must be done again before another level-3 token
+    /// registers (guide "Proofing Upgrade").
+    pub fn revoke_lost(
+        &self,
+        serial: &str,
+        who: &Who,
+        reason: &str,
+        now: u64,
+    ) -> Result<Changed, TokenError> {
+        self.revoke_for(serial, who, Event::Revoke, reason, true, now)
     }
 
     /// The guide's "Proofing Upgrade": an Active level-2 token becomes level 3 once its owner
@@ -166,13 +179,15 @@ impl TokenService {
         }
     }
 
-    /// A revocation asked for (`event` Revoke), with the password reset.
+    /// A revocation asked for (`event` Revoke), with the password reset; `lost`: the token was
+    /// lost (a level-3 owner's proofing starts over).
     fn revoke_for(
         &self,
         serial: &str,
         who: &Who,
         event: Event,
         reason: &str,
+        lost: bool,
         now: u64,
     ) -> Result<Changed, TokenError> {
         // Hashed once, outside the retries: argon2id costs tens of milliseconds.
@@ -181,11 +196,22 @@ impl TokenService {
             .map_err(|e| TokenError::Import(format!("hashing a temporary password: {e}")))?;
         self.act(serial, who, event, reason, now, |token, life| {
             let owner = token.owner.clone();
+            let level_3 = life.level == Some(3);
             revoked(token, life);
-            match owner {
-                Some(name) => self.reset_password(&name, &hash, &password, serial, reason, now),
-                None => Ok(ChangeSet::new()),
+            let Some(name) = owner else {
+                return Ok(ChangeSet::new());
+            };
+            let mut changes = self.reset_password(&name, &hash, &password, serial, reason, now)?;
+            if lost && level_3 {
+                let store = self.store.as_ref();
+                let reset =
+                    proofing::reset_writes(store, &name, who, now).map_err(|e| match e {
+                        proofing::ProofingError::Store(e) => TokenError::Store(e),
+                        other => TokenError::Import(other.to_string()),
+                    })?;
+                changes = changes.merge(reset);
             }
+            Ok(changes)
         })
     }
 

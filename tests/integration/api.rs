@@ -618,6 +618,7 @@ fn the_openapi_document_has_every_route() {
         ("post", "/api/v1/users/{username}/proofing/redeem"),
         ("post", "/api/v1/users/{username}/proofing/upgrade"),
         ("post", "/api/v1/proofing/callback"),
+        ("get", "/api/v1/proofing"),
         ("post", "/api/v1/tokens/import"),
         ("get", "/api/v1/tokens"),
         ("get", "/api/v1/tokens/{serial}"),
