@@ -151,7 +151,7 @@ async fn drive(args: &AdminArgs, token: &str, serials: &[String]) -> Result<()> 
     while latencies.len() + errors.len() < sent {
         match tokio::time::timeout_at(finish.into(), done_rx.recv()).await {
             Ok(Some((Ok(()), took))) => latencies.push(took),
-            Ok(Some((Err(e), _))) => errors.push(e.to_string()),
+            Ok(Some((Err(e), _))) => errors.push(format!("{e:#}")),
             _ => break,
         }
     }
