@@ -588,3 +588,179 @@ pub fn list(
     }
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sled_store::SledStore;
+    use crate::store::User;
+
+    const NOW: u64 = 1_800_000_000;
+    const RULES: ProofingSettings = ProofingSettings {
+        valid_secs: 3600,
+        tries: 3,
+        callback_secret: None,
+    };
+
+    fn store(dir: &std::path::Path) -> SledStore {
+        let store = SledStore::open(&dir.join("db")).expect("open");
+        store
+            .create_users(&[User {
+                username: "una".into(),
+                password_hash: String::new(),
+                email: Some("una@example.org".into()),
+                first_name: None,
+                last_name: None,
+                assurance_level: 2,
+                created_at: 0,
+            }])
+            .expect("user");
+        store
+    }
+
+    fn outbox_kinds(store: &SledStore) -> Vec<String> {
+        store
+            .records(b"outbox/", b"outbox0", 100)
+            .expect("outbox")
+            .iter()
+            .map(|(_, v)| {
+                postcard::from_bytes::<notify::Pending>(v)
+                    .expect("entry")
+                    .notification
+                    .kind
+            })
+            .collect()
+    }
+
+    /// The code a mailed notification carries (the line indented by four spaces).
+    fn mailed_code(store: &SledStore) -> String {
+        let (_, last) = store
+            .records(b"outbox/", b"outbox0", 100)
+            .expect("outbox")
+            .pop()
+            .expect("a notification");
+        let entry: notify::Pending = postcard::from_bytes(&last).expect("entry");
+        entry
+            .notification
+            .body
+            .lines()
+            .find(|l| l.starts_with("    "))
+            .map(|l| l.trim().to_string())
+            .expect("a code in the body")
+    }
+
+    #[test]
+    fn located_but_not_passed_mails_a_code_that_completes_proofing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path());
+        let who = Who::admin("t");
+        start(
+            &store,
+            "una",
+            Method::Instant,
+            Some("us"),
+            &RULES,
+            &who,
+            NOW,
+        )
+        .expect("start");
+        let p = record_outcome(
+            &store,
+            "una",
+            Outcome::LocatedNotPassed,
+            &RULES,
+            &who,
+            NOW,
+            ChangeSet::new(),
+        )
+        .expect("outcome");
+        assert_eq!(p.state, ProofingState::CodeIssued);
+        assert_eq!(outbox_kinds(&store), ["proofing.activation_code"]);
+        let code = mailed_code(&store);
+        let done = redeem(&store, "una", &code, &who, NOW + 60).expect("redeem");
+        assert_eq!(
+            (done.state, done.level(), done.code),
+            (ProofingState::Complete, 3, None)
+        );
+    }
+
+    #[test]
+    fn a_declined_bureau_leads_to_webcam_and_appointments_are_confirmed_by_mail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path());
+        let who = Who::admin("t");
+        start(
+            &store,
+            "una",
+            Method::Instant,
+            Some("US"),
+            &RULES,
+            &who,
+            NOW,
+        )
+        .expect("start");
+        let p = record_outcome(
+            &store,
+            "una",
+            Outcome::Declined,
+            &RULES,
+            &who,
+            NOW,
+            ChangeSet::new(),
+        )
+        .expect("outcome");
+        assert_eq!(
+            (p.state, p.method),
+            (ProofingState::AppointmentNeeded, Some(Method::Webcam))
+        );
+        schedule(&store, "una", NOW + 86_400, "Europe/Paris", &who, NOW).expect("schedule");
+        assert_eq!(outbox_kinds(&store), ["proofing.appointment"]);
+        assert!(matches!(
+            schedule(&store, "una", NOW - 1, "UTC", &who, NOW),
+            Err(ProofingError::Invalid(_))
+        ));
+        assert!(matches!(
+            schedule(&store, "una", NOW + 60, "Mars/Olympus Mons", &who, NOW),
+            Err(ProofingError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_code_expires_and_takes_a_limited_number_of_wrong_tries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path());
+        let who = Who::admin("t");
+        start(&store, "una", Method::InPerson, None, &RULES, &who, NOW).expect("start");
+        let (_, code) = verify(&store, "una", &RULES, &who, NOW).expect("verify");
+        // Expired: refused however right.
+        assert!(matches!(
+            redeem(&store, "una", &code, &who, NOW + RULES.valid_secs),
+            Err(ProofingError::CodeUnusable)
+        ));
+        reissue(&store, "una", &RULES, &who, NOW + 7200).expect("reissue");
+        let fresh = mailed_code(&store);
+        assert!(matches!(
+            redeem(&store, "una", &code, &who, NOW + 7200),
+            Err(ProofingError::WrongCode(2))
+        ));
+        assert!(matches!(
+            redeem(&store, "una", "AAAA-BBBB-CCCC", &who, NOW + 7200),
+            Err(ProofingError::WrongCode(1))
+        ));
+        assert!(matches!(
+            redeem(&store, "una", "AAAA-BBBB-CCCC", &who, NOW + 7200),
+            Err(ProofingError::CodeUnusable)
+        ));
+        // Used up: even the right code is refused; a new one is needed.
+        assert!(matches!(
+            redeem(&store, "una", &fresh, &who, NOW + 7200),
+            Err(ProofingError::CodeUnusable)
+        ));
+        let (stored, _) = read(&store, "una").expect("read");
+        assert!(!stored.code.expect("code").hash.is_empty());
+        assert!(
+            !stored.history.iter().any(|s| s.event.contains(&fresh)),
+            "no code in the history"
+        );
+    }
+}
