@@ -228,9 +228,9 @@ impl Authenticator {
         let Some(user) = user else {
             return Ok(dummy(Outcome::UnknownUser));
         };
-        if let Some(hash) = PasswordHash::parse(&user.password_hash)
-            .ok()
-            .filter(PasswordHash::is_temporary)
+        if let Some(hash) = PasswordHash::stored_is_temporary(&user.password_hash)
+            .then(|| PasswordHash::parse(&user.password_hash).ok())
+            .flatten()
         {
             // A temporary password (after a revocation the user has no token): checked alone,
             // or before the code if there is a token, and refused with its own text.

@@ -296,6 +296,12 @@ impl PasswordHash {
         self.temporary
     }
 
+    /// Whether the stored form `stored` is a temporary password's, without parsing it (the
+    /// login path looks before it parses).
+    pub fn stored_is_temporary(stored: &str) -> bool {
+        stored.starts_with(TEMPORARY_MARK)
+    }
+
     /// Creates a new argon2id hash (PHC string) with a random 16-byte salt from OsRng, in the
     /// working memory verifications keep (what the crate's `hash_password` does, without
     /// faulting in a fresh area for every re-hash).
