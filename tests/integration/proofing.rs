@@ -227,6 +227,61 @@ fn instant_webcam_and_the_level_3_registration_follow_the_guide() {
         (200, Some(3)),
         "{registered}"
     );
+    // Located but not passed: a code by post (stored hashed, expiring, limited tries);
+    // declined: on to webcam.
+    for name in ["tess", "uma"] {
+        let body = json!({"username": name, "password": "pw-long-enough"});
+        assert_eq!(api.post("/api/v1/users", body).0, 201);
+        let start = json!({"method": "instant", "country": "US"});
+        assert_eq!(
+            api.post(&format!("/api/v1/users/{name}/proofing"), start).0,
+            200
+        );
+    }
+    let (_, mailed) = api.post(
+        "/api/v1/users/tess/proofing/outcome",
+        json!({"outcome": "located_not_passed"}),
+    );
+    assert_eq!(mailed["state"], "code_issued");
+    assert!(
+        mailed["code_expires_at"].as_str().is_some() && mailed["code_tries_left"] == 5,
+        "{mailed}"
+    );
+    for left in (1..5).rev() {
+        let answer = api.post(
+            "/api/v1/users/tess/proofing/redeem",
+            json!({"code": "AAAA-BBBB-CCCC"}),
+        );
+        refused(answer, 422, "wrong_code");
+        assert_eq!(
+            api.get("/api/v1/users/tess/proofing").1["code_tries_left"],
+            left
+        );
+    }
+    refused(
+        api.post(
+            "/api/v1/users/tess/proofing/redeem",
+            json!({"code": "AAAA-BBBB-CCCC"}),
+        ),
+        422,
+        "code_unusable",
+    );
+    let (_, webcam) = api.post(
+        "/api/v1/users/uma/proofing/outcome",
+        json!({"outcome": "declined"}),
+    );
+    assert_eq!(
+        (webcam["state"].as_str(), webcam["method"].as_str()),
+        (Some("appointment_needed"), Some("webcam"))
+    );
+    refused(
+        api.post(
+            "/api/v1/users/uma/proofing/outcome",
+            json!({"outcome": "passed"}),
+        ),
+        409,
+        "invalid_state",
+    );
     let _ = app;
 }
 
