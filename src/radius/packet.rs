@@ -72,7 +72,7 @@ impl std::ops::Deref for Secret {
 pub enum DropReason {
     /// Length field, attribute framing or an attribute's own length is wrong.
     Malformed,
-    /// Not an Access-Request (accounting, Status-Server, CoA... are not served on this port).
+    /// Neither an Access-Request nor a Status-Server (accounting, CoA... are not served here).
     UnsupportedCode,
     /// Access-Request without Message-Authenticator while it is required.
     MissingMessageAuthenticator,
@@ -132,7 +132,8 @@ impl AccessRequest {
         secret: &Secret,
         require_message_authenticator: bool,
     ) -> Result<AccessRequest, DropReason> {
-        if header.code != Code::AccessRequest as u8 {
+        let status_server = header.code == Code::StatusServer as u8;
+        if header.code != Code::AccessRequest as u8 && !status_server {
             return Err(DropReason::UnsupportedCode);
         }
         let bytes = buf.get(..header.length).ok_or(DropReason::Malformed)?;
@@ -140,8 +141,9 @@ impl AccessRequest {
         let scan = AttributeScan::of(bytes);
         match (scan.message_authenticators, scan.message_authenticator_at) {
             (0, _) => {
-                // RFC 3579 section 3.2: with EAP-Message it is mandatory whatever the setting.
-                if require_message_authenticator || scan.eap_message {
+                // RFC 3579 section 3.2: with EAP-Message it is mandatory whatever the setting;
+                // RFC 5997 section 3: a Status-Server always carries one.
+                if require_message_authenticator || scan.eap_message || status_server {
                     return Err(DropReason::MissingMessageAuthenticator);
                 }
             }
@@ -155,6 +157,12 @@ impl AccessRequest {
             return Err(DropReason::Malformed);
         }
         Ok(AccessRequest { header, packet })
+    }
+
+    /// Whether this is a Status-Server (RFC 5997) rather than an Access-Request: answered
+    /// with an Access-Accept, without authenticating anyone.
+    pub fn is_status_server(&self) -> bool {
+        self.header.code == Code::StatusServer as u8
     }
 
     /// User-Name (RFC 2865 section 5.1), if present and UTF-8.

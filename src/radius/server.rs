@@ -428,6 +428,17 @@ impl<H: RequestHandler> Server<H> {
                 return Disposition::Dropped;
             }
         };
+        if request.is_status_server() {
+            // RFC 5997: an Access-Accept says the server is alive; nothing is evaluated, nothing
+            // cached (section 3: each one is answered).
+            Stats::count(&self.stats.status_server);
+            let reply = Reply {
+                code: ReplyCode::Accept,
+                message: None,
+            };
+            return encode_logged(&request, reply, client, peer)
+                .map_or(Disposition::Dropped, Disposition::Resend);
+        }
         let key = RequestKey::new(
             peer,
             request.header.identifier,

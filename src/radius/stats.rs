@@ -12,6 +12,8 @@ pub struct Stats {
     pub rejects: AtomicU64,
     pub duplicates_answered: AtomicU64,
     pub duplicates_in_progress: AtomicU64,
+    /// Status-Server requests answered (RFC 5997).
+    pub status_server: AtomicU64,
     pub dropped_unknown_client: AtomicU64,
     pub dropped_malformed: AtomicU64,
     pub dropped_unsupported_code: AtomicU64,
@@ -58,6 +60,7 @@ impl Stats {
             ("rejects", get(&self.rejects)),
             ("duplicates_answered", get(&self.duplicates_answered)),
             ("duplicates_in_progress", get(&self.duplicates_in_progress)),
+            ("status_server", get(&self.status_server)),
             ("dropped_unknown_client", get(&self.dropped_unknown_client)),
             ("dropped_malformed", get(&self.dropped_malformed)),
             (

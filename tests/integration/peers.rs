@@ -177,3 +177,43 @@ fn imported_ssha256_user_logs_in_and_is_rehashed_to_argon2id() {
         "{shown}"
     );
 }
+
+/// Status-Server (RFC 5997) from FreeRADIUS's radclient: an Access-Accept when it carries a
+/// Message-Authenticator, nothing without one; no login is evaluated.
+#[test]
+fn radclient_status_server_is_answered() {
+    if !peer_available("radclient", "freeradius-utils") {
+        return;
+    }
+    let mut app = Appliance::new("");
+    app.start();
+    let status = |attributes: &str| {
+        let mut child = Command::new("radclient")
+            .args(["-x", "-r", "1", "-t", "2"])
+            .arg(app.addr().to_string())
+            .args(["status", SECRET])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn radclient");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(attributes.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("radclient");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let answered = status("Message-Authenticator = 0x00\n");
+    assert!(answered.contains("Access-Accept"), "{answered}");
+    let unsigned = status("NAS-Identifier = \"probe\"\n");
+    assert!(!unsigned.contains("Access-Accept"), "{unsigned}");
+    assert!(app.stop());
+    assert!(
+        app.logs().iter().any(|l| l.contains("status_server=1")),
+        "{:?}",
+        app.logs()
+    );
+}
