@@ -157,6 +157,31 @@ pub async fn serve(
         }
         sockets.extend(bound);
     }
+    let (stop_accounting, accounting_stopped) = tokio::sync::watch::channel(false);
+    let mut accounting = Vec::new();
+    if !settings.radius.accounting_listen.is_empty() {
+        let clients =
+            Arc::new(ClientTable::new(&settings.radius.clients).map_err(ServeError::Clients)?);
+        for address in &settings.radius.accounting_listen {
+            let socket =
+                tokio::net::UdpSocket::bind(address)
+                    .await
+                    .map_err(|e| ServeError::Bind {
+                        address: *address,
+                        reason: e.to_string(),
+                    })?;
+            if let Ok(local) = socket.local_addr() {
+                tracing::info!(address = %local, "radius accounting listening");
+            }
+            accounting.push(tokio::spawn(crate::radius::accounting::serve(
+                socket,
+                Arc::clone(&clients),
+                Arc::clone(&services.store),
+                Arc::new(SystemClock),
+                accounting_stopped.clone(),
+            )));
+        }
+    }
     let stats = Arc::new(Stats::default());
     let server = Arc::new(Server::new(
         Arc::clone(&authenticator),
@@ -193,6 +218,10 @@ pub async fn serve(
     shutdown.await;
     tracing::info!("shutting down: no new requests; finishing those in flight");
     admin.stop().await;
+    let _ = stop_accounting.send(true);
+    for task in accounting {
+        let _ = task.await;
+    }
     stop.store(true, Ordering::Relaxed);
     if let Err(e) = serving.await {
         tracing::error!(error = %e, "server task ended abnormally");

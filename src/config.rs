@@ -75,6 +75,8 @@ pub struct StorageSettings {
 #[derive(Debug, Clone)]
 pub struct RadiusSettings {
     pub listen: Vec<SocketAddr>,
+    /// Accounting (RFC 2866) addresses, port 1813 by convention; none: no accounting.
+    pub accounting_listen: Vec<SocketAddr>,
     pub require_message_authenticator: bool,
     pub clients: Vec<ClientSettings>,
     /// Requests evaluated at once; past this, new requests are dropped and counted.
@@ -303,6 +305,7 @@ impl Settings {
             .separator("__")
             .list_separator(",")
             .with_list_parse_key("radius.listen")
+            .with_list_parse_key("radius.accounting_listen")
             .try_parsing(true)
             .source(Some(plain));
         builder = builder.add_source(environment);
@@ -388,6 +391,7 @@ impl Default for RawStorage {
 #[serde(deny_unknown_fields, default)]
 struct RawRadius {
     listen: Vec<String>,
+    accounting_listen: Vec<String>,
     require_message_authenticator: bool,
     clients: Option<Vec<RawClient>>,
     max_in_flight: usize,
@@ -400,6 +404,7 @@ impl Default for RawRadius {
     fn default() -> Self {
         RawRadius {
             listen: vec!["127.0.0.1:1812".into()],
+            accounting_listen: Vec::new(),
             require_message_authenticator: true,
             clients: None,
             max_in_flight: 1024,
@@ -900,6 +905,23 @@ impl RawSettings {
             }
             listen.push(parsed);
         }
+        let mut accounting_listen = Vec::with_capacity(self.radius.accounting_listen.len());
+        for (i, addr) in self.radius.accounting_listen.iter().enumerate() {
+            let key = format!("radius.accounting_listen[{i}]");
+            let parsed: SocketAddr = addr.trim().parse().map_err(|_| {
+                invalid(
+                    &key,
+                    format!("`{addr}` is not an address:port (e.g. 127.0.0.1:1813)"),
+                )
+            })?;
+            // Port 0: the kernel picks a free port for each socket, so they never collide.
+            if parsed.port() != 0
+                && (listen.contains(&parsed) || accounting_listen.contains(&parsed))
+            {
+                return Err(invalid(&key, format!("`{addr}` is already in use here")));
+            }
+            accounting_listen.push(parsed);
+        }
         let max_in_flight = in_range(
             &invalid,
             "radius.max_in_flight",
@@ -1222,6 +1244,7 @@ impl RawSettings {
             },
             radius: RadiusSettings {
                 listen,
+                accounting_listen,
                 require_message_authenticator: self.radius.require_message_authenticator,
                 clients,
                 max_in_flight,

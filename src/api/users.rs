@@ -290,5 +290,6 @@ fn user_view(state: &AppState, username: &str) -> Result<Json<UserView>, ApiErro
     let extra = users::extra(store, username)?;
     let mut view = UserView::new(&user, extra, token);
     view.connected_to = parent;
+    view.last_session = crate::radius::accounting::last_session(store, username)?.map(Into::into);
     Ok(Json(view))
 }

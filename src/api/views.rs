@@ -107,6 +107,32 @@ pub struct UserView {
     pub token: Option<TokenView>,
     /// The account whose token this one logs in with (guide "Connected Accounts").
     pub connected_to: Option<String>,
+    /// The last accounting record seen for the user (`[radius] accounting_listen`).
+    pub last_session: Option<SessionView>,
+}
+
+/// The last accounting record of a user.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    /// `start`, `stop`, `interim-update`...
+    pub status: String,
+    pub session_id: Option<String>,
+    /// The RADIUS client (NAS) that reported it.
+    pub client: String,
+    pub framed_ip: Option<String>,
+    pub at: String,
+}
+
+impl From<crate::radius::accounting::Session> for SessionView {
+    fn from(s: crate::radius::accounting::Session) -> SessionView {
+        SessionView {
+            status: s.status,
+            session_id: s.session_id,
+            client: s.client,
+            framed_ip: s.framed_ip,
+            at: rfc3339(s.at),
+        }
+    }
 }
 
 impl UserView {
@@ -125,6 +151,7 @@ impl UserView {
             created_at: rfc3339(user.created_at),
             token,
             connected_to: None,
+            last_session: None,
         }
     }
 }

@@ -2,9 +2,10 @@
 //! over the `radius` crate, [`dedup`] is the RFC 5080 reply cache, [`delay`] holds Access-Rejects
 //! until their `reject_delay_ms` deadline, [`clients`] is the NAS table, [`mmsg`] batched datagram
 //! I/O, [`server`] the UDP workers that hand checked requests to a [`server::RequestHandler`],
-//! [`stats`] their counters. [`nas`] is the other side (building requests, checking replies) for
+//! [`stats`] their counters, [`accounting`] the RFC 2866 port. [`nas`] is the other side (building requests, checking replies) for
 //! the tests and the load generator.
 
+pub mod accounting;
 pub mod clients;
 pub mod dedup;
 pub mod delay;

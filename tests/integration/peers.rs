@@ -217,3 +217,61 @@ fn radclient_status_server_is_answered() {
         app.logs()
     );
 }
+
+/// Accounting (RFC 2866) from radclient: answered once recorded; the user's last session shows
+/// in `user show`; a wrong secret gets no answer.
+#[test]
+fn radclient_accounting_is_answered_and_the_last_session_recorded() {
+    if !peer_available("radclient", "freeradius-utils") {
+        return;
+    }
+    let mut app = Appliance::new("");
+    app.env.push((
+        "OTPGATE__RADIUS__ACCOUNTING_LISTEN".into(),
+        "127.0.0.1:0".into(),
+    ));
+    app.add_user("vic", "pw");
+    app.start();
+    assert!(app.wait_for_log("radius accounting listening"));
+    let address = app
+        .logs()
+        .into_iter()
+        .find(|l| l.contains("radius accounting listening"))
+        .and_then(|l| {
+            l.split("address=")
+                .nth(1)
+                .map(|a| a.split_whitespace().next().unwrap_or("").to_string())
+        })
+        .expect("accounting address");
+    let acct = |secret: &str| {
+        let mut child = Command::new("radclient")
+            .args(["-x", "-r", "1", "-t", "2", &address, "acct", secret])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn radclient");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(
+                b"User-Name = \"vic\", Acct-Status-Type = Start, Acct-Session-Id = \"s-42\", \
+                  Framed-IP-Address = 10.0.0.7\n",
+            )
+            .expect("write");
+        let out = child.wait_with_output().expect("radclient");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let wrong = acct("not-the-secret");
+    assert!(!wrong.contains("Accounting-Response"), "{wrong}");
+    let answered = acct(SECRET);
+    assert!(answered.contains("Accounting-Response"), "{answered}");
+    let shown = app.cli_ok(&["user", "show", "vic", "--json"], None);
+    let value: serde_json::Value = serde_json::from_str(&shown).expect("json");
+    let session = &value["last_session"];
+    assert_eq!(session["status"], "start", "{value}");
+    assert_eq!(session["session_id"], "s-42");
+    assert_eq!(session["framed_ip"], "10.0.0.7");
+    assert_eq!(session["client"], "test-nas");
+}
