@@ -32,31 +32,13 @@ KEEP=${KEEP:-0}
 NO_BUILD=${NO_BUILD:-0}
 ADMIN_TOKENS=1000
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
-BENCH=$BIN/otpgate-bench
-OTPGATE=$BIN/otpgate
-STARTED=$(date +%s)
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 OG_PID=
 ADMIN_PID=
 WORK=
 
-log() { printf '[%4ds] %s\n' "$(($(date +%s) - STARTED))" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-stop_pid() {
-    local pid=$1 i
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
@@ -69,8 +51,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-json() { sed -nE "s/.*\"$2\":(null|-?[0-9][0-9.eE+-]*).*/\\1/p" "$1" | head -n1; }
-step_now() { echo $(($(date +%s) / 30)); }
 
 if ! [[ $USERS =~ ^[0-9]+$ ]] || ((USERS < 10000)); then die "USERS must be a number >= 10000"; fi
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number"

@@ -55,35 +55,13 @@ SECRET=${SECRET:-otpgate-bench-shared-secret}
 KEEP=${KEEP:-0}
 NO_BUILD=${NO_BUILD:-0}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
-BENCH=$BIN/otpgate-bench
-OTPGATE=$BIN/otpgate
-STARTED=$(date +%s)
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 FR_PID=
 OG_PID=
 LOAD_PID=
 WORK=
-
-log() { printf '[%4ds] %s\n' "$(($(date +%s) - STARTED))" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-
-# Stops a process we started: SIGTERM, up to 10 s, then SIGKILL.
-stop_pid() {
-    local pid=$1 i
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$?
@@ -107,10 +85,8 @@ now_ns() { date +%s%N; }
 # Seconds (3 decimals) between two now_ns values.
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
 # A number or null from the one-line JSON report in file $1.
-json() { sed -nE "s/.*\"$2\":(null|-?[0-9][0-9.eE+-]*).*/\\1/p" "$1" | head -n1; }
 rss_mib() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 hwm_mib() { awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
-step_now() { echo $(($(date +%s) / 30)); }
 
 if ! [[ $USERS =~ ^[0-9]+$ ]] || ((USERS < 1000)); then die "USERS must be a number >= 1000"; fi
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number"
