@@ -70,14 +70,12 @@ pub struct Sponsorship {
     pub created_at: u64,
     pub created_by: String,
     pub redeemed: Option<Redeemed>,
-    /// Set by the time rules once the register-by date passed unused.
-    pub lapsed: bool,
 }
 
 impl Sponsorship {
     /// Whether a registration at `now` may use it.
     pub fn usable_at(&self, now: u64) -> bool {
-        self.redeemed.is_none() && !self.lapsed && now <= self.register_by
+        self.redeemed.is_none() && now <= self.register_by
     }
 }
 
@@ -238,7 +236,6 @@ pub fn sponsor(
         created_at: now,
         created_by: who.name.clone(),
         redeemed: None,
-        lapsed: false,
     };
     let entry = Entry {
         at: now,

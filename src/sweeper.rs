@@ -320,7 +320,7 @@ mod tests {
         let found = licensing::sponsorship(svc.store().as_ref(), "bob")
             .expect("read")
             .expect("kept");
-        assert!(found.value.lapsed);
+        assert!(!found.value.usable_at(clock.now()));
         let (a, b) = (hotp_code(0), hotp_code(1));
         assert!(matches!(
             svc.register("H2", "bob", (&a, &b), None, &Who::user("bob"), clock.now()),

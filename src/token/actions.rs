@@ -102,7 +102,7 @@ impl TokenService {
         reason: &str,
         now: u64,
     ) -> Result<Changed, TokenError> {
-        self.revoke_for(serial, who, Event::Revoke, reason, false, now)
+        self.revoke_for(serial, who, reason, false, now)
     }
 
     /// A revocation of a token reported lost: as [`Self::revoke`], and if it was a level-3
@@ -115,7 +115,7 @@ impl TokenService {
         reason: &str,
         now: u64,
     ) -> Result<Changed, TokenError> {
-        self.revoke_for(serial, who, Event::Revoke, reason, true, now)
+        self.revoke_for(serial, who, reason, true, now)
     }
 
     /// The guide's "Proofing Upgrade": an Active level-2 token becomes level 3 once its owner
@@ -179,13 +179,12 @@ impl TokenService {
         }
     }
 
-    /// A revocation asked for (`event` Revoke), with the password reset; `lost`: the token was
-    /// lost (a level-3 owner's proofing starts over).
+    /// A revocation asked for, with the password reset; `lost`: the token was lost (a level-3
+    /// owner's proofing starts over).
     fn revoke_for(
         &self,
         serial: &str,
         who: &Who,
-        event: Event,
         reason: &str,
         lost: bool,
         now: u64,
@@ -194,7 +193,7 @@ impl TokenService {
         let password = temporary_password();
         let hash = PasswordHash::new_temporary(password.as_bytes(), &self.argon2)
             .map_err(|e| TokenError::Import(format!("hashing a temporary password: {e}")))?;
-        self.act(serial, who, event, reason, now, |token, life| {
+        self.act(serial, who, Event::Revoke, reason, now, |token, life| {
             let owner = token.owner.clone();
             let level_3 = life.level == Some(3);
             revoked(token, life);

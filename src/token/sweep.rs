@@ -4,7 +4,7 @@
 //! by a crash is simply done again, and nothing is done twice.
 
 use crate::audit::{Entry, Who};
-use crate::licensing::{self, Sponsorship};
+use crate::licensing;
 use crate::store::{ChangeSet, Expect};
 
 use super::actions::Read;
@@ -103,8 +103,8 @@ impl TokenService {
         Ok(done)
     }
 
-    /// Lapses `username`'s sponsorship if it was not used by its register-by date, telling the
-    /// user, and removes its due index entry (filed under `at`) once it has no more use.
+    /// Tells `username` their sponsorship lapsed if it was not used by its register-by date,
+    /// and removes its due index entry (filed under `at`) once it has no more use.
     /// True if it lapsed now.
     pub fn sweep_sponsorship(&self, username: &str, at: u64, now: u64) -> Result<bool, TokenError> {
         let store = self.store.as_ref();
@@ -116,7 +116,7 @@ impl TokenService {
                 return Ok(false);
             };
             let sponsorship = &found.value;
-            if sponsorship.redeemed.is_some() || sponsorship.lapsed {
+            if sponsorship.redeemed.is_some() {
                 store.apply(drop_entry)?;
                 return Ok(false);
             }
@@ -127,10 +127,6 @@ impl TokenService {
                 }
                 return Ok(false);
             }
-            let lapsed = Sponsorship {
-                lapsed: true,
-                ..sponsorship.clone()
-            };
             let entry = Entry {
                 at: now,
                 actor: crate::token::Actor::System,
@@ -145,7 +141,15 @@ impl TokenService {
                     sponsorship.organization
                 ),
             };
-            let changes = found.rewrite(&lapsed)?.merge(drop_entry);
+            // The lapse is the register-by date passing unused (`Sponsorship::usable_at`); what
+            // is recorded is that the user was told, with the entry that asked for it gone.
+            // Expecting the sponsorship as read: one given again meanwhile is not told as lapsed.
+            let unchanged = Some(found.stored.clone());
+            let changes = drop_entry.record(
+                found.key.clone(),
+                crate::store::Expect::Value(found.stored.clone()),
+                unchanged,
+            );
             let organization = sponsorship.organization.clone();
             let changes = self.tell(changes, username, now, |email| {
                 notices::sponsorship_lapsed(username, email, &organization)
