@@ -132,8 +132,7 @@ pub fn create(
         organization: organization.map(str::to_string),
         created_at: now,
     };
-    let encoded = postcard::to_stdvec(&record)
-        .map_err(|e| StoreError::Io(format!("encoding an admin token: {e}")))?;
+    let encoded = crate::store::encode(&record)?;
     let hashed = token_key(&secret);
     let entry = Entry {
         at: now,
@@ -172,12 +171,7 @@ pub fn authenticate(store: &dyn Store, secret: &str) -> Result<Option<AdminToken
     let Some(bytes) = store.record(&key)? else {
         return Ok(None);
     };
-    postcard::from_bytes(&bytes)
-        .map(Some)
-        .map_err(|e| StoreError::Corrupt {
-            key: "admin-token/...".into(),
-            reason: e.to_string(),
-        })
+    crate::store::decode(|| "records/admin-token/...".into(), &bytes).map(Some)
 }
 
 #[cfg(test)]

@@ -74,8 +74,7 @@ pub struct Entry {
 impl Entry {
     /// Adds this entry to `changes` as a new record.
     pub fn add_to(&self, changes: ChangeSet) -> Result<ChangeSet, StoreError> {
-        let value = postcard::to_stdvec(self)
-            .map_err(|e| StoreError::Io(format!("encoding an audit entry: {e}")))?;
+        let value = crate::store::encode(self)?;
         Ok(changes.append(time_key(self.at), value))
     }
 }
@@ -119,10 +118,8 @@ pub fn query(store: &dyn Store, filter: &Filter, limit: usize) -> Result<Vec<Ent
         let mut next = last.clone();
         next.push(0);
         for (key, value) in &page {
-            let entry: Entry = postcard::from_bytes(value).map_err(|e| StoreError::Corrupt {
-                key: String::from_utf8_lossy(key).into_owned(),
-                reason: e.to_string(),
-            })?;
+            let entry: Entry =
+                crate::store::decode(|| String::from_utf8_lossy(key).into_owned(), value)?;
             let wanted = filter
                 .username
                 .as_ref()

@@ -94,20 +94,9 @@ impl<T: Serialize> Found<T> {
         Ok(ChangeSet::new().record(
             self.key.clone(),
             Expect::Value(self.stored.clone()),
-            Some(encode(value)?),
+            Some(crate::store::encode(value)?),
         ))
     }
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_stdvec(value).map_err(|e| StoreError::Io(format!("encoding a record: {e}")))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: e.to_string(),
-    })
 }
 
 fn check_terms(level: u8, years: u32) -> Result<(), LicensingError> {
@@ -174,8 +163,11 @@ pub fn issue_license_key(
         to: None,
         reason: format!("level {level}, {years} year(s)"),
     };
-    let changes =
-        ChangeSet::new().record(license_key(&text), Expect::Absent, Some(encode(&record)?));
+    let changes = ChangeSet::new().record(
+        license_key(&text),
+        Expect::Absent,
+        Some(crate::store::encode(&record)?),
+    );
     if !store.apply(entry.add_to(changes)?)? {
         return Err(StoreError::Io("a license key collided; issue again".into()).into());
     }
@@ -188,7 +180,7 @@ pub fn license(store: &dyn Store, text: &str) -> Result<Option<Found<LicenseKey>
     let Some(stored) = store.record(&key)? else {
         return Ok(None);
     };
-    let value = decode(&key, &stored)?;
+    let value = crate::store::decode(|| String::from_utf8_lossy(&key).into_owned(), &stored)?;
     Ok(Some(Found { key, stored, value }))
 }
 
@@ -256,7 +248,7 @@ pub fn sponsor(
         .record(
             sponsor_key(&request.username),
             Expect::Anything,
-            Some(encode(&record)?),
+            Some(crate::store::encode(&record)?),
         )
         .record(
             rules::sponsor_due_key(rules::sponsorship_due(&record), &request.username),
@@ -276,7 +268,7 @@ pub fn sponsorship(
     let Some(stored) = store.record(&key)? else {
         return Ok(None);
     };
-    let value = decode(&key, &stored)?;
+    let value = crate::store::decode(|| String::from_utf8_lossy(&key).into_owned(), &stored)?;
     Ok(Some(Found { key, stored, value }))
 }
 

@@ -70,10 +70,7 @@ fn profile_key(username: &str) -> Vec<u8> {
 pub fn extra(store: &dyn Store, username: &str) -> Result<Extra, StoreError> {
     let key = profile_key(username);
     match store.record(&key)? {
-        Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
-            key: String::from_utf8_lossy(&key).into_owned(),
-            reason: e.to_string(),
-        }),
+        Some(bytes) => crate::store::decode(|| String::from_utf8_lossy(&key).into_owned(), &bytes),
         None => Ok(Extra::default()),
     }
 }
@@ -182,8 +179,7 @@ pub fn add_user(
         middle_name: profile.middle_name,
         organization: profile.organization,
     };
-    let value = postcard::to_stdvec(&extra)
-        .map_err(|e| StoreError::Io(format!("encoding a profile: {e}")))?;
+    let value = crate::store::encode(&extra)?;
     let entry = Entry {
         at: now,
         actor: who.actor,

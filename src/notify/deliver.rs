@@ -185,11 +185,7 @@ async fn deliver_due(
                         next_attempt_at: now.saturating_add(wait.as_secs()),
                         ..entry.clone()
                     };
-                    Some(
-                        postcard::to_stdvec(&retried).map_err(|e| {
-                            StoreError::Io(format!("encoding an outbox entry: {e}"))
-                        })?,
-                    )
+                    Some(crate::store::encode(&retried)?)
                 }
             };
             let changes =

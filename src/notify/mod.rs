@@ -61,7 +61,6 @@ pub fn enqueue(
         attempts: 0,
         next_attempt_at: now,
     };
-    let value = postcard::to_stdvec(&entry)
-        .map_err(|e| StoreError::Io(format!("encoding an outbox entry: {e}")))?;
+    let value = crate::store::encode(&entry)?;
     Ok(changes.record(outbox_key(now, rand::random()), Expect::Absent, Some(value)))
 }

@@ -134,10 +134,7 @@ pub fn read(
 ) -> Result<(Proofing, Option<Vec<u8>>), ProofingError> {
     let stored = store.record(&key(username))?;
     let proofing = match &stored {
-        Some(bytes) => postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
-            key: format!("records/proofing/{username}"),
-            reason: e.to_string(),
-        })?,
+        Some(bytes) => crate::store::decode(|| format!("records/proofing/{username}"), bytes)?,
         None => Proofing::default(),
     };
     Ok((proofing, stored))
@@ -220,8 +217,7 @@ fn apply(
             to,
             by: who.name.clone(),
         });
-        let value = postcard::to_stdvec(&proofing)
-            .map_err(|e| StoreError::Io(format!("encoding a proofing record: {e}")))?;
+        let value = crate::store::encode(&proofing)?;
         let mut changes = ChangeSet::new()
             .record(key(username), Expect::found(stored), Some(value))
             .merge(change.extra.clone());
@@ -502,8 +498,7 @@ pub fn redeem(
             tries_left: left,
             ..issued
         });
-        let value = postcard::to_stdvec(&counted)
-            .map_err(|e| StoreError::Io(format!("encoding a proofing record: {e}")))?;
+        let value = crate::store::encode(&counted)?;
         let changes = ChangeSet::new().record(key(username), Expect::found(stored), Some(value));
         if store.apply(changes)? {
             return Err(if left == 0 {
@@ -540,8 +535,7 @@ pub fn reset_writes(
     proofing.completed_at = None;
     proofing.appointment = None;
     proofing.code = None;
-    let value = postcard::to_stdvec(&proofing)
-        .map_err(|e| StoreError::Io(format!("encoding a proofing record: {e}")))?;
+    let value = crate::store::encode(&proofing)?;
     Ok(ChangeSet::new().record(key(username), Expect::found(stored), Some(value)))
 }
 
@@ -571,10 +565,7 @@ pub fn list(
         for (key, value) in &page {
             let name = String::from_utf8_lossy(&key[PREFIX.len()..]).into_owned();
             let proofing: Proofing =
-                postcard::from_bytes(value).map_err(|e| StoreError::Corrupt {
-                    key: format!("records/proofing/{name}"),
-                    reason: e.to_string(),
-                })?;
+                crate::store::decode(|| format!("records/proofing/{name}"), value)?;
             if state.is_none_or(|s| s == proofing.state) {
                 found.push((name, proofing));
                 if found.len() == limit {

@@ -50,12 +50,7 @@ fn key(username: &str) -> Vec<u8> {
 pub fn last_session(store: &dyn Store, username: &str) -> Result<Option<Session>, StoreError> {
     store
         .record(&key(username))?
-        .map(|bytes| {
-            postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
-                key: format!("records/session/{username}"),
-                reason: e.to_string(),
-            })
-        })
+        .map(|bytes| crate::store::decode(|| format!("records/session/{username}"), &bytes))
         .transpose()
 }
 
@@ -172,8 +167,7 @@ pub async fn serve(
         if let Some((user, session)) = session {
             let store = Arc::clone(&store);
             let written = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-                let value = postcard::to_stdvec(&session)
-                    .map_err(|e| StoreError::Io(format!("encoding a session: {e}")))?;
+                let value = crate::store::encode(&session)?;
                 store.apply(ChangeSet::new().record(key(&user), Expect::Anything, Some(value)))?;
                 store.sync()
             })

@@ -17,6 +17,13 @@ pub mod sled_store;
 pub mod wal;
 
 pub use change::{ChangeSet, Expect};
+pub use layout::decode;
+
+/// Encodes a record (postcard: compact, deterministic serde binary; a compare-and-swap compares
+/// encoded bytes, so the same value must always encode to the same bytes).
+pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(value).map_err(|e| StoreError::Io(format!("encoding a record: {e}")))
+}
 
 /// A record's key and value, as [`Store::records`] returns them.
 pub type KeyValue = (Vec<u8>, Vec<u8>);

@@ -28,7 +28,7 @@ use super::layout::{
     MIGRATING_TO_4, OLD_USERS, RECORDS, SCHEMA_KEY, SCHEMA_VERSION,
 };
 use super::wal::{self, Pending, Wal};
-use super::{lock, KeyValue, Store, StoreError, Token, User};
+use super::{encode, lock, KeyValue, Store, StoreError, Token, User};
 
 /// Imports larger than this are written in chunks of this many rows, under a journal.
 const IMPORT_CHUNK: usize = 10_000;
@@ -751,12 +751,6 @@ fn token_in(name: &str, account: Account<'_>) -> Result<Option<Token>, StoreErro
     };
     let token: Token = decode(|| token_key(name), record)?;
     Ok((token.owner.as_deref() == Some(name)).then_some(token))
-}
-
-/// Records are postcard (compact, deterministic serde binary): a compare-and-swap compares
-/// encoded bytes, so the same record must always encode to the same bytes.
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_stdvec(value).map_err(|e| StoreError::Io(format!("encoding a record: {e}")))
 }
 
 impl Store for SledStore {

@@ -642,10 +642,7 @@ impl TokenService {
             .ok_or_else(|| TokenError::NoSuchToken(serial.to_string()))?;
         let stored = self.store.record(&lifecycle::key(serial))?;
         let life = match &stored {
-            Some(bytes) => postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
-                key: format!("records/token/{serial}"),
-                reason: e.to_string(),
-            })?,
+            Some(bytes) => crate::store::decode(|| format!("records/token/{serial}"), bytes)?,
             None => Lifecycle::default(),
         };
         Ok(Read {
@@ -763,8 +760,7 @@ fn life_record(
     stored: &Option<Vec<u8>>,
     life: &Lifecycle,
 ) -> Result<ChangeSet, StoreError> {
-    let value = postcard::to_stdvec(life)
-        .map_err(|e| StoreError::Io(format!("encoding a lifecycle record: {e}")))?;
+    let value = crate::store::encode(life)?;
     Ok(ChangeSet::new().record(
         lifecycle::key(serial),
         Expect::found(stored.clone()),
