@@ -110,32 +110,21 @@ pub fn query(store: &dyn Store, filter: &Filter, limit: usize) -> Result<Vec<Ent
         }
     };
     let mut found = Vec::new();
-    // Scanned in pages, so a filter by user or serial over a long trail keeps memory bounded.
-    let mut start = from;
-    while found.len() < limit {
-        let page = store.records(&start, &to, 1024)?;
-        let Some((last, _)) = page.last() else { break };
-        let mut next = last.clone();
-        next.push(0);
-        for (key, value) in &page {
-            let entry: Entry =
-                crate::store::decode(|| String::from_utf8_lossy(key).into_owned(), value)?;
-            let wanted = filter
-                .username
+    crate::store::scan(store, &from, &to, |key, value| {
+        let entry: Entry =
+            crate::store::decode(|| String::from_utf8_lossy(key).into_owned(), value)?;
+        let wanted = filter
+            .username
+            .as_ref()
+            .is_none_or(|u| entry.username.as_ref() == Some(u))
+            && filter
+                .serial
                 .as_ref()
-                .is_none_or(|u| entry.username.as_ref() == Some(u))
-                && filter
-                    .serial
-                    .as_ref()
-                    .is_none_or(|s| entry.serial.as_ref() == Some(s));
-            if wanted && found.len() < limit {
-                found.push(entry);
-            }
+                .is_none_or(|s| entry.serial.as_ref() == Some(s));
+        if wanted {
+            found.push(entry);
         }
-        if page.len() < 1024 {
-            break;
-        }
-        start = next;
-    }
+        Ok(found.len() < limit)
+    })?;
     Ok(found)
 }

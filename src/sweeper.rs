@@ -13,9 +13,6 @@ use crate::store::StoreError;
 use crate::token::rules::{self, DueEntry, DUE_PREFIX};
 use crate::token::TokenService;
 
-/// Due index entries read at a time.
-const PAGE: usize = 1000;
-
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
@@ -31,44 +28,33 @@ pub struct SweepReport {
 pub fn sweep_once(tokens: &TokenService, now: u64) -> Result<SweepReport, StoreError> {
     let store = tokens.store();
     let end = rules::due_until(now);
-    let mut start = DUE_PREFIX.to_vec();
     let mut report = SweepReport::default();
-    loop {
-        let page = store.records(&start, &end, PAGE)?;
-        let Some((last, _)) = page.last() else {
-            break;
+    crate::store::scan(store.as_ref(), DUE_PREFIX, &end, |key, _| {
+        report.entries += 1;
+        let done = match rules::parse_due_key(key) {
+            Some(DueEntry::Token { at, serial }) => tokens
+                .sweep_token(&serial, at, now)
+                .map(|steps| steps.len()),
+            Some(DueEntry::Sponsorship { at, username }) => tokens
+                .sweep_sponsorship(&username, at, now)
+                .map(usize::from),
+            None => {
+                tracing::warn!(key = %String::from_utf8_lossy(key), "not a due index entry");
+                Ok(0)
+            }
         };
-        start = last.clone();
-        start.push(0);
-        for (key, _) in &page {
-            report.entries += 1;
-            let done = match rules::parse_due_key(key) {
-                Some(DueEntry::Token { at, serial }) => tokens
-                    .sweep_token(&serial, at, now)
-                    .map(|steps| steps.len()),
-                Some(DueEntry::Sponsorship { at, username }) => tokens
-                    .sweep_sponsorship(&username, at, now)
-                    .map(usize::from),
-                None => {
-                    tracing::warn!(key = %String::from_utf8_lossy(key), "not a due index entry");
-                    Ok(0)
-                }
-            };
-            match done
-                .map_err(|e| e.to_string())
-                .and_then(|steps| store.sync().map(|()| steps).map_err(|e| e.to_string()))
-            {
-                Ok(steps) => report.steps += steps,
-                Err(e) => {
-                    report.failed += 1;
-                    tracing::error!(key = %String::from_utf8_lossy(key), error = %e, "time rule failed");
-                }
+        match done
+            .map_err(|e| e.to_string())
+            .and_then(|steps| store.sync().map(|()| steps).map_err(|e| e.to_string()))
+        {
+            Ok(steps) => report.steps += steps,
+            Err(e) => {
+                report.failed += 1;
+                tracing::error!(key = %String::from_utf8_lossy(key), error = %e, "time rule failed");
             }
         }
-        if page.len() < PAGE {
-            break;
-        }
-    }
+        Ok(true)
+    })?;
     Ok(report)
 }
 

@@ -555,28 +555,16 @@ pub fn list(
     let mut end = PREFIX.to_vec();
     end.push(0xFF);
     let mut found = Vec::new();
-    loop {
-        let page = store.records(&start, &end, 1000)?;
-        let Some((last, _)) = page.last() else {
-            break;
-        };
-        start = last.clone();
-        start.push(0);
-        for (key, value) in &page {
-            let name = String::from_utf8_lossy(&key[PREFIX.len()..]).into_owned();
-            let proofing: Proofing =
-                crate::store::decode(|| format!("records/proofing/{name}"), value)?;
-            if state.is_none_or(|s| s == proofing.state) {
-                found.push((name, proofing));
-                if found.len() == limit {
-                    return Ok(found);
-                }
-            }
+    crate::store::scan(store, &start, &end, |key, value| {
+        let name =
+            String::from_utf8_lossy(key.get(PREFIX.len()..).unwrap_or_default()).into_owned();
+        let proofing: Proofing =
+            crate::store::decode(|| format!("records/proofing/{name}"), value)?;
+        if state.is_none_or(|s| s == proofing.state) {
+            found.push((name, proofing));
         }
-        if page.len() < 1000 {
-            break;
-        }
-    }
+        Ok(found.len() < limit)
+    })?;
     Ok(found)
 }
 

@@ -105,6 +105,35 @@ pub trait Store: Send + Sync + 'static {
     fn checkpoint(&self) -> Result<(), StoreError>;
 }
 
+/// Records read at a time by [`scan`].
+const SCAN_PAGE: usize = 1024;
+
+/// Calls `each` with every record whose key is in `from..to`, in key order, read in pages so
+/// memory stays bounded however long the range; `each` answers whether to go on.
+pub fn scan(
+    store: &dyn Store,
+    from: &[u8],
+    to: &[u8],
+    mut each: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let mut start = from.to_vec();
+    loop {
+        let page = store.records(&start, to, SCAN_PAGE)?;
+        for (key, value) in &page {
+            if !each(key, value)? {
+                return Ok(());
+            }
+        }
+        match page.last() {
+            Some((last, _)) if page.len() == SCAN_PAGE => {
+                start = last.clone();
+                start.push(0);
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
 /// Mutexes in the store guard plain data; a panic elsewhere cannot leave it half-updated.
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
