@@ -29,6 +29,8 @@ pub struct ProofingView {
     /// The level proofing gives: 3 once complete, else 2 (the guide's OTP-level).
     pub level: u8,
     pub country: Option<String>,
+    /// In person: the organization whose trusted agent proofs the user.
+    pub organization: Option<String>,
     pub appointment: Option<AppointmentView>,
     /// When the activation code issued expires, if one is.
     pub code_expires_at: Option<String>,
@@ -61,6 +63,7 @@ impl ProofingView {
             method: p.method.map(|m| m.as_str().into()),
             level: p.level(),
             country: p.country.clone(),
+            organization: p.organization.clone(),
             appointment: p.appointment.as_ref().map(|a| AppointmentView {
                 start: rfc3339(a.start),
                 timezone: a.timezone.clone(),
@@ -146,6 +149,8 @@ pub struct StartBody {
     pub method: String,
     /// ISO country code (`US` for instant proofing).
     pub country: Option<String>,
+    /// In person: the organization whose trusted agent proofs the user.
+    pub organization: Option<String>,
 }
 
 /// Start proofing by a method.
@@ -182,9 +187,11 @@ pub async fn start(
         "start proofing",
         move |s, p, user, now| {
             let rules = &s.settings.proofing;
-            let country = body.country.as_deref();
-            let done =
-                proofing::start(s.store.as_ref(), user, method, country, rules, &p.who, now)?;
+            let place = proofing::Place {
+                country: body.country.as_deref(),
+                organization: body.organization.as_deref(),
+            };
+            let done = proofing::start(s.store.as_ref(), user, method, place, rules, &p.who, now)?;
             Ok(Json(ProofingView::new(user, &done)))
         },
     )

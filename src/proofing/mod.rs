@@ -41,6 +41,8 @@ pub struct Proofing {
     pub state: ProofingState,
     pub method: Option<Method>,
     pub country: Option<String>,
+    /// In person: the organization whose trusted agent proofs the user.
+    pub organization: Option<String>,
     pub appointment: Option<Appointment>,
     pub code: Option<ActivationCode>,
     /// Unix seconds proofing completed.
@@ -54,6 +56,7 @@ impl Default for Proofing {
             state: ProofingState::NotStarted,
             method: None,
             country: None,
+            organization: None,
             appointment: None,
             code: None,
             completed_at: None,
@@ -280,20 +283,41 @@ fn issue(
     }
 }
 
-/// Starts proofing by `method`. Instant proofing is for the United States only; postal
-/// proofing mails an activation code at once.
+/// Where proofing happens: the country (instant proofing is for the United States only) and,
+/// in person, the organization whose trusted agent proofs the user.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Place<'a> {
+    pub country: Option<&'a str>,
+    pub organization: Option<&'a str>,
+}
+
+/// Starts proofing by `method`. Instant proofing is for the United States only; in-person
+/// proofing names the organization of the trusted agent; postal proofing mails an activation
+/// code at once.
 pub fn start(
     store: &dyn Store,
     username: &str,
     method: Method,
-    country: Option<&str>,
+    place: Place<'_>,
     rules: &ProofingSettings,
     who: &Who,
     now: u64,
 ) -> Result<Proofing, ProofingError> {
-    let country = country
+    let country = place
+        .country
         .map(|c| c.trim().to_ascii_uppercase())
         .filter(|c| !c.is_empty());
+    let organization = place
+        .organization
+        .map(|o| o.trim().to_string())
+        .filter(|o| !o.is_empty() && o.len() <= 128);
+    if method == Method::InPerson && organization.is_none() {
+        return Err(ProofingError::Invalid(
+            "organization: in-person proofing needs the organization of the trusted agent \
+             (1 to 128 characters)"
+                .into(),
+        ));
+    }
     if method == Method::Instant && !matches!(country.as_deref(), Some("US" | "USA")) {
         return Err(ProofingError::NotUnitedStates(
             country.unwrap_or_else(|| "not given".into()),
@@ -307,6 +331,7 @@ pub fn start(
         adjust: Box::new(move |p| {
             p.method = Some(method);
             p.country = chosen.clone();
+            p.organization = organization.clone();
             if method == Method::Postal {
                 issue_code(p)?;
             }
@@ -637,7 +662,10 @@ mod tests {
             &store,
             "una",
             Method::Instant,
-            Some("us"),
+            Place {
+                country: Some("us"),
+                ..Place::default()
+            },
             &RULES,
             &who,
             NOW,
@@ -672,7 +700,10 @@ mod tests {
             &store,
             "una",
             Method::Instant,
-            Some("US"),
+            Place {
+                country: Some("US"),
+                ..Place::default()
+            },
             &RULES,
             &who,
             NOW,
@@ -709,7 +740,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = store(dir.path());
         let who = Who::admin("t");
-        start(&store, "una", Method::InPerson, None, &RULES, &who, NOW).expect("start");
+        assert!(matches!(
+            start(
+                &store,
+                "una",
+                Method::InPerson,
+                Place::default(),
+                &RULES,
+                &who,
+                NOW
+            ),
+            Err(ProofingError::Invalid(_))
+        ));
+        let place = Place {
+            organization: Some("Acme Aero"),
+            ..Place::default()
+        };
+        let started = start(&store, "una", Method::InPerson, place, &RULES, &who, NOW);
+        assert_eq!(
+            started.expect("start").organization.as_deref(),
+            Some("Acme Aero")
+        );
         let (_, code) = verify(&store, "una", &RULES, &who, NOW).expect("verify");
         // Expired: refused however right.
         assert!(matches!(

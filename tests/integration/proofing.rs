@@ -54,7 +54,10 @@ fn a_level_3_application_accepts_a_token_only_after_proofing_and_upgrade() {
     );
     // In person: an agent verifies and gives the code; the user enters it.
     let agent = api.with(&create_token(&app, &["agent-1", "--role", "agent"]));
-    let (status, started) = api.post("/api/v1/users/pia/proofing", json!({"method": "in_person"}));
+    let (status, started) = api.post(
+        "/api/v1/users/pia/proofing",
+        json!({"method": "in_person", "organization": "Acme Aero"}),
+    );
     assert_eq!(
         (status, started["state"].as_str()),
         (200, Some("awaiting_verification"))
