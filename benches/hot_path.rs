@@ -56,7 +56,7 @@ use otpgate::otp::import::ImportedToken;
 use otpgate::otp::{hotp, totp, Algorithm, TokenKind};
 use otpgate::radius::clients::Client;
 use otpgate::radius::nas;
-use otpgate::radius::packet::{encode_reply, read_header, AccessRequest, ReplyCode, Secret};
+use otpgate::radius::packet::{encode_reply, read_header, AccessRequest, Reply, ReplyCode, Secret};
 use otpgate::radius::{server, Request, RequestHandler};
 use otpgate::store::seal::SeedCipher;
 use otpgate::store::{ChangeSet, KeyValue, Store, StoreError, Token, User};
@@ -209,23 +209,17 @@ fn bench_radius(c: &mut Criterion) {
     let header = read_header(&with_ma.bytes).expect("header");
     let request =
         AccessRequest::decode(&with_ma.bytes, header, &secret, true).expect("decode request");
-    let accept = encode_reply(&request, ReplyCode::Accept, None, &secret).expect("encode accept");
+    let accepted = Reply::new(ReplyCode::Accept, None);
+    let rejected = Reply::new(ReplyCode::Reject, Some(GENERIC_FAILURE));
+    let accept = encode_reply(&request, &accepted, &secret).expect("encode accept");
     nas::check_reply(&accept, &with_ma, SECRET).expect("the Accept is authentic");
-    let reject = encode_reply(&request, ReplyCode::Reject, Some(GENERIC_FAILURE), &secret)
-        .expect("encode reject");
+    let reject = encode_reply(&request, &rejected, &secret).expect("encode reject");
     nas::check_reply(&reject, &with_ma, SECRET).expect("the Reject is authentic");
     group.bench_function("reply_encode/accept", |b| {
-        b.iter(|| encode_reply(black_box(&request), ReplyCode::Accept, None, &secret))
+        b.iter(|| encode_reply(black_box(&request), &accepted, &secret))
     });
     group.bench_function("reply_encode/reject+reply_message", |b| {
-        b.iter(|| {
-            encode_reply(
-                black_box(&request),
-                ReplyCode::Reject,
-                Some(GENERIC_FAILURE),
-                &secret,
-            )
-        })
+        b.iter(|| encode_reply(black_box(&request), &rejected, &secret))
     });
     group.finish();
 }
@@ -518,6 +512,7 @@ impl Pipeline {
             has_chap_password: false,
             // As `radius::nas::access_request` builds it (no Calling-Station-Id).
             calling_station_id: None,
+            state: None,
         };
         (index, request)
     }

@@ -88,6 +88,8 @@ pub struct RadiusSettings {
     /// How long after its request arrived an Access-Reject leaves at the earliest (FreeRADIUS
     /// `reject_delay`): reply time then tells nothing about which check failed. Zero: off.
     pub reject_delay: Duration,
+    /// How long the State of an Access-Challenge may be answered (`otp_mode` challenge, auto).
+    pub challenge_timeout: Duration,
 }
 
 /// One NAS allowed to send requests (RFC 2865 section 3: identified by source address).
@@ -132,7 +134,16 @@ impl AssuranceLevel {
 pub enum OtpMode {
     /// User-Password carries the password immediately followed by the OTP.
     Append,
+    /// User-Password carries the password; the code is asked for with an Access-Challenge and
+    /// comes in a second Access-Request with the challenge's State (RFC 2865 section 4.4).
+    Challenge,
+    /// Append when User-Password ends in a code after a right password, else a challenge when
+    /// it is the password alone.
+    Auto,
 }
+
+/// The prompt of an Access-Challenge unless the application sets `challenge_prompt`.
+pub const DEFAULT_CHALLENGE_PROMPT: &str = "Enter the code shown on your OTP hardware token.";
 
 /// A protected application: what its clients' users must present.
 #[derive(Debug, Clone)]
@@ -140,6 +151,8 @@ pub struct Application {
     pub name: String,
     pub required_level: AssuranceLevel,
     pub otp_mode: OtpMode,
+    /// Reply-Message of its Access-Challenges.
+    pub challenge_prompt: std::sync::Arc<str>,
 }
 
 #[derive(Debug, Clone)]
@@ -398,6 +411,7 @@ struct RawRadius {
     dedup_window_secs: u64,
     workers: Option<usize>,
     reject_delay_ms: u64,
+    challenge_timeout_secs: u64,
 }
 
 impl Default for RawRadius {
@@ -411,6 +425,7 @@ impl Default for RawRadius {
             dedup_window_secs: 30,
             workers: None,
             reject_delay_ms: 1000,
+            challenge_timeout_secs: 60,
         }
     }
 }
@@ -433,6 +448,8 @@ struct RawApplication {
     required_level: u8,
     #[serde(default = "default_otp_mode")]
     otp_mode: String,
+    #[serde(default)]
+    challenge_prompt: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -713,6 +730,7 @@ fn default_applications() -> Vec<RawApplication> {
         name: default_application_name(),
         required_level: default_required_level(),
         otp_mode: default_otp_mode(),
+        challenge_prompt: None,
     }]
 }
 
@@ -783,6 +801,7 @@ impl RawSettings {
                 name: String::new(),
                 required_level: default_required_level(),
                 otp_mode: default_otp_mode(),
+                challenge_prompt: None,
             };
             apply_entries(list, apps, blank, "application", |entry, field, value| {
                 match field {
@@ -794,10 +813,11 @@ impl RawSettings {
                             .map_err(|_| format!("`{value}` is not a number"))?
                     }
                     "otp_mode" => entry.otp_mode = value,
+                    "challenge_prompt" => entry.challenge_prompt = Some(value),
                     other => {
                         return Err(format!(
                             "unknown application field `{other}`; expected NAME, \
-                             REQUIRED_LEVEL or OTP_MODE"
+                             REQUIRED_LEVEL, OTP_MODE or CHALLENGE_PROMPT"
                         ))
                     }
                 }
@@ -858,27 +878,30 @@ impl RawSettings {
                 })?;
             let otp_mode = match app.otp_mode.as_str() {
                 "append" => OtpMode::Append,
-                "challenge" | "auto" => {
-                    return Err(invalid(
-                        &key("otp_mode"),
-                        format!(
-                            "`{}` is not available in this release; use `append` \
-                             (password immediately followed by the code)",
-                            app.otp_mode
-                        ),
-                    ))
-                }
+                "challenge" => OtpMode::Challenge,
+                "auto" => OtpMode::Auto,
                 other => {
                     return Err(invalid(
                         &key("otp_mode"),
-                        format!("unknown mode `{other}`; expected `append`"),
+                        format!("unknown mode `{other}`; expected `append`, `challenge` or `auto`"),
                     ))
                 }
             };
+            let challenge_prompt = app
+                .challenge_prompt
+                .unwrap_or_else(|| DEFAULT_CHALLENGE_PROMPT.to_owned());
+            let max = crate::radius::packet::MAX_REPLY_MESSAGE;
+            if challenge_prompt.trim().is_empty() || challenge_prompt.len() > max {
+                return Err(invalid(
+                    &key("challenge_prompt"),
+                    format!("must be 1 to {max} octets, got {}", challenge_prompt.len()),
+                ));
+            }
             applications.push(Application {
                 name: app.name,
                 required_level,
                 otp_mode,
+                challenge_prompt: challenge_prompt.into(),
             });
         }
 
@@ -945,6 +968,12 @@ impl RawSettings {
             "radius.reject_delay_ms",
             self.radius.reject_delay_ms,
             0..=10_000,
+        )?;
+        let challenge_timeout_secs = in_range(
+            &invalid,
+            "radius.challenge_timeout_secs",
+            self.radius.challenge_timeout_secs,
+            5..=600,
         )?;
         let raw_clients = self.radius.clients.unwrap_or_else(default_clients);
         let mut clients: Vec<ClientSettings> = Vec::with_capacity(raw_clients.len());
@@ -1251,6 +1280,7 @@ impl RawSettings {
                 dedup_window: Duration::from_secs(dedup_window_secs),
                 workers,
                 reject_delay: Duration::from_millis(reject_delay_ms),
+                challenge_timeout: Duration::from_secs(challenge_timeout_secs),
             },
             applications,
             otp,

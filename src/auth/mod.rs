@@ -7,6 +7,7 @@
 //! generic text, so an attacker cannot tell which part failed. Only once the password was right
 //! does the user see a state-specific text adapted from the guide's "Possible Login Errors".
 
+pub mod challenge;
 pub mod messages;
 pub mod password;
 pub mod rehash;
@@ -19,14 +20,15 @@ use std::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::clock::Clock;
-use crate::config::{AssuranceLevel, Settings};
-use crate::radius::packet::ReplyCode;
+use crate::config::{AssuranceLevel, OtpMode, Settings};
+use crate::radius::packet::{ReplyCode, Text, STATE_LEN};
 use crate::radius::server::Decided;
 use crate::radius::{Reply, Request, RequestHandler};
 use crate::store::{Token, User};
 use crate::token::TokenState;
 use crate::token::{OtpOutcome, Reach, TokenService};
 
+use challenge::{Challenges, StateProblem};
 use password::PasswordHash;
 use rehash::Rehasher;
 use throttle::{Admission, Origin, Throttle};
@@ -52,6 +54,13 @@ pub enum Outcome {
     LockedNow,
     /// The password is right, but it is a temporary one (set at a revocation).
     PasswordMustChange,
+    /// The password is right and the code is asked for (`otp_mode` challenge or auto): an
+    /// Access-Challenge with this State.
+    Challenged([u8; STATE_LEN]),
+    /// The answer to a challenge came with a State that is not good for it.
+    BadState(StateProblem),
+    /// Too many challenges pending to issue another.
+    ChallengesFull,
     InternalError,
 }
 
@@ -83,6 +92,9 @@ impl Outcome {
             Outcome::ReplayedOtp => "replayed_otp",
             Outcome::LockedNow => "wrong_otp_locked",
             Outcome::PasswordMustChange => "password_must_change",
+            Outcome::Challenged(_) => "challenge_sent",
+            Outcome::BadState(problem) => problem.reason(),
+            Outcome::ChallengesFull => "too_many_pending_challenges",
             Outcome::InternalError => "internal_error",
         }
     }
@@ -90,7 +102,8 @@ impl Outcome {
     /// The Reply-Message a user sees for this outcome.
     pub fn reply_message(self) -> Option<&'static str> {
         match self {
-            Outcome::Accepted => None,
+            // A challenge's prompt is the application's (see `Authenticator::conclude`).
+            Outcome::Accepted | Outcome::Challenged(_) => None,
             Outcome::TokenNotUsable(TokenState::Locked) | Outcome::LockedNow => {
                 Some(messages::TOKEN_LOCKED)
             }
@@ -101,7 +114,7 @@ impl Outcome {
             Outcome::TokenNotUsable(_) => Some(messages::TOKEN_UNUSABLE),
             Outcome::LevelTooLow => Some(messages::LEVEL_TOO_LOW),
             Outcome::PasswordMustChange => Some(messages::PASSWORD_MUST_CHANGE),
-            Outcome::InternalError => Some(messages::TRY_LATER),
+            Outcome::InternalError | Outcome::ChallengesFull => Some(messages::TRY_LATER),
             _ => Some(messages::GENERIC_FAILURE),
         }
     }
@@ -119,11 +132,14 @@ pub struct Authenticator {
     rehasher: Option<Rehasher>,
     /// Today's date for the token gate and the OTP window.
     clock: Arc<dyn Clock>,
+    /// The States of the Access-Challenges waiting for their code.
+    challenges: Challenges,
 }
 
 impl Authenticator {
     pub fn new(settings: Arc<Settings>, tokens: Arc<TokenService>, clock: Arc<dyn Clock>) -> Self {
         let throttle = Throttle::new(&settings.throttle);
+        let settings_challenge_timeout = settings.radius.challenge_timeout;
         let slots = settings.password.max_concurrent_hashes;
         let hashing = Arc::new(tokio::sync::Semaphore::new(slots));
         password::keep_argon2_memory_up_to(settings.password.argon2.memory_kib);
@@ -138,6 +154,7 @@ impl Authenticator {
             hashing,
             rehasher,
             clock,
+            challenges: Challenges::new(settings_challenge_timeout),
         }
     }
 
@@ -159,30 +176,40 @@ impl Authenticator {
     }
 
     /// Decides one request on the async path: the throttle's admission, hashing on the bounded
-    /// pool, then a store sync (shared with concurrent callers) on the blocking pool.
+    /// pool, then a store sync (shared with concurrent callers) on the blocking pool. The answer
+    /// to a challenge needs no hash; it is decided here too when it comes this way.
     pub async fn decide(&self, request: &Request) -> Outcome {
-        let attempt = match self.look_up(request) {
-            Ok(attempt) => attempt,
-            Err(outcome) => return outcome,
-        };
-        if let Err(outcome) = self.admit(&attempt) {
-            return outcome;
-        }
-        let verified = match &attempt.check {
-            // Ends in `after_password`, as long after as a real check.
-            Check::Dummy(_) => {
-                self.spend_dummy_verify().await;
-                false
+        let (outcome, wrote, rehash) = match self.answer_challenge(request) {
+            Some((outcome, wrote)) => (outcome, wrote, None),
+            None => {
+                let mut attempt = match self.look_up(request) {
+                    Ok(attempt) => attempt,
+                    Err(outcome) => return outcome,
+                };
+                if let Err(outcome) = self.admit(&attempt) {
+                    return outcome;
+                }
+                let verified = match &attempt.check {
+                    // Ends in `after_password`, as long after as a real check.
+                    Check::Dummy(_) => {
+                        self.spend_dummy_verify().await;
+                        Verified::Wrong
+                    }
+                    Check::Real { hash, .. } | Check::Temporary(hash) => {
+                        let hash = hash.clone();
+                        let password = attempt.password.clone();
+                        let alone = attempt.password_alone().cloned();
+                        hash_off_thread(&self.hashing, move || {
+                            verify(&hash, &password, alone.as_deref().map(Vec::as_slice))
+                        })
+                        .await
+                        .unwrap_or(Verified::Wrong)
+                    }
+                };
+                let right = attempt.settle(verified);
+                self.after_password(request, attempt, right)
             }
-            Check::Real { hash, .. } | Check::Temporary(hash) => {
-                let hash = hash.clone();
-                let password = attempt.password.clone();
-                hash_off_thread(&self.hashing, move || hash.verify(&password))
-                    .await
-                    .unwrap_or(false)
-            }
         };
-        let (outcome, wrote, rehash) = self.after_password(request, attempt, verified);
         if wrote {
             // `Store::sync` takes every record appended so far into one batch (the UDP
             // committers' records too), flushed beside any other in flight.
@@ -219,6 +246,7 @@ impl Authenticator {
             password: password_and_otp.clone(),
             otp: String::new(),
             check: Check::Dummy(outcome),
+            next: Next::Otp,
         };
         // 1. Account.
         let (user, token) = self.tokens.store().user_and_token(username).map_err(|e| {
@@ -243,6 +271,7 @@ impl Authenticator {
                 password: Zeroizing::new(password_and_otp[..split].to_vec()),
                 otp: String::new(),
                 check: Check::Temporary(hash),
+                next: Next::Otp,
             });
         }
         let token = match token {
@@ -257,12 +286,24 @@ impl Authenticator {
                 }
             },
         };
-        // 2. First factor: everything before the last `digits` characters.
-        let Some(split) = password_and_otp
-            .len()
-            .checked_sub(usize::from(token.digits))
-        else {
-            return Ok(dummy(Outcome::PasswordTooShort));
+        // 2. First factor: per the application's `otp_mode`, everything before the last
+        // `digits` characters, or the whole User-Password when the code is to be asked for.
+        let digits = usize::from(token.digits);
+        let split = password_and_otp.len().checked_sub(digits);
+        let (split, next) = match self.otp_mode(request) {
+            OtpMode::Append => match split {
+                Some(split) => (split, Next::Otp),
+                None => return Ok(dummy(Outcome::PasswordTooShort)),
+            },
+            OtpMode::Challenge => (password_and_otp.len(), Next::Challenge),
+            // A code is there only if the password is followed by `digits` decimal digits;
+            // then the whole may still be the password alone.
+            OtpMode::Auto => match split
+                .filter(|&at| at > 0 && password_and_otp[at..].iter().all(u8::is_ascii_digit))
+            {
+                Some(split) => (split, Next::OtpElseChallenge(password_and_otp.clone())),
+                None => (password_and_otp.len(), Next::Challenge),
+            },
         };
         let (password, otp) = password_and_otp.split_at(split);
         let hash = PasswordHash::parse(&user.password_hash).map_err(|e| {
@@ -274,7 +315,59 @@ impl Authenticator {
             password: Zeroizing::new(password.to_vec()),
             otp: String::from_utf8_lossy(otp).into_owned(),
             check: Check::Real { user, token, hash },
+            next,
         })
+    }
+
+    /// The `otp_mode` of the application the request's client serves (append if it names
+    /// none: the login then ends as an unknown application once the password is right).
+    fn otp_mode(&self, request: &Request) -> OtpMode {
+        self.settings
+            .application(&request.client.application)
+            .map_or(OtpMode::Append, |application| application.otp_mode)
+    }
+
+    /// The answer to an Access-Challenge (a request with a State, to an application that
+    /// challenges): the State is taken (single use, bound to user and client, not expired),
+    /// then User-Password is the code. `None` for any other request. Never needs a hash.
+    fn answer_challenge(&self, request: &Request) -> Option<(Outcome, bool)> {
+        let state = request.state.as_deref()?;
+        if self.otp_mode(request) == OtpMode::Append {
+            return None;
+        }
+        let Some(username) = request.user_name.as_deref() else {
+            return Some((Outcome::NoUserName, false));
+        };
+        let taken = self
+            .challenges
+            .take(state, username, &request.client.name, Instant::now());
+        if let Err(problem) = taken {
+            return Some((Outcome::BadState(problem), false));
+        }
+        let Some(code) = request.password.as_ref() else {
+            return Some((Outcome::NoPassword, false));
+        };
+        let (user, token) = match self.tokens.store().user_and_token(username) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(user = username, error = %e, "store read failed");
+                return Some((Outcome::InternalError, false));
+            }
+        };
+        // The account may have gone, or lost its token, since the challenge.
+        let Some(user) = user else {
+            return Some((Outcome::UnknownUser, false));
+        };
+        let token = match token.map_or_else(|| self.connected_token(&user), |t| Ok(Some(t))) {
+            Ok(Some(token)) => token,
+            Ok(None) => return Some((Outcome::NoToken, false)),
+            Err(e) => {
+                tracing::error!(user = username, error = %e, "store read failed");
+                return Some((Outcome::InternalError, false));
+            }
+        };
+        let code = String::from_utf8_lossy(code).into_owned();
+        Some(self.second_factor(request, &user, token, &code))
     }
 
     /// The token a connected account logs in with (guide "Connected Accounts"): its parent's,
@@ -366,9 +459,9 @@ impl Authenticator {
     }
 
     /// Steps 3 and 4 once the password has been checked (for a dummy check, where it ends in
-    /// its outcome): the token gate and the OTP. Returns
-    /// the outcome, whether it wrote state (to be made durable before replying) and, after a
-    /// successful login with an imported hash, the re-hash to do.
+    /// its outcome): the token gate, then the OTP or, when the code is to be asked for, a
+    /// challenge. Returns the outcome, whether it wrote state (to be made durable before
+    /// replying) and, once the password was right with an imported hash, the re-hash to do.
     fn after_password(
         &self,
         request: &Request,
@@ -380,6 +473,7 @@ impl Authenticator {
             password,
             otp,
             check,
+            next,
         } = attempt;
         let (user, token, hash) = match check {
             Check::Real { user, token, hash } => (user, token, hash),
@@ -401,23 +495,52 @@ impl Authenticator {
             return (Outcome::WrongPassword, false, None);
         }
         self.throttle.succeeded(&origin);
+        if matches!(next, Next::Challenge) {
+            // 3. Token gate before asking for a code the token could not give.
+            let state = TokenService::effective_state(&token, self.clock.now());
+            if state != TokenState::Active {
+                return (Outcome::TokenNotUsable(state), false, None);
+            }
+            let issued = self
+                .challenges
+                .issue(origin.user, &request.client.name, Instant::now());
+            let outcome = issued.map_or(Outcome::ChallengesFull, Outcome::Challenged);
+            return (outcome, false, self.rehash_job(user, password, &hash));
+        }
+        let (outcome, wrote) = self.second_factor(request, &user, token, &otp);
+        let rehash = (outcome == Outcome::Accepted)
+            .then(|| self.rehash_job(user, password, &hash))
+            .flatten();
+        (outcome, wrote, rehash)
+    }
+
+    /// Steps 3 and 4 for a user whose password was right (in this request, or in the one
+    /// answered by a challenge): the token gate, the application, the OTP, then the level.
+    /// Returns the outcome and whether it wrote state.
+    fn second_factor(
+        &self,
+        request: &Request,
+        user: &User,
+        token: Token,
+        otp: &str,
+    ) -> (Outcome, bool) {
         // 3. Token gate: state, then the application's required level.
         let now = self.clock.now();
         let state = TokenService::effective_state(&token, now);
         if state != TokenState::Active {
-            return (Outcome::TokenNotUsable(state), false, None);
+            return (Outcome::TokenNotUsable(state), false);
         }
         let Some(application) = self.settings.application(&request.client.application) else {
-            return (Outcome::UnknownApplication, false, None);
+            return (Outcome::UnknownApplication, false);
         };
         let required = application.required_level;
         // 4. OTP.
         let serial = token.serial.clone();
-        let outcome = match self.tokens.check_otp_from(Some(token), &serial, &otp, now) {
+        let outcome = match self.tokens.check_otp_from(Some(token), &serial, otp, now) {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!(user = %user.username, %serial, error = %e, "OTP check failed");
-                return (Outcome::InternalError, false, None);
+                return (Outcome::InternalError, false);
             }
         };
         let wrote = outcome.wrote();
@@ -425,14 +548,8 @@ impl Authenticator {
             // The token's level, checked once the password and the code were right (issue 9):
             // read only for an application that asks more than level 2.
             OtpOutcome::Accepted if required > AssuranceLevel::Two => {
-                match self.token_level(&serial, &user) {
-                    Ok(level) if level >= required => {
-                        return (
-                            Outcome::Accepted,
-                            wrote,
-                            self.rehash_job(user, password, &hash),
-                        )
-                    }
+                match self.token_level(&serial, user) {
+                    Ok(level) if level >= required => Outcome::Accepted,
                     Ok(_) => Outcome::LevelTooLow,
                     Err(e) => {
                         tracing::error!(user = %user.username, %serial, error = %e, "token level unreadable");
@@ -440,13 +557,7 @@ impl Authenticator {
                     }
                 }
             }
-            OtpOutcome::Accepted => {
-                return (
-                    Outcome::Accepted,
-                    wrote,
-                    self.rehash_job(user, password, &hash),
-                );
-            }
+            OtpOutcome::Accepted => Outcome::Accepted,
             OtpOutcome::Rejected {
                 replayed: false, ..
             } => Outcome::WrongOtp,
@@ -454,7 +565,7 @@ impl Authenticator {
             OtpOutcome::LockedNow => Outcome::LockedNow,
             OtpOutcome::NotUsable(state) => Outcome::TokenNotUsable(state),
         };
-        (decided, wrote, None)
+        (decided, wrote)
     }
 
     /// After a successful login with an imported hash, the re-hash to argon2id to do.
@@ -510,10 +621,10 @@ impl Authenticator {
 
     /// Turns an outcome into a reply and logs the decision as one event.
     fn conclude(&self, request: &Request, outcome: Outcome, started: Instant) -> Reply {
-        let code = if outcome == Outcome::Accepted {
-            ReplyCode::Accept
-        } else {
-            ReplyCode::Reject
+        let (code, result) = match outcome {
+            Outcome::Accepted => (ReplyCode::Accept, "accept"),
+            Outcome::Challenged(_) => (ReplyCode::Challenge, "challenge"),
+            _ => (ReplyCode::Reject, "reject"),
         };
         tracing::info!(
             target: "otpgate::decision",
@@ -521,15 +632,20 @@ impl Authenticator {
             client = %request.client.name,
             nas = %request.peer,
             id = request.identifier,
-            result = if code == ReplyCode::Accept { "accept" } else { "reject" },
+            result,
             reason = outcome.reason(),
             micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             "decision"
         );
-        Reply {
-            code,
-            message: outcome.reply_message(),
+        let mut reply = Reply::new(code, outcome.reply_message());
+        if let Outcome::Challenged(state) = outcome {
+            reply.state = Some(state);
+            reply.message = self
+                .settings
+                .application(&request.client.application)
+                .map(|application| Text::Configured(Arc::clone(&application.challenge_prompt)));
         }
+        reply
     }
 }
 
@@ -550,12 +666,69 @@ struct Attempt<'r> {
     origin: Origin<'r>,
     /// The first factor (for an unknown user, the whole User-Password).
     password: Zeroizing<Vec<u8>>,
-    /// The code split off the end (empty for an unknown user).
+    /// The code split off the end (empty for an unknown user, or when it is to be asked for).
     otp: String,
     check: Check,
+    /// What follows a right password.
+    next: Next,
+}
+
+/// What follows a right password.
+enum Next {
+    /// The code split off the end of User-Password.
+    Otp,
+    /// An Access-Challenge asking for the code.
+    Challenge,
+    /// `otp_mode = "auto"` with what looks like a code at the end: the code, or, if the part
+    /// before it is not the password but this whole User-Password is, a challenge.
+    OtpElseChallenge(Zeroizing<Vec<u8>>),
+}
+
+/// How a password check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verified {
+    Wrong,
+    Right,
+    /// Not the part before the code, but the whole User-Password is the password.
+    RightAlone,
+}
+
+/// Checks `password` against `hash`, then `alone` (the whole User-Password) if given and the
+/// first was wrong.
+fn verify(hash: &PasswordHash, password: &[u8], alone: Option<&[u8]>) -> Verified {
+    if hash.verify(password) {
+        Verified::Right
+    } else if alone.is_some_and(|whole| hash.verify(whole)) {
+        Verified::RightAlone
+    } else {
+        Verified::Wrong
+    }
 }
 
 impl Attempt<'_> {
+    /// The whole User-Password, to check as the password alone if the part before the code
+    /// is wrong (`otp_mode = "auto"`).
+    fn password_alone(&self) -> Option<&Zeroizing<Vec<u8>>> {
+        match &self.next {
+            Next::OtpElseChallenge(whole) => Some(whole),
+            _ => None,
+        }
+    }
+
+    /// Takes in how the password check came out: with the whole User-Password as the
+    /// password, the code is to be asked for. Returns whether the password was right.
+    fn settle(&mut self, verified: Verified) -> bool {
+        if verified == Verified::RightAlone {
+            if let Next::OtpElseChallenge(whole) =
+                std::mem::replace(&mut self.next, Next::Challenge)
+            {
+                self.password = whole;
+                self.otp.clear();
+            }
+        }
+        verified != Verified::Wrong
+    }
+
     /// Whether its password check goes to the hashing pool (argon2id, a dummy hash...).
     fn costly(&self) -> bool {
         match &self.check {
@@ -587,6 +760,12 @@ impl RequestHandler for Authenticator {
     fn decide_now(&self, request: &Request) -> Option<Decided> {
         let started = Instant::now();
         self.note_request();
+        if let Some((outcome, wrote)) = self.answer_challenge(request) {
+            return Some(Decided {
+                reply: self.conclude(request, outcome, started),
+                wrote,
+            });
+        }
         let (outcome, wrote) = match self.look_up(request) {
             Err(outcome) => (outcome, false),
             // A costly hash goes to the async path, unless the throttle refuses it unhashed.
@@ -596,16 +775,19 @@ impl RequestHandler for Authenticator {
                 }
                 (Outcome::Throttled, false)
             }
-            Ok(attempt) => match self.admit(&attempt) {
+            Ok(mut attempt) => match self.admit(&attempt) {
                 Err(outcome) => (outcome, false),
                 Ok(()) => {
                     let verified = match &attempt.check {
-                        Check::Real { hash, .. } | Check::Temporary(hash) => {
-                            hash.verify(&attempt.password)
-                        }
-                        Check::Dummy(_) => false,
+                        Check::Real { hash, .. } | Check::Temporary(hash) => verify(
+                            hash,
+                            &attempt.password,
+                            attempt.password_alone().map(|whole| whole.as_slice()),
+                        ),
+                        Check::Dummy(_) => Verified::Wrong,
                     };
-                    let (outcome, wrote, rehash) = self.after_password(request, attempt, verified);
+                    let right = attempt.settle(verified);
+                    let (outcome, wrote, rehash) = self.after_password(request, attempt, right);
                     if let Some(rehash) = rehash {
                         self.rehash(rehash);
                     }
@@ -624,10 +806,7 @@ impl RequestHandler for Authenticator {
     }
 
     fn unavailable(&self) -> Reply {
-        Reply {
-            code: ReplyCode::Reject,
-            message: Outcome::InternalError.reply_message(),
-        }
+        Reply::new(ReplyCode::Reject, Outcome::InternalError.reply_message())
     }
 
     async fn handle(&self, request: Request) -> Reply {
@@ -743,8 +922,24 @@ mod tests {
         Authenticator,
         Arc<ManualClock>,
     ) {
+        setup_in_mode(fail_sync, OtpMode::Append).await
+    }
+
+    /// As `setup_with_clock`, the application's `otp_mode` set to `mode`.
+    async fn setup_in_mode(
+        fail_sync: bool,
+        mode: OtpMode,
+    ) -> (
+        tempfile::TempDir,
+        Arc<Recording>,
+        Authenticator,
+        Arc<ManualClock>,
+    ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::load_with_env(None, Some(HashMap::new())).expect("defaults");
+        for application in &mut settings.applications {
+            application.otp_mode = mode;
+        }
         settings.password.argon2 = password::Argon2Params {
             memory_kib: 64,
             iterations: 1,
@@ -820,6 +1015,7 @@ mod tests {
             identifier: 1,
             user_name: Some(user.into()),
             password: Some(Zeroizing::new(password.as_bytes().to_vec())),
+            state: None,
             has_chap_password: false,
             calling_station_id: None,
         }
@@ -851,7 +1047,7 @@ mod tests {
         let code = hotp::code(SEED, 0, 6, Algorithm::Sha1);
         let reply = auth.handle(request(&format!("pw{code}"))).await;
         assert_eq!(reply.code, ReplyCode::Reject);
-        assert_eq!(reply.message, Some(messages::TRY_LATER));
+        assert_eq!(reply.message, Some(Text::Fixed(messages::TRY_LATER)));
     }
 
     /// `{SSHA256}` of "correct horse" (a vector of `password`'s tests), as FreeRADIUS stores it.
@@ -909,7 +1105,7 @@ mod tests {
         clock.advance(std::time::Duration::from_secs(2 * 3_600));
         let reply = auth.handle(login(1)).await;
         assert_eq!(reply.code, ReplyCode::Reject);
-        assert_eq!(reply.message, Some(messages::TOKEN_EXPIRED));
+        assert_eq!(reply.message, Some(Text::Fixed(messages::TOKEN_EXPIRED)));
     }
 
     /// After a revocation the owner's password is a temporary one, sent by e-mail in the same
@@ -948,9 +1144,12 @@ mod tests {
             .is_temporary());
         let reply = auth.handle(request(&temporary)).await;
         assert_eq!(reply.code, ReplyCode::Reject);
-        assert_eq!(reply.message, Some(messages::PASSWORD_MUST_CHANGE));
+        assert_eq!(
+            reply.message,
+            Some(Text::Fixed(messages::PASSWORD_MUST_CHANGE))
+        );
         let reply = auth.handle(request("pw")).await;
-        assert_eq!(reply.message, Some(messages::GENERIC_FAILURE));
+        assert_eq!(reply.message, Some(Text::Fixed(messages::GENERIC_FAILURE)));
         crate::users::set_password(
             store.as_ref(),
             "bob",
@@ -961,6 +1160,71 @@ mod tests {
         )
         .expect("changed");
         let reply = auth.handle(request(&temporary)).await;
-        assert_eq!(reply.message, Some(messages::GENERIC_FAILURE));
+        assert_eq!(reply.message, Some(Text::Fixed(messages::GENERIC_FAILURE)));
+    }
+
+    /// The answer to a challenge: `request` with `state` and the code as User-Password.
+    fn answer(code: &str, state: Option<[u8; STATE_LEN]>) -> Request {
+        Request {
+            state: state.map(|s| s.to_vec()),
+            ..request(code)
+        }
+    }
+
+    #[tokio::test]
+    async fn challenge_mode_asks_for_the_code_and_takes_its_state_once() {
+        let (_dir, _store, auth, _) = setup_in_mode(false, OtpMode::Challenge).await;
+        let wrong = auth.handle(request("nope")).await;
+        assert_eq!(wrong.code, ReplyCode::Reject);
+        assert_eq!(wrong.state, None);
+        let challenged = auth.handle(request("pw")).await;
+        assert_eq!(challenged.code, ReplyCode::Challenge);
+        assert_eq!(
+            challenged.message.as_ref().map(Text::as_str),
+            Some(crate::config::DEFAULT_CHALLENGE_PROMPT)
+        );
+        let state = challenged.state;
+        assert!(state.is_some());
+        let code = hotp::code(SEED, 0, 6, Algorithm::Sha1);
+        assert_eq!(
+            auth.handle(answer(&code, state)).await.code,
+            ReplyCode::Accept
+        );
+        // Used: the next code with the same State is refused, and so is no State at all.
+        let next = hotp::code(SEED, 1, 6, Algorithm::Sha1);
+        let reused = auth.handle(answer(&next, state)).await;
+        assert_eq!(reused.code, ReplyCode::Reject);
+        assert_eq!(
+            auth.handle(answer(&next, None)).await.code,
+            ReplyCode::Reject
+        );
+        // Another user cannot answer bob's challenge.
+        let state = auth.handle(request("pw")).await.state;
+        let foreign = Request {
+            user_name: Some("mallory".into()),
+            ..answer(&next, state)
+        };
+        assert_eq!(auth.handle(foreign).await.code, ReplyCode::Reject);
+        // A wrong code in the answer counts as a wrong code.
+        let state = auth.handle(request("pw")).await.state;
+        let reply = auth.handle(answer("000000", state)).await;
+        assert_eq!(reply.message, Some(Text::Fixed(messages::GENERIC_FAILURE)));
+    }
+
+    #[tokio::test]
+    async fn auto_mode_takes_an_appended_code_or_asks_for_one() {
+        let (_dir, _store, auth, _) = setup_in_mode(false, OtpMode::Auto).await;
+        let code = hotp::code(SEED, 0, 6, Algorithm::Sha1);
+        let appended = auth.handle(request(&format!("pw{code}"))).await;
+        assert_eq!(appended.code, ReplyCode::Accept);
+        let alone = auth.handle(request("pw")).await;
+        assert_eq!(alone.code, ReplyCode::Challenge);
+        let next = hotp::code(SEED, 1, 6, Algorithm::Sha1);
+        let reply = auth.handle(answer(&next, alone.state)).await;
+        assert_eq!(reply.code, ReplyCode::Accept);
+        // After the right password, a wrong appended code is a wrong code, not a challenge.
+        let wrong = auth.handle(request("pw123456")).await;
+        assert_eq!(wrong.code, ReplyCode::Reject);
+        assert_eq!(wrong.state, None);
     }
 }

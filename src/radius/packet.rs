@@ -15,6 +15,7 @@ use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use radius::core::code::Code;
 use radius::core::packet::Packet;
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 pub const HEADER_LEN: usize = 20;
@@ -25,14 +26,25 @@ pub const ATTR_USER_NAME: u8 = 1;
 pub const ATTR_USER_PASSWORD: u8 = 2;
 pub const ATTR_CHAP_PASSWORD: u8 = 3;
 pub const ATTR_REPLY_MESSAGE: u8 = 18;
+pub const ATTR_STATE: u8 = 24;
 pub const ATTR_CALLING_STATION_ID: u8 = 31;
 pub const ATTR_PROXY_STATE: u8 = 33;
 pub const ATTR_EAP_MESSAGE: u8 = 79;
 pub const ATTR_MESSAGE_AUTHENTICATOR: u8 = 80;
 
 const MA_LEN: usize = 16;
-/// Octets reserved in every reply for Reply-Message attributes (our texts are far shorter).
-const REPLY_MESSAGE_BUDGET: usize = 768;
+/// Octets of the State an Access-Challenge carries (RFC 2865 section 5.24; the issue asks for
+/// at least 16 random octets).
+pub const STATE_LEN: usize = 16;
+/// Longest Reply-Message text a reply carries, one attribute's worth: the fixed texts are
+/// shorter (a test checks), a configured challenge prompt is refused past it.
+pub const MAX_REPLY_MESSAGE: usize = 253;
+/// Most octets of attributes an application may add to its Access-Accepts (checked when the
+/// configuration is read).
+pub const MAX_REPLY_ATTRIBUTES: usize = 1024;
+/// Octets reserved in every reply for what the pipeline adds: Reply-Message (with room to
+/// spare), a State, the application's attributes.
+const REPLY_BUDGET: usize = MAX_REPLY_MESSAGE + 2 + STATE_LEN + 2 + MAX_REPLY_ATTRIBUTES;
 
 type HmacMd5 = Hmac<Md5>;
 
@@ -153,7 +165,7 @@ impl AccessRequest {
         // The reply echoes every Proxy-State; refuse up front a request whose reply could not
         // fit in 4096 octets, rather than evaluate it (consuming a code) and be unable to answer.
         let echoed = scan.proxy_state_octets;
-        if HEADER_LEN + MA_LEN + 2 + REPLY_MESSAGE_BUDGET + echoed > MAX_PACKET_LEN {
+        if HEADER_LEN + MA_LEN + 2 + REPLY_BUDGET + echoed > MAX_PACKET_LEN {
             return Err(DropReason::Malformed);
         }
         Ok(AccessRequest { header, packet })
@@ -179,6 +191,11 @@ impl AccessRequest {
             .lookup(ATTR_CALLING_STATION_ID)
             .map(|avp| String::from_utf8_lossy(&avp.encode_bytes()).into_owned())
             .filter(|id| !id.is_empty())
+    }
+
+    /// State (RFC 2865 section 5.24): present in the answer to an Access-Challenge.
+    pub fn state(&self) -> Option<Vec<u8>> {
+        self.packet.lookup(ATTR_STATE).map(|avp| avp.encode_bytes())
     }
 
     pub fn has_chap_password(&self) -> bool {
@@ -292,28 +309,84 @@ fn attributes(packet: &[u8]) -> impl Iterator<Item = AttributeAt> + '_ {
 pub enum ReplyCode {
     Accept,
     Reject,
+    /// Access-Challenge (RFC 2865 section 4.4): the user must answer a prompt.
+    Challenge,
+}
+
+impl ReplyCode {
+    fn wire(self) -> Code {
+        match self {
+            ReplyCode::Accept => Code::AccessAccept,
+            ReplyCode::Reject => Code::AccessReject,
+            ReplyCode::Challenge => Code::AccessChallenge,
+        }
+    }
+}
+
+/// A Reply-Message text: one of the fixed texts of `auth::messages`, or one from the
+/// configuration (a challenge prompt).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+    Fixed(&'static str),
+    Configured(Arc<str>),
+}
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Text::Fixed(text) => text,
+            Text::Configured(text) => text,
+        }
+    }
+}
+
+/// What the pipeline answers: kept in the duplicate cache and encoded again for a
+/// retransmission, so it holds everything the reply's octets depend on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: ReplyCode,
+    /// Reply-Message (RFC 2865 section 5.18).
+    pub message: Option<Text>,
+    /// State (RFC 2865 section 5.24) of an Access-Challenge, echoed by the NAS in the answer.
+    pub state: Option<[u8; STATE_LEN]>,
+    /// Attributes the application gives its Access-Accepts, encoded once when the
+    /// configuration was read (at most [`MAX_REPLY_ATTRIBUTES`] octets).
+    pub attributes: Option<Arc<[u8]>>,
+}
+
+impl Reply {
+    /// A reply with a code and a fixed text, nothing else.
+    pub fn new(code: ReplyCode, message: Option<&'static str>) -> Reply {
+        Reply {
+            code,
+            message: message.map(Text::Fixed),
+            state: None,
+            attributes: None,
+        }
+    }
 }
 
 /// Builds a reply to `request`: Message-Authenticator first (Blast-RADIUS), then
-/// Reply-Message (split over attributes of at most 253 octets), then the request's
-/// Proxy-States; Response Authenticator per RFC 2865 section 3.
+/// Reply-Message (split over attributes of at most 253 octets), State, the application's
+/// attributes, then the request's Proxy-States; Response Authenticator per RFC 2865 section 3.
 ///
 /// Replies are framed here rather than with the crate's `Packet::encode`, which computes a
 /// Response Authenticator before a Message-Authenticator can be filled in (so it would have to
 /// be computed twice).
 pub fn encode_reply(
     request: &AccessRequest,
-    code: ReplyCode,
-    reply_message: Option<&str>,
+    reply: &Reply,
     secret: &Secret,
 ) -> Result<Vec<u8>, String> {
-    let code = match code {
-        ReplyCode::Accept => Code::AccessAccept,
-        ReplyCode::Reject => Code::AccessReject,
-    };
-    let message = reply_message.map(str::as_bytes).unwrap_or_default();
-    let mut bytes = Vec::with_capacity(HEADER_LEN + 2 + MA_LEN + message.len() + 8);
-    bytes.extend_from_slice(&[code as u8, request.header.identifier, 0, 0]);
+    let message = reply
+        .message
+        .as_ref()
+        .map(|text| text.as_str().as_bytes())
+        .unwrap_or_default();
+    let attributes = reply.attributes.as_deref().unwrap_or_default();
+    let mut bytes =
+        Vec::with_capacity(HEADER_LEN + 2 + MA_LEN + message.len() + attributes.len() + 32);
+    bytes.extend_from_slice(&[reply.code.wire() as u8, request.header.identifier, 0, 0]);
     bytes.extend_from_slice(&request.header.authenticator);
     bytes.extend_from_slice(&[ATTR_MESSAGE_AUTHENTICATOR, (MA_LEN + 2) as u8]);
     bytes.extend_from_slice(&[0u8; MA_LEN]);
@@ -321,6 +394,11 @@ pub fn encode_reply(
         bytes.extend_from_slice(&[ATTR_REPLY_MESSAGE, (chunk.len() + 2) as u8]);
         bytes.extend_from_slice(chunk);
     }
+    if let Some(state) = &reply.state {
+        bytes.extend_from_slice(&[ATTR_STATE, (STATE_LEN + 2) as u8]);
+        bytes.extend_from_slice(state);
+    }
+    bytes.extend_from_slice(attributes);
     for value in request.proxy_states() {
         let len = u8::try_from(value.len() + 2).map_err(|_| "Proxy-State too long")?;
         bytes.extend_from_slice(&[ATTR_PROXY_STATE, len]);
@@ -454,9 +532,9 @@ mod tests {
         let two = with_attributes(signed, &[(ATTR_MESSAGE_AUTHENTICATOR, 18)]);
         assert_eq!(decode(&two, false).err(), Some(DropReason::Malformed));
         // Proxy-States a reply could echo within 4096 octets pass; more are refused up front.
-        let fits = with_attributes(unsigned.clone(), &[(ATTR_PROXY_STATE, 255); 12]);
+        let fits = with_attributes(unsigned.clone(), &[(ATTR_PROXY_STATE, 255); 10]);
         assert!(decode(&fits, false).is_ok());
-        let too_many = with_attributes(unsigned, &[(ATTR_PROXY_STATE, 255); 14]);
+        let too_many = with_attributes(unsigned, &[(ATTR_PROXY_STATE, 255); 11]);
         assert_eq!(decode(&too_many, false).err(), Some(DropReason::Malformed));
     }
 
@@ -494,7 +572,7 @@ mod tests {
                     let _ = request.user_name();
                     let _ = request.user_password(&secret());
                     let _ = request.calling_station_id();
-                    let _ = encode_reply(&request, ReplyCode::Reject, Some("x"), &secret());
+                    let _ = encode_reply(&request, &Reply::new(ReplyCode::Reject, Some("x")), &secret());
                 }
             }
         }
@@ -513,7 +591,7 @@ mod tests {
                     let _ = request.user_name();
                     let _ = request.user_password(&secret());
                     let _ = request.proxy_states();
-                    let _ = encode_reply(&request, ReplyCode::Accept, None, &secret());
+                    let _ = encode_reply(&request, &Reply::new(ReplyCode::Accept, None), &secret());
                 }
             }
         }
@@ -534,7 +612,7 @@ mod tests {
                 request.user_password(&secret()).map(|p| p.to_vec()),
                 Some(password)
             );
-            let reply = encode_reply(&request, ReplyCode::Accept, None, &secret())
+            let reply = encode_reply(&request, &Reply::new(ReplyCode::Accept, None), &secret())
                 .map_err(proptest::test_runner::TestCaseError::fail)?;
             let checked = nas::check_reply(&reply, &built, SECRET)
                 .map_err(proptest::test_runner::TestCaseError::fail)?;
@@ -563,8 +641,11 @@ mod tests {
         built.bytes = bytes;
         let request = decode(&built.bytes, true).expect("valid");
         let long_text = "x".repeat(300);
-        let reply =
-            encode_reply(&request, ReplyCode::Reject, Some(&long_text), &secret()).expect("encode");
+        let reply = Reply {
+            message: Some(Text::Configured(long_text.as_str().into())),
+            ..Reply::new(ReplyCode::Reject, None)
+        };
+        let reply = encode_reply(&request, &reply, &secret()).expect("encode");
         let checked = nas::check_reply(&reply, &built, SECRET).expect("authentic");
         assert!(checked.message_authenticator_first);
         assert_eq!(checked.identifier, 9);

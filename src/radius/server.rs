@@ -35,6 +35,7 @@ use super::clients::{Client, ClientTable};
 use super::dedup::{DedupCache, RequestKey, Seen};
 use super::delay::{DelayQueue, Delayed};
 use super::mmsg::{is_idle, send_batch, RecvBatch};
+pub use super::packet::Reply;
 use super::packet::{
     encode_reply, read_header, AccessRequest, DropReason, ReplyCode, MAX_PACKET_LEN,
 };
@@ -75,14 +76,8 @@ pub struct Request {
     pub has_chap_password: bool,
     /// Calling-Station-Id: the end user's address as the NAS saw it, if sent.
     pub calling_station_id: Option<String>,
-}
-
-/// The pipeline's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reply {
-    pub code: ReplyCode,
-    /// Reply-Message: one of the fixed texts of `auth::messages`.
-    pub message: Option<&'static str>,
+    /// State (RFC 2865 section 5.24): sent back with the answer to an Access-Challenge.
+    pub state: Option<Vec<u8>>,
 }
 
 /// A decision taken at once, whose reply may depend on writes not yet durable.
@@ -432,11 +427,8 @@ impl<H: RequestHandler> Server<H> {
             // RFC 5997: an Access-Accept says the server is alive; nothing is evaluated, nothing
             // cached (section 3: each one is answered).
             Stats::count(&self.stats.status_server);
-            let reply = Reply {
-                code: ReplyCode::Accept,
-                message: None,
-            };
-            return encode_logged(&request, reply, client, peer)
+            let reply = Reply::new(ReplyCode::Accept, None);
+            return encode_logged(&request, &reply, client, peer)
                 .map_or(Disposition::Dropped, Disposition::Resend);
         }
         let key = RequestKey::new(
@@ -453,7 +445,7 @@ impl<H: RequestHandler> Server<H> {
             Seen::Answered(reply) => {
                 Stats::count(&self.stats.duplicates_answered);
                 // The same request octets and decision give the same reply octets.
-                return encode_logged(&request, reply, client, peer)
+                return encode_logged(&request, &reply, client, peer)
                     .map_or(Disposition::Dropped, Disposition::Resend);
             }
         }
@@ -465,6 +457,7 @@ impl<H: RequestHandler> Server<H> {
             password: request.user_password(&client.secret),
             has_chap_password: request.has_chap_password(),
             calling_station_id: request.calling_station_id(),
+            state: request.state(),
         };
         if let Some(decided) = self.handler.decide_now(&decoded) {
             return Disposition::Decided(Box::new(Fast {
@@ -574,7 +567,7 @@ fn finish_reply(
     reply: Reply,
     hold_until: Option<Instant>,
 ) -> Outgoing {
-    let Some(bytes) = encode_logged(request, reply, client, peer) else {
+    let Some(bytes) = encode_logged(request, &reply, client, peer) else {
         // The decision stands even if it cannot be encoded (its state change may be durable):
         // a retransmission gets the same decision, fails the same way and is dropped, never
         // evaluated again. Nothing is sent, so nothing needs to wait.
@@ -584,6 +577,7 @@ fn finish_reply(
     Stats::count(match reply.code {
         ReplyCode::Accept => &stats.accepts,
         ReplyCode::Reject => &stats.rejects,
+        ReplyCode::Challenge => &stats.challenges,
     });
     let now = Instant::now();
     if reply.code == ReplyCode::Reject && hold_until.is_some_and(|at| at > now) {
@@ -601,11 +595,11 @@ fn finish_reply(
 /// The octets of `reply` to `request`, or `None` (logged) if it cannot be encoded.
 fn encode_logged(
     request: &AccessRequest,
-    reply: Reply,
+    reply: &Reply,
     client: &Client,
     peer: SocketAddr,
 ) -> Option<Vec<u8>> {
-    encode_reply(request, reply.code, reply.message, &client.secret)
+    encode_reply(request, reply, &client.secret)
         .map_err(|e| tracing::error!(%peer, error = %e, "could not encode a reply"))
         .ok()
 }
@@ -638,10 +632,7 @@ mod tests {
     impl RequestHandler for SlowSync {
         fn decide_now(&self, _request: &Request) -> Option<Decided> {
             Some(Decided {
-                reply: Reply {
-                    code: ReplyCode::Accept,
-                    message: None,
-                },
+                reply: Reply::new(ReplyCode::Accept, None),
                 wrote: true,
             })
         }
@@ -660,10 +651,7 @@ mod tests {
         }
 
         fn unavailable(&self) -> Reply {
-            Reply {
-                code: ReplyCode::Reject,
-                message: Some("try later"),
-            }
+            Reply::new(ReplyCode::Reject, Some("try later"))
         }
 
         async fn handle(&self, _request: Request) -> Reply {
@@ -683,10 +671,7 @@ mod tests {
                 _ => return None,
             };
             Some(Decided {
-                reply: Reply {
-                    code,
-                    message: None,
-                },
+                reply: Reply::new(code, None),
                 wrote: false,
             })
         }
@@ -696,10 +681,7 @@ mod tests {
         }
 
         fn unavailable(&self) -> Reply {
-            Reply {
-                code: ReplyCode::Reject,
-                message: None,
-            }
+            Reply::new(ReplyCode::Reject, None)
         }
 
         async fn handle(&self, request: Request) -> Reply {

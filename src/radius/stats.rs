@@ -10,6 +10,8 @@ pub struct Stats {
     pub received: AtomicU64,
     pub accepts: AtomicU64,
     pub rejects: AtomicU64,
+    /// Access-Challenges sent (`otp_mode` challenge or auto: the code is asked for).
+    pub challenges: AtomicU64,
     pub duplicates_answered: AtomicU64,
     pub duplicates_in_progress: AtomicU64,
     /// Status-Server requests answered (RFC 5997).
@@ -58,6 +60,7 @@ impl Stats {
             ("received", get(&self.received)),
             ("accepts", get(&self.accepts)),
             ("rejects", get(&self.rejects)),
+            ("challenges", get(&self.challenges)),
             ("duplicates_answered", get(&self.duplicates_answered)),
             ("duplicates_in_progress", get(&self.duplicates_in_progress)),
             ("status_server", get(&self.status_server)),

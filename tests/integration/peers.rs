@@ -275,3 +275,133 @@ fn radclient_accounting_is_answered_and_the_last_session_recorded() {
     assert_eq!(session["framed_ip"], "10.0.0.7");
     assert_eq!(session["client"], "test-nas");
 }
+
+/// Sends `attributes` (radclient's input syntax) as one Access-Request with radclient;
+/// returns radclient's output.
+fn radclient_attributes(app: &Appliance, attributes: &str) -> String {
+    let mut child = Command::new("radclient")
+        .args(["-x", "-r", "1", "-t", "3"])
+        .arg(app.addr().to_string())
+        .args(["auth", SECRET])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn radclient");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{attributes}, Message-Authenticator = 0x00\n").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("radclient");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The State (as radclient prints it, `0x...`) of the Access-Challenge in radclient's output.
+fn challenge_state(output: &str) -> String {
+    assert!(output.contains("Access-Challenge"), "{output}");
+    output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("State = "))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no State in {output}"))
+}
+
+/// `otp_mode = "challenge"` with radclient as the VPN: the password gets an Access-Challenge
+/// with a State and the prompt; the code with that State gets the Accept; the State cannot be
+/// used twice or by another user (expiry: `auth::challenge` unit tests).
+#[test]
+fn radclient_challenge_mode_password_then_code() {
+    if !peer_available("radclient", "freeradius-utils") || !peer_available("oathtool", "oathtool") {
+        return;
+    }
+    let mut app = Appliance::new(
+        "[[applications]]\nname = \"default\"\notp_mode = \"challenge\"\n\
+         challenge_prompt = \"Token code, please\"\n",
+    );
+    app.add_user("ivan", "ivan-pw");
+    app.add_user("mallory", "mallory-pw");
+    app.import_tokens(&format!(
+        "serial,secret,kind,digits,step,owner\nC1,{SEED},hotp,6,0,ivan\n"
+    ));
+    app.start();
+    let code = |counter: &str| oathtool(&["-b", "-c", counter, SEED]);
+
+    let wrong = radclient_attributes(&app, "User-Name = \"ivan\", User-Password = \"nope\"");
+    assert!(wrong.contains("Access-Reject"), "{wrong}");
+    let first = radclient_attributes(&app, "User-Name = \"ivan\", User-Password = \"ivan-pw\"");
+    assert!(first.contains("Token code, please"), "{first}");
+    let state = challenge_state(&first);
+    assert!(state.len() >= 2 + 32, "at least 16 octets: {state}");
+    let answer = |user: &str, code: &str, state: &str| {
+        radclient_attributes(
+            &app,
+            &format!("User-Name = \"{user}\", User-Password = \"{code}\", State = {state}"),
+        )
+    };
+    let accepted = answer("ivan", &code("0"), &state);
+    assert!(accepted.contains("Access-Accept"), "{accepted}");
+    // Used once: the same State again is refused, even with the next right code.
+    let reused = answer("ivan", &code("1"), &state);
+    assert!(reused.contains("Access-Reject"), "{reused}");
+    // Another user cannot answer ivan's challenge.
+    let state = challenge_state(&radclient_attributes(
+        &app,
+        "User-Name = \"ivan\", User-Password = \"ivan-pw\"",
+    ));
+    let foreign = answer("mallory", &code("1"), &state);
+    assert!(foreign.contains("Access-Reject"), "{foreign}");
+    // A State never issued.
+    let forged = answer("ivan", &code("1"), "0x00112233445566778899aabbccddeeff");
+    assert!(forged.contains("Access-Reject"), "{forged}");
+    assert!(app.stop());
+    let logs = app.logs().join("\n");
+    for reason in [
+        "challenge_sent",
+        "challenge_state_unknown",
+        "challenge_state_foreign",
+    ] {
+        assert!(logs.contains(reason), "{reason} in {logs}");
+    }
+}
+
+/// `otp_mode = "auto"`: password and code in one go are accepted at once; the password alone
+/// gets a challenge, answered with the code.
+#[test]
+fn radclient_auto_mode_appended_or_challenged() {
+    if !peer_available("radclient", "freeradius-utils") || !peer_available("oathtool", "oathtool") {
+        return;
+    }
+    let mut app = Appliance::new("[[applications]]\nname = \"default\"\notp_mode = \"auto\"\n");
+    app.add_user("judy", "judy-pw");
+    app.import_tokens(&format!(
+        "serial,secret,kind,digits,step,owner\nA1,{SEED},hotp,6,0,judy\n"
+    ));
+    app.start();
+    let code = |counter: &str| oathtool(&["-b", "-c", counter, SEED]);
+    let appended = radclient_attributes(
+        &app,
+        &format!(
+            "User-Name = \"judy\", User-Password = \"judy-pw{}\"",
+            code("0")
+        ),
+    );
+    assert!(appended.contains("Access-Accept"), "{appended}");
+    let state = challenge_state(&radclient_attributes(
+        &app,
+        "User-Name = \"judy\", User-Password = \"judy-pw\"",
+    ));
+    let answered = radclient_attributes(
+        &app,
+        &format!(
+            "User-Name = \"judy\", User-Password = \"{}\", State = {state}",
+            code("1")
+        ),
+    );
+    assert!(answered.contains("Access-Accept"), "{answered}");
+}
