@@ -3,12 +3,13 @@
 //! until their `reject_delay_ms` deadline, [`clients`] is the NAS table, [`mmsg`] batched datagram
 //! I/O, [`server`] the UDP workers that hand checked requests to a [`server::RequestHandler`],
 //! [`stats`] their counters, [`accounting`] the RFC 2866 port. [`nas`] is the other side (building requests, checking replies) for
-//! the tests and the load generator.
+//! the tests and the load generator. [`dictionary`] reads FreeRADIUS-format attribute dictionaries.
 
 pub mod accounting;
 pub mod clients;
 pub mod dedup;
 pub mod delay;
+pub mod dictionary;
 pub mod mmsg;
 pub mod nas;
 pub mod packet;
