@@ -138,6 +138,7 @@ pub async fn serve(
     for (client, why) in settings.weak_secrets() {
         tracing::warn!(client = %client, "the shared secret of this client {why}");
     }
+    log_reply_attributes(&settings);
     if !settings.radius.require_message_authenticator {
         tracing::warn!(
             "require_message_authenticator is off: Access-Requests without Message-Authenticator \
@@ -255,6 +256,26 @@ pub async fn termination_signal() {
         _ => {
             // Without signal handlers, fall back to Ctrl-C only.
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Logs, by dictionary name, the attributes each application's Access-Accepts carry.
+fn log_reply_attributes(settings: &Settings) {
+    let dictionary = match crate::radius::dictionary::Dictionary::load(
+        settings.radius.dictionaries.as_deref(),
+    ) {
+        Ok(dictionary) => dictionary,
+        // Read once already by the configuration check; only a change since can fail.
+        Err(e) => return tracing::warn!(error = %e, "dictionaries unreadable"),
+    };
+    for application in &settings.applications {
+        if let Some(attributes) = &application.reply_attributes {
+            tracing::info!(
+                application = %application.name,
+                reply_attributes = %dictionary.describe(attributes),
+                "application replies with attributes"
+            );
         }
     }
 }

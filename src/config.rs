@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::auth::password::Argon2Params;
+use crate::radius::dictionary::{AttributeValue, Dictionary};
 
 const ENV_PREFIX: &str = "OTPGATE__";
 const CLIENTS_ENV_PREFIX: &str = "OTPGATE__RADIUS__CLIENTS__";
@@ -58,6 +59,9 @@ pub struct Settings {
     pub log: LogSettings,
     pub notify: NotifySettings,
     pub proofing: crate::proofing::ProofingSettings,
+    /// `[[upstreams]]`: the site's RADIUS servers and directories an application may have check
+    /// passwords (its `first_factor`).
+    pub upstreams: Vec<UpstreamSettings>,
     /// Where these settings came from: the file path, or "embedded defaults".
     pub source_name: String,
 }
@@ -90,6 +94,9 @@ pub struct RadiusSettings {
     pub reject_delay: Duration,
     /// How long the State of an Access-Challenge may be answered (`otp_mode` challenge, auto).
     pub challenge_timeout: Duration,
+    /// A folder of FreeRADIUS-format dictionaries (its `dictionary` file) read on top of the
+    /// shipped ones; none: the shipped ones only.
+    pub dictionaries: Option<PathBuf>,
 }
 
 /// One NAS allowed to send requests (RFC 2865 section 3: identified by source address).
@@ -142,6 +149,61 @@ pub enum OtpMode {
     Auto,
 }
 
+/// Who checks the password of an application's users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstFactor {
+    /// The password hash in otpgate's store.
+    Local,
+    /// The `[[upstreams]]` entry of this name.
+    Upstream(String),
+}
+
+/// One `[[upstreams]]` entry.
+#[derive(Clone)]
+pub struct UpstreamSettings {
+    pub name: String,
+    pub kind: UpstreamKind,
+    /// Per attempt.
+    pub timeout: Duration,
+    /// Further attempts per server after the first.
+    pub retries: u32,
+}
+
+#[derive(Clone)]
+pub enum UpstreamKind {
+    /// RADIUS servers (PAP), tried in order.
+    Radius {
+        servers: Vec<SocketAddr>,
+        secret: String,
+        /// Refuse replies without Message-Authenticator (Blast-RADIUS).
+        require_message_authenticator: bool,
+    },
+    /// LDAP servers (ldap:// or ldaps:// URLs), a simple bind as the user.
+    Ldap {
+        servers: Vec<String>,
+        bind_dn_template: String,
+    },
+}
+
+impl std::fmt::Debug for UpstreamSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, servers) = match &self.kind {
+            UpstreamKind::Radius { servers, .. } => (
+                "radius",
+                servers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ),
+            UpstreamKind::Ldap { servers, .. } => ("ldap", servers.clone()),
+        };
+        f.debug_struct("UpstreamSettings")
+            .field("name", &self.name)
+            .field("kind", &kind)
+            .field("servers", &servers)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The prompt of an Access-Challenge unless the application sets `challenge_prompt`.
 pub const DEFAULT_CHALLENGE_PROMPT: &str = "Enter the code shown on your OTP hardware token.";
 
@@ -153,6 +215,10 @@ pub struct Application {
     pub otp_mode: OtpMode,
     /// Reply-Message of its Access-Challenges.
     pub challenge_prompt: std::sync::Arc<str>,
+    /// Who checks its users' passwords.
+    pub first_factor: FirstFactor,
+    /// `reply_attributes`, encoded (RFC 2865 section 5) for its Access-Accepts; none: none.
+    pub reply_attributes: Option<std::sync::Arc<[u8]>>,
 }
 
 #[derive(Debug, Clone)]
@@ -380,6 +446,7 @@ struct RawSettings {
     log: RawLog,
     notify: RawNotify,
     proofing: RawProofing,
+    upstreams: Vec<RawUpstream>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -412,6 +479,7 @@ struct RawRadius {
     workers: Option<usize>,
     reject_delay_ms: u64,
     challenge_timeout_secs: u64,
+    dictionaries: Option<String>,
 }
 
 impl Default for RawRadius {
@@ -426,6 +494,7 @@ impl Default for RawRadius {
             workers: None,
             reject_delay_ms: 1000,
             challenge_timeout_secs: 60,
+            dictionaries: None,
         }
     }
 }
@@ -450,6 +519,62 @@ struct RawApplication {
     otp_mode: String,
     #[serde(default)]
     challenge_prompt: Option<String>,
+    #[serde(default)]
+    first_factor: Option<String>,
+    /// Attribute name (any dictionary name) to a value, or to a list of values.
+    #[serde(default)]
+    reply_attributes: BTreeMap<String, RawAttributeValues>,
+}
+
+/// A `reply_attributes` value as TOML writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawAttributeValues {
+    Integer(i64),
+    Text(String),
+    List(Vec<RawAttributeValue>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawAttributeValue {
+    Integer(i64),
+    Text(String),
+}
+
+impl From<RawAttributeValue> for AttributeValue {
+    fn from(raw: RawAttributeValue) -> AttributeValue {
+        match raw {
+            RawAttributeValue::Integer(n) => AttributeValue::Integer(n),
+            RawAttributeValue::Text(t) => AttributeValue::Text(t),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: String,
+    kind: String,
+    servers: Vec<String>,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default = "default_upstream_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_upstream_retries")]
+    retries: u32,
+    #[serde(default)]
+    bind_dn_template: Option<String>,
+    #[serde(default)]
+    require_message_authenticator: Option<bool>,
+}
+
+fn default_upstream_timeout_ms() -> u64 {
+    1000
+}
+
+fn default_upstream_retries() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -731,6 +856,8 @@ fn default_applications() -> Vec<RawApplication> {
         required_level: default_required_level(),
         otp_mode: default_otp_mode(),
         challenge_prompt: None,
+        first_factor: None,
+        reply_attributes: BTreeMap::new(),
     }]
 }
 
@@ -802,6 +929,8 @@ impl RawSettings {
                 required_level: default_required_level(),
                 otp_mode: default_otp_mode(),
                 challenge_prompt: None,
+                first_factor: None,
+                reply_attributes: BTreeMap::new(),
             };
             apply_entries(list, apps, blank, "application", |entry, field, value| {
                 match field {
@@ -814,10 +943,11 @@ impl RawSettings {
                     }
                     "otp_mode" => entry.otp_mode = value,
                     "challenge_prompt" => entry.challenge_prompt = Some(value),
+                    "first_factor" => entry.first_factor = Some(value),
                     other => {
                         return Err(format!(
                             "unknown application field `{other}`; expected NAME, \
-                             REQUIRED_LEVEL, OTP_MODE or CHALLENGE_PROMPT"
+                             REQUIRED_LEVEL, OTP_MODE, CHALLENGE_PROMPT or FIRST_FACTOR"
                         ))
                     }
                 }
@@ -853,6 +983,18 @@ impl RawSettings {
             self.storage.cache_mb,
             16..=65_536,
         )?;
+
+        // [[upstreams]], before the applications that name them.
+        let upstreams = check_upstreams(&self.upstreams, &invalid)?;
+
+        // [radius] dictionaries, before the applications' reply attributes.
+        let dictionaries = match self.radius.dictionaries.as_deref().map(str::trim) {
+            None => None,
+            Some("") => return Err(invalid("radius.dictionaries", "must not be empty".into())),
+            Some(folder) => Some(PathBuf::from(folder)),
+        };
+        let dictionary = Dictionary::load(dictionaries.as_deref())
+            .map_err(|e| invalid("radius.dictionaries", e.to_string()))?;
 
         // [[applications]]
         let raw_apps = self.applications.unwrap_or_else(default_applications);
@@ -897,11 +1039,28 @@ impl RawSettings {
                     format!("must be 1 to {max} octets, got {}", challenge_prompt.len()),
                 ));
             }
+            let first_factor =
+                match app.first_factor.as_deref().map(str::trim) {
+                    None | Some("local") => FirstFactor::Local,
+                    Some(name) if upstreams.iter().any(|u| u.name == name) => {
+                        FirstFactor::Upstream(name.to_owned())
+                    }
+                    Some(name) => return Err(invalid(
+                        &key("first_factor"),
+                        format!(
+                            "`{name}` is neither `local` nor the name of an [[upstreams]] entry"
+                        ),
+                    )),
+                };
+            let reply_attributes = encode_reply_attributes(&dictionary, app.reply_attributes, &key)
+                .map_err(|(key, problem)| invalid(&key, problem))?;
             applications.push(Application {
                 name: app.name,
                 required_level,
                 otp_mode,
                 challenge_prompt: challenge_prompt.into(),
+                first_factor,
+                reply_attributes,
             });
         }
 
@@ -1281,6 +1440,7 @@ impl RawSettings {
                 workers,
                 reject_delay: Duration::from_millis(reject_delay_ms),
                 challenge_timeout: Duration::from_secs(challenge_timeout_secs),
+                dictionaries,
             },
             applications,
             otp,
@@ -1298,9 +1458,172 @@ impl RawSettings {
             },
             notify,
             proofing,
+            upstreams,
             source_name,
         })
     }
+}
+
+/// Checks the `[[upstreams]]` entries: unique names (not `local`), a known kind with the keys
+/// it needs and none of the other kind's, servers that parse, bounded timeouts and retries.
+fn check_upstreams(
+    raw: &[RawUpstream],
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<UpstreamSettings>, ConfigError> {
+    let mut upstreams: Vec<UpstreamSettings> = Vec::with_capacity(raw.len());
+    for (i, up) in raw.iter().enumerate() {
+        let key = |field: &str| format!("upstreams[{i}].{field}");
+        let name = up.name.trim();
+        if name.is_empty() || name == "local" {
+            return Err(invalid(
+                &key("name"),
+                "must not be empty or `local` (the store's own passwords)".into(),
+            ));
+        }
+        if upstreams.iter().any(|u| u.name == name) {
+            return Err(invalid(
+                &key("name"),
+                format!("duplicate upstream `{name}`"),
+            ));
+        }
+        if up.servers.is_empty() {
+            return Err(invalid(&key("servers"), "needs at least one server".into()));
+        }
+        let timeout_ms = in_range(invalid, &key("timeout_ms"), up.timeout_ms, 50..=60_000)?;
+        let retries = in_range(invalid, &key("retries"), up.retries, 0..=10)?;
+        let refuse = |field: &str, kind: &str| {
+            invalid(&key(field), format!("does not apply to kind = \"{kind}\""))
+        };
+        let kind = match up.kind.as_str() {
+            "radius" => {
+                if up.bind_dn_template.is_some() {
+                    return Err(refuse("bind_dn_template", "radius"));
+                }
+                let mut servers = Vec::with_capacity(up.servers.len());
+                for (j, server) in up.servers.iter().enumerate() {
+                    servers.push(parse_radius_server(server).map_err(|problem| {
+                        invalid(&format!("upstreams[{i}].servers[{j}]"), problem)
+                    })?);
+                }
+                let secret = up.secret.clone().unwrap_or_default();
+                if secret.len() < MIN_SECRET_LEN {
+                    return Err(invalid(
+                        &key("secret"),
+                        format!(
+                            "the shared secret with the upstream is required, at least \
+                             {MIN_SECRET_LEN} characters"
+                        ),
+                    ));
+                }
+                UpstreamKind::Radius {
+                    servers,
+                    secret,
+                    require_message_authenticator: up.require_message_authenticator.unwrap_or(true),
+                }
+            }
+            "ldap" => {
+                if up.secret.is_some() {
+                    return Err(refuse("secret", "ldap"));
+                }
+                if up.require_message_authenticator.is_some() {
+                    return Err(refuse("require_message_authenticator", "ldap"));
+                }
+                let template = up.bind_dn_template.clone().unwrap_or_default();
+                crate::upstream::ldap::LdapFirstFactor::new(
+                    up.servers.clone(),
+                    template.clone(),
+                    Duration::from_millis(timeout_ms),
+                    retries,
+                )
+                .map_err(|problem| invalid(&key("servers` / `bind_dn_template"), problem))?;
+                UpstreamKind::Ldap {
+                    servers: up.servers.clone(),
+                    bind_dn_template: template,
+                }
+            }
+            other => {
+                return Err(invalid(
+                    &key("kind"),
+                    format!("unknown kind `{other}`; expected `radius` or `ldap`"),
+                ))
+            }
+        };
+        upstreams.push(UpstreamSettings {
+            name: name.to_owned(),
+            kind,
+            timeout: Duration::from_millis(timeout_ms),
+            retries,
+        });
+    }
+    Ok(upstreams)
+}
+
+/// Encodes an application's `reply_attributes` by dictionary name, at most
+/// [`MAX_REPLY_ATTRIBUTES`](crate::radius::packet::MAX_REPLY_ATTRIBUTES) octets in all. An
+/// error is the key (`applications[i].reply_attributes.NAME`) and the problem.
+fn encode_reply_attributes(
+    dictionary: &Dictionary,
+    raw: BTreeMap<String, RawAttributeValues>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<std::sync::Arc<[u8]>>, (String, String)> {
+    /// What otpgate writes itself: configured, they would be sent twice or contradict it.
+    const RESERVED: [&str; 5] = [
+        "Message-Authenticator",
+        "Proxy-State",
+        "State",
+        "Reply-Message",
+        "EAP-Message",
+    ];
+    let mut encoded = Vec::new();
+    for (name, values) in raw {
+        let key = key(&format!("reply_attributes.{name}"));
+        if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(&name)) {
+            return Err((key, format!("`{name}` is written by otpgate itself")));
+        }
+        let values: Vec<AttributeValue> = match values {
+            RawAttributeValues::Integer(n) => vec![AttributeValue::Integer(n)],
+            RawAttributeValues::Text(t) => vec![AttributeValue::Text(t)],
+            RawAttributeValues::List(list) => list.into_iter().map(Into::into).collect(),
+        };
+        if values.is_empty() {
+            return Err((
+                key,
+                "an empty list; give a value or leave the attribute out".into(),
+            ));
+        }
+        for value in &values {
+            let bytes = dictionary
+                .encode(&name, value)
+                .map_err(|e| (key.clone(), e))?;
+            encoded.extend_from_slice(&bytes);
+        }
+    }
+    let max = crate::radius::packet::MAX_REPLY_ATTRIBUTES;
+    if encoded.len() > max {
+        return Err((
+            key("reply_attributes"),
+            format!(
+                "{} octets encoded, at most {max} fit in a reply",
+                encoded.len()
+            ),
+        ));
+    }
+    Ok((!encoded.is_empty()).then(|| encoded.into()))
+}
+
+/// An upstream RADIUS server: `address:port`, or a bare address for port 1812.
+fn parse_radius_server(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 1812))
+        .map_err(|_| {
+            format!("`{text}` is not an address[:port] (e.g. 192.0.2.5:1812 or [2001:db8::5]:1812)")
+        })
 }
 
 /// Sets fields of array entries from `OTPGATE__..__<i>__<FIELD>` variables grouped by index:
@@ -1674,5 +1997,121 @@ mod tests {
         );
         let e = env("20000").expect_err("out of range").to_string();
         assert!(e.contains("radius.reject_delay_ms"), "{e}");
+    }
+
+    #[test]
+    fn upstreams_and_first_factor() {
+        let radius = "[[upstreams]]\nname = \"site\"\nkind = \"radius\"\n\
+                      servers = [\"192.0.2.5\", \"[2001:db8::5]:1645\"]\nsecret = \"long-enough\"\n";
+        let app = "[[applications]]\nname = \"default\"\nfirst_factor = \"site\"\n";
+        let s = load_text(&format!("{radius}{app}")).expect("loads");
+        assert_eq!(
+            s.applications[0].first_factor,
+            FirstFactor::Upstream("site".into())
+        );
+        match &s.upstreams[0].kind {
+            UpstreamKind::Radius { servers, .. } => assert_eq!(
+                servers,
+                &vec![
+                    "192.0.2.5:1812".parse::<SocketAddr>().expect("addr"),
+                    "[2001:db8::5]:1645".parse().expect("addr")
+                ]
+            ),
+            UpstreamKind::Ldap { .. } => panic!("radius expected"),
+        }
+        assert_eq!(s.upstreams[0].timeout, Duration::from_millis(1000));
+        assert_eq!(s.upstreams[0].retries, 1);
+        for (text, key, words) in [
+            (
+                "[[applications]]\nname = \"default\"\nfirst_factor = \"nope\"\n".to_string(),
+                "applications[0].first_factor",
+                "neither `local`",
+            ),
+            (
+                radius.replace("secret = \"long-enough\"\n", ""),
+                "upstreams[0].secret",
+                "required",
+            ),
+            (
+                radius.replace("\"192.0.2.5\"", "\"host.example\""),
+                "upstreams[0].servers[0]",
+                "not an address",
+            ),
+            (
+                radius.replace("radius", "kerberos"),
+                "upstreams[0].kind",
+                "expected `radius` or `ldap`",
+            ),
+            (
+                format!("{radius}bind_dn_template = \"uid={{user}}\"\n"),
+                "upstreams[0].bind_dn_template",
+                "does not apply",
+            ),
+            (
+                "[[upstreams]]\nname = \"dir\"\nkind = \"ldap\"\nservers = [\"ldap://127.0.0.1\"]\n\
+                 bind_dn_template = \"uid=x,dc=org\"\n"
+                    .to_string(),
+                "upstreams[0].servers` / `bind_dn_template",
+                "{user}",
+            ),
+            (
+                format!("{radius}timeout_ms = 10\n"),
+                "upstreams[0].timeout_ms",
+                "between 50 and 60000",
+            ),
+        ] {
+            let p = problem(&text);
+            assert!(p.contains(key) && p.contains(words), "{key}: {p}");
+        }
+    }
+
+    #[test]
+    fn reply_attributes_by_dictionary_name() {
+        let s = load_text(
+            "[[applications]]\nname = \"default\"\n\
+             reply_attributes = { Class = \"partner\", Session-Timeout = 3600, \
+             Cisco-AVPair = [\"shell:priv-lvl=15\", \"ip:inacl#1=permit ip any any\"] }\n",
+        )
+        .expect("loads");
+        let encoded = s.applications[0]
+            .reply_attributes
+            .clone()
+            .expect("attributes");
+        let dictionary = Dictionary::builtin().expect("builtin");
+        let shown = dictionary.describe(&encoded);
+        for part in [
+            // Class is octets (RFC 2865 section 5.25): shown in hex.
+            "Class=0x706172746e6572",
+            "Session-Timeout=3600",
+            "shell:priv-lvl=15",
+            "permit ip any any",
+        ] {
+            assert!(shown.contains(part), "{part} in {shown}");
+        }
+        for (text, key, words) in [
+            (
+                "reply_attributes = { No-Such-Attribute = 1 }",
+                "applications[0].reply_attributes.No-Such-Attribute",
+                "No-Such-Attribute",
+            ),
+            (
+                "reply_attributes = { Session-Timeout = \"soon\" }",
+                "applications[0].reply_attributes.Session-Timeout",
+                "Session-Timeout",
+            ),
+            (
+                "reply_attributes = { State = \"x\" }",
+                "applications[0].reply_attributes.State",
+                "otpgate itself",
+            ),
+        ] {
+            let p = problem(&format!("[[applications]]\nname = \"default\"\n{text}\n"));
+            assert!(p.contains(key) && p.contains(words), "{key}: {p}");
+        }
+        let p = problem("[radius]\ndictionaries = \"/no/such/folder\"\n");
+        assert!(
+            p.contains("radius.dictionaries") && p.contains("/no/such/folder"),
+            "{p}"
+        );
     }
 }

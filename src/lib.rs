@@ -20,4 +20,5 @@ pub mod radius;
 pub mod store;
 pub mod sweeper;
 pub mod token;
+pub mod upstream;
 pub mod users;

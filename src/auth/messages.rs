@@ -33,3 +33,9 @@ pub const TRY_LATER: &str = "This action cannot be completed at this time. Try a
 /// e-mail; it must be changed before a login.
 pub const PASSWORD_MUST_CHANGE: &str = "Your password was reset to a temporary password when \
      your token was revoked. You must change your password before you can log in.";
+
+/// An application's upstream first factor (the site's RADIUS server or directory) did not
+/// answer: the password could not be checked.
+pub const UPSTREAM_UNAVAILABLE: &str =
+    "Your password cannot be checked at this time: the password service does not answer. Try \
+     again later.";

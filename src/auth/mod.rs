@@ -20,13 +20,14 @@ use std::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::clock::Clock;
-use crate::config::{AssuranceLevel, OtpMode, Settings};
+use crate::config::{AssuranceLevel, FirstFactor, OtpMode, Settings};
 use crate::radius::packet::{ReplyCode, Text, STATE_LEN};
 use crate::radius::server::Decided;
 use crate::radius::{Reply, Request, RequestHandler};
 use crate::store::{Token, User};
 use crate::token::TokenState;
 use crate::token::{OtpOutcome, Reach, TokenService};
+use crate::upstream::{Upstream, Upstreams, Verdict};
 
 use challenge::{Challenges, StateProblem};
 use password::PasswordHash;
@@ -61,6 +62,8 @@ pub enum Outcome {
     BadState(StateProblem),
     /// Too many challenges pending to issue another.
     ChallengesFull,
+    /// The application's upstream first factor could not be asked (all servers down).
+    UpstreamUnavailable,
     InternalError,
 }
 
@@ -95,6 +98,7 @@ impl Outcome {
             Outcome::Challenged(_) => "challenge_sent",
             Outcome::BadState(problem) => problem.reason(),
             Outcome::ChallengesFull => "too_many_pending_challenges",
+            Outcome::UpstreamUnavailable => "upstream_unavailable",
             Outcome::InternalError => "internal_error",
         }
     }
@@ -115,6 +119,7 @@ impl Outcome {
             Outcome::LevelTooLow => Some(messages::LEVEL_TOO_LOW),
             Outcome::PasswordMustChange => Some(messages::PASSWORD_MUST_CHANGE),
             Outcome::InternalError | Outcome::ChallengesFull => Some(messages::TRY_LATER),
+            Outcome::UpstreamUnavailable => Some(messages::UPSTREAM_UNAVAILABLE),
             _ => Some(messages::GENERIC_FAILURE),
         }
     }
@@ -134,12 +139,21 @@ pub struct Authenticator {
     clock: Arc<dyn Clock>,
     /// The States of the Access-Challenges waiting for their code.
     challenges: Challenges,
+    /// The `[[upstreams]]` applications may have check passwords.
+    upstreams: Upstreams,
+}
+
+/// An upstream's part in a decision, for the decision log: which, and how long it took.
+pub struct UpstreamCall {
+    pub upstream: Arc<Upstream>,
+    pub micros: u64,
 }
 
 impl Authenticator {
     pub fn new(settings: Arc<Settings>, tokens: Arc<TokenService>, clock: Arc<dyn Clock>) -> Self {
         let throttle = Throttle::new(&settings.throttle);
         let settings_challenge_timeout = settings.radius.challenge_timeout;
+        let upstreams = Upstreams::new(&settings.upstreams);
         let slots = settings.password.max_concurrent_hashes;
         let hashing = Arc::new(tokio::sync::Semaphore::new(slots));
         password::keep_argon2_memory_up_to(settings.password.argon2.memory_kib);
@@ -155,6 +169,7 @@ impl Authenticator {
             rehasher,
             clock,
             challenges: Challenges::new(settings_challenge_timeout),
+            upstreams,
         }
     }
 
@@ -178,16 +193,17 @@ impl Authenticator {
     /// Decides one request on the async path: the throttle's admission, hashing on the bounded
     /// pool, then a store sync (shared with concurrent callers) on the blocking pool. The answer
     /// to a challenge needs no hash; it is decided here too when it comes this way.
-    pub async fn decide(&self, request: &Request) -> Outcome {
+    pub async fn decide(&self, request: &Request) -> (Outcome, Option<UpstreamCall>) {
+        let mut call = None;
         let (outcome, wrote, rehash) = match self.answer_challenge(request) {
             Some((outcome, wrote)) => (outcome, wrote, None),
             None => {
                 let mut attempt = match self.look_up(request) {
                     Ok(attempt) => attempt,
-                    Err(outcome) => return outcome,
+                    Err(outcome) => return (outcome, None),
                 };
                 if let Err(outcome) = self.admit(&attempt) {
-                    return outcome;
+                    return (outcome, None);
                 }
                 let verified = match &attempt.check {
                     // Ends in `after_password`, as long after as a real check.
@@ -195,7 +211,27 @@ impl Authenticator {
                         self.spend_dummy_verify().await;
                         Verified::Wrong
                     }
-                    Check::Real { hash, .. } | Check::Temporary(hash) => {
+                    Check::Real {
+                        against: Against::Upstream(upstream),
+                        ..
+                    } => {
+                        let started = Instant::now();
+                        let verified = ask_upstream(upstream, &attempt).await;
+                        call = Some(UpstreamCall {
+                            upstream: Arc::clone(upstream),
+                            micros: micros_since(started),
+                        });
+                        let Some(verified) = verified else {
+                            self.throttle.failed(&attempt.origin, Instant::now());
+                            return (Outcome::UpstreamUnavailable, call);
+                        };
+                        verified
+                    }
+                    Check::Real {
+                        against: Against::Hash(hash),
+                        ..
+                    }
+                    | Check::Temporary(hash) => {
                         let hash = hash.clone();
                         let password = attempt.password.clone();
                         let alone = attempt.password_alone().cloned();
@@ -220,13 +256,13 @@ impl Authenticator {
                 .and_then(|r| r.map_err(|e| e.to_string()));
             if let Err(e) = synced {
                 tracing::error!(error = %e, "could not make the decision durable; refusing");
-                return Outcome::InternalError;
+                return (Outcome::InternalError, call);
             }
         }
         if let Some(rehash) = rehash {
             self.rehash(rehash);
         }
-        outcome
+        (outcome, call)
     }
 
     /// Step 1 and the first half of 2, nothing counted and no hashing: the account, its token,
@@ -256,9 +292,13 @@ impl Authenticator {
         let Some(user) = user else {
             return Ok(dummy(Outcome::UnknownUser));
         };
-        if let Some(hash) = PasswordHash::stored_is_temporary(&user.password_hash)
-            .then(|| PasswordHash::parse(&user.password_hash).ok())
-            .flatten()
+        let application = self.settings.application(&request.client.application);
+        let first_factor = application.map_or(&FirstFactor::Local, |a| &a.first_factor);
+        // A temporary password replaces the local one only; an upstream's is the site's.
+        if let Some(hash) = (*first_factor == FirstFactor::Local
+            && PasswordHash::stored_is_temporary(&user.password_hash))
+        .then(|| PasswordHash::parse(&user.password_hash).ok())
+        .flatten()
         {
             // A temporary password (after a revocation the user has no token): checked alone,
             // or before the code if there is a token, and refused with its own text.
@@ -290,7 +330,8 @@ impl Authenticator {
         // `digits` characters, or the whole User-Password when the code is to be asked for.
         let digits = usize::from(token.digits);
         let split = password_and_otp.len().checked_sub(digits);
-        let (split, next) = match self.otp_mode(request) {
+        let mode = application.map_or(OtpMode::Append, |a| a.otp_mode);
+        let (split, next) = match mode {
             OtpMode::Append => match split {
                 Some(split) => (split, Next::Otp),
                 None => return Ok(dummy(Outcome::PasswordTooShort)),
@@ -306,15 +347,30 @@ impl Authenticator {
             },
         };
         let (password, otp) = password_and_otp.split_at(split);
-        let hash = PasswordHash::parse(&user.password_hash).map_err(|e| {
-            tracing::error!(user = username, error = %e, "stored password hash is unusable");
-            Outcome::UnusableHash
-        })?;
+        let against = match first_factor {
+            FirstFactor::Local => {
+                Against::Hash(PasswordHash::parse(&user.password_hash).map_err(|e| {
+                    tracing::error!(user = username, error = %e, "stored password hash is unusable");
+                    Outcome::UnusableHash
+                })?)
+            }
+            FirstFactor::Upstream(name) => match self.upstreams.get(name) {
+                Some(upstream) => Against::Upstream(upstream),
+                None => {
+                    tracing::error!(upstream = %name, "upstream not running; see the start-up log");
+                    return Err(Outcome::UpstreamUnavailable);
+                }
+            },
+        };
         Ok(Attempt {
             origin,
             password: Zeroizing::new(password.to_vec()),
             otp: String::from_utf8_lossy(otp).into_owned(),
-            check: Check::Real { user, token, hash },
+            check: Check::Real {
+                user,
+                token,
+                against,
+            },
             next,
         })
     }
@@ -475,8 +531,12 @@ impl Authenticator {
             check,
             next,
         } = attempt;
-        let (user, token, hash) = match check {
-            Check::Real { user, token, hash } => (user, token, hash),
+        let (user, token, against) = match check {
+            Check::Real {
+                user,
+                token,
+                against,
+            } => (user, token, against),
             Check::Dummy(outcome) => {
                 self.throttle.failed(&origin, Instant::now());
                 return (outcome, false, None);
@@ -505,11 +565,11 @@ impl Authenticator {
                 .challenges
                 .issue(origin.user, &request.client.name, Instant::now());
             let outcome = issued.map_or(Outcome::ChallengesFull, Outcome::Challenged);
-            return (outcome, false, self.rehash_job(user, password, &hash));
+            return (outcome, false, self.rehash_job(user, password, &against));
         }
         let (outcome, wrote) = self.second_factor(request, &user, token, &otp);
         let rehash = (outcome == Outcome::Accepted)
-            .then(|| self.rehash_job(user, password, &hash))
+            .then(|| self.rehash_job(user, password, &against))
             .flatten();
         (outcome, wrote, rehash)
     }
@@ -573,8 +633,11 @@ impl Authenticator {
         &self,
         user: User,
         password: Zeroizing<Vec<u8>>,
-        hash: &PasswordHash,
+        against: &Against,
     ) -> Option<rehash::Job> {
+        let Against::Hash(hash) = against else {
+            return None;
+        };
         let params = self.settings.password.argon2;
         (self.settings.password.rehash_on_login && hash.needs_rehash(&params)).then_some(
             rehash::Job {
@@ -620,7 +683,13 @@ impl Authenticator {
     }
 
     /// Turns an outcome into a reply and logs the decision as one event.
-    fn conclude(&self, request: &Request, outcome: Outcome, started: Instant) -> Reply {
+    fn conclude(
+        &self,
+        request: &Request,
+        outcome: Outcome,
+        started: Instant,
+        call: Option<UpstreamCall>,
+    ) -> Reply {
         let (code, result) = match outcome {
             Outcome::Accepted => (ReplyCode::Accept, "accept"),
             Outcome::Challenged(_) => (ReplyCode::Challenge, "challenge"),
@@ -634,18 +703,50 @@ impl Authenticator {
             id = request.identifier,
             result,
             reason = outcome.reason(),
-            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            micros = micros_since(started),
+            upstream = call.as_ref().map(|c| c.upstream.name()),
+            upstream_micros = call.as_ref().map(|c| c.micros),
             "decision"
         );
         let mut reply = Reply::new(code, outcome.reply_message());
-        if let Outcome::Challenged(state) = outcome {
-            reply.state = Some(state);
-            reply.message = self
-                .settings
-                .application(&request.client.application)
-                .map(|application| Text::Configured(Arc::clone(&application.challenge_prompt)));
+        let application = || self.settings.application(&request.client.application);
+        match outcome {
+            Outcome::Accepted => {
+                reply.attributes = application().and_then(|a| a.reply_attributes.clone());
+            }
+            Outcome::Challenged(state) => {
+                reply.state = Some(state);
+                reply.message =
+                    application().map(|a| Text::Configured(Arc::clone(&a.challenge_prompt)));
+            }
+            _ => {}
         }
         reply
+    }
+}
+
+fn micros_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Asks `upstream` about the attempt's password and, if it is refused and the whole
+/// User-Password may be the password alone (`otp_mode = "auto"`), about that. `None` when the
+/// upstream could not be asked (logged).
+async fn ask_upstream(upstream: &Upstream, attempt: &Attempt<'_>) -> Option<Verified> {
+    let user = attempt.origin.user;
+    let mut verdict = upstream.check(user, &attempt.password).await;
+    let mut right = Verified::Right;
+    if let (Verdict::Rejected, Some(whole)) = (&verdict, attempt.password_alone()) {
+        verdict = upstream.check(user, whole).await;
+        right = Verified::RightAlone;
+    }
+    match verdict {
+        Verdict::Accepted => Some(right),
+        Verdict::Rejected => Some(Verified::Wrong),
+        Verdict::Unavailable { reason } => {
+            tracing::warn!(upstream = %upstream.name(), user, %reason, "upstream first factor unavailable");
+            None
+        }
     }
 }
 
@@ -682,6 +783,14 @@ enum Next {
     /// `otp_mode = "auto"` with what looks like a code at the end: the code, or, if the part
     /// before it is not the password but this whole User-Password is, a challenge.
     OtpElseChallenge(Zeroizing<Vec<u8>>),
+}
+
+/// Who checks a user's password (the application's `first_factor`).
+enum Against {
+    /// The stored hash.
+    Hash(PasswordHash),
+    /// The site's RADIUS server or directory.
+    Upstream(Arc<Upstream>),
 }
 
 /// How a password check came out.
@@ -732,8 +841,17 @@ impl Attempt<'_> {
     /// Whether its password check goes to the hashing pool (argon2id, a dummy hash...).
     fn costly(&self) -> bool {
         match &self.check {
-            Check::Real { hash, .. } | Check::Temporary(hash) => hash.is_costly(),
-            Check::Dummy(_) => true,
+            Check::Real {
+                against: Against::Hash(hash),
+                ..
+            }
+            | Check::Temporary(hash) => hash.is_costly(),
+            // Asking an upstream waits on the network: never on a UDP worker.
+            Check::Real {
+                against: Against::Upstream(_),
+                ..
+            }
+            | Check::Dummy(_) => true,
         }
     }
 }
@@ -742,11 +860,11 @@ impl Attempt<'_> {
 // One per request, on the stack: boxing the large variant would cost every login an allocation.
 #[allow(clippy::large_enum_variant)]
 enum Check {
-    /// The user's stored hash; the token comes next.
+    /// The user's password, checked against `against`; the token comes next.
     Real {
         user: User,
         token: Token,
-        hash: PasswordHash,
+        against: Against,
     },
     /// Nothing: a dummy argon2id hash is spent so the answer takes as long as a real check,
     /// then the attempt ends in this outcome (unknown user, no token, password too short).
@@ -762,7 +880,7 @@ impl RequestHandler for Authenticator {
         self.note_request();
         if let Some((outcome, wrote)) = self.answer_challenge(request) {
             return Some(Decided {
-                reply: self.conclude(request, outcome, started),
+                reply: self.conclude(request, outcome, started, None),
                 wrote,
             });
         }
@@ -779,11 +897,20 @@ impl RequestHandler for Authenticator {
                 Err(outcome) => (outcome, false),
                 Ok(()) => {
                     let verified = match &attempt.check {
-                        Check::Real { hash, .. } | Check::Temporary(hash) => verify(
+                        Check::Real {
+                            against: Against::Hash(hash),
+                            ..
+                        }
+                        | Check::Temporary(hash) => verify(
                             hash,
                             &attempt.password,
                             attempt.password_alone().map(|whole| whole.as_slice()),
                         ),
+                        // Costly (see `Attempt::costly`): on the async path.
+                        Check::Real {
+                            against: Against::Upstream(_),
+                            ..
+                        } => return None,
                         Check::Dummy(_) => Verified::Wrong,
                     };
                     let right = attempt.settle(verified);
@@ -796,7 +923,7 @@ impl RequestHandler for Authenticator {
             },
         };
         Some(Decided {
-            reply: self.conclude(request, outcome, started),
+            reply: self.conclude(request, outcome, started, None),
             wrote,
         })
     }
@@ -811,8 +938,8 @@ impl RequestHandler for Authenticator {
 
     async fn handle(&self, request: Request) -> Reply {
         let started = Instant::now();
-        let outcome = self.decide(&request).await;
-        self.conclude(&request, outcome, started)
+        let (outcome, call) = self.decide(&request).await;
+        self.conclude(&request, outcome, started, call)
     }
 }
 

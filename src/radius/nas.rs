@@ -1,6 +1,7 @@
 //! The NAS side of the exchange: building PAP Access-Requests and checking the replies, as a
-//! VPN concentrator does. Used by the integration tests and the load generator; never by the
-//! server itself.
+//! VPN concentrator does. Used by the integration tests, the load generator and, when a site's
+//! existing RADIUS server checks passwords, by otpgate itself as that server's client
+//! ([`crate::upstream::radius`]).
 
 use hmac::{Hmac, Mac};
 use md5::Md5;
@@ -27,9 +28,32 @@ pub fn access_request(
     secret: &[u8],
     message_authenticator: bool,
 ) -> Result<BuiltRequest, String> {
+    access_request_from(
+        None,
+        identifier,
+        user_name,
+        password,
+        secret,
+        message_authenticator,
+    )
+}
+
+/// As [`access_request`], with a NAS-Identifier (RFC 2865 section 5.32: a request carries a
+/// NAS-IP-Address or a NAS-Identifier) when `nas_identifier` is given.
+pub fn access_request_from(
+    nas_identifier: Option<&str>,
+    identifier: u8,
+    user_name: &str,
+    password: &[u8],
+    secret: &[u8],
+    message_authenticator: bool,
+) -> Result<BuiltRequest, String> {
     let mut packet = Packet::new_with_identifier(Code::AccessRequest, secret, identifier);
     if message_authenticator {
         packet.add(AVP::from_bytes(ATTR_MESSAGE_AUTHENTICATOR, &[0u8; 16]));
+    }
+    if let Some(nas) = nas_identifier {
+        rfc2865::add_nas_identifier(&mut packet, nas);
     }
     rfc2865::add_user_name(&mut packet, user_name);
     rfc2865::add_user_password(&mut packet, password).map_err(|e| e.to_string())?;

@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod durability;
+mod freeradius;
 mod hardening;
 mod harness;
 mod notify;
@@ -11,3 +12,6 @@ mod peers;
 mod proofing;
 mod radius_udp;
 mod reject_timing;
+mod slapd;
+mod upstream_ldap;
+mod upstream_radius;

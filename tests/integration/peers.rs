@@ -405,3 +405,64 @@ fn radclient_auto_mode_appended_or_challenged() {
     );
     assert!(answered.contains("Access-Accept"), "{answered}");
 }
+
+/// An application's `reply_attributes` (RFC attributes, a vendor's, and one from an operator's
+/// dictionary folder) reach radclient in the Access-Accept, and only there.
+#[test]
+fn radclient_accept_carries_the_application_reply_attributes() {
+    if !peer_available("radclient", "freeradius-utils") || !peer_available("oathtool", "oathtool") {
+        return;
+    }
+    let folder = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        folder.path().join("dictionary"),
+        "$INCLUDE dictionary.acme\n",
+    )
+    .expect("dictionary");
+    std::fs::write(
+        folder.path().join("dictionary.acme"),
+        "VENDOR Acme 64999\nBEGIN-VENDOR Acme\nATTRIBUTE Acme-Group 1 string\nEND-VENDOR Acme\n",
+    )
+    .expect("dictionary.acme");
+    let mut app = Appliance::new(
+        "[[applications]]\nname = \"default\"\n\
+         reply_attributes = { Class = \"partner\", Filter-Id = \"vpn-users\", \
+         Session-Timeout = 3600, Cisco-AVPair = \"shell:priv-lvl=15\", Acme-Group = \"ops\" }\n",
+    );
+    app.env.push((
+        "OTPGATE__RADIUS__DICTIONARIES".into(),
+        folder.path().display().to_string(),
+    ));
+    app.add_user("kim", "kim-pw");
+    app.import_tokens(&format!(
+        "serial,secret,kind,digits,step,owner\nR1,{SEED},hotp,6,0,kim\n"
+    ));
+    app.start();
+    let code = oathtool(&["-b", "-c", "0", SEED]);
+    let (ok, out) = radclient(&app, "kim", &format!("kim-pw{code}"), SECRET);
+    assert!(ok && out.contains("Access-Accept"), "{out}");
+    for shown in [
+        "Class = 0x706172746e6572",
+        "Filter-Id = \"vpn-users\"",
+        "Session-Timeout = 3600",
+        "Cisco-AVPair = \"shell:priv-lvl=15\"",
+        // radclient does not know the operator's vendor: number and raw value.
+        "Attr-26.64999.1 = 0x6f7073",
+    ] {
+        assert!(out.contains(shown), "{shown} in {out}");
+    }
+    let (_, rejected) = radclient(&app, "kim", "kim-pw000000", SECRET);
+    assert!(
+        rejected.contains("Access-Reject") && !rejected.contains("Filter-Id"),
+        "{rejected}"
+    );
+    assert!(app.stop());
+    assert!(
+        app.logs()
+            .iter()
+            .any(|l| l.contains("application replies with attributes")
+                && l.contains("Acme-Group=\"ops\"")),
+        "{:?}",
+        app.logs()
+    );
+}
