@@ -476,7 +476,7 @@ impl Pipeline {
         let client = Arc::new(Client {
             name: "bench-nas".into(),
             secret: Secret::new(SECRET).expect("secret"),
-            application: "default".into(),
+            application: Arc::clone(&settings.applications[0]),
         });
         Pipeline {
             runtime,

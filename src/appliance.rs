@@ -12,11 +12,11 @@ use crate::api::server::{AdminServeError, AdminServer};
 use crate::api::AppState;
 use crate::auth::Authenticator;
 use crate::clock::SystemClock;
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::notify::deliver::Deliverer;
-use crate::radius::clients::ClientTable;
 use crate::radius::stats::Stats;
 use crate::radius::Server;
+use crate::reload::Reloadable;
 use crate::store::seal::{SealError, SeedCipher};
 use crate::store::sled_store::SledStore;
 use crate::store::{Store, StoreError};
@@ -42,6 +42,8 @@ pub enum ServeError {
     Thread(String),
     #[error("notifications: {0}")]
     Notify(String),
+    #[error("radsec: key `{0}`: {1}")]
+    Radsec(&'static str, String),
 }
 
 /// The store and the token service over it, as the command line and the server open them.
@@ -126,8 +128,10 @@ pub fn bind_udp(address: SocketAddr, workers: usize) -> Result<Vec<UdpSocket>, S
 /// flight, makes the store durable and returns.
 /// `opened` runs once the store is open, before the first request (the binary gives the
 /// memory the opening freed back to the OS there).
+/// On SIGHUP the configuration is read again with `reload` and applied ([`crate::reload`]).
 pub async fn serve(
     settings: Settings,
+    reload: impl Fn() -> Result<Settings, ConfigError> + Send + 'static,
     opened: impl FnOnce(),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -150,6 +154,9 @@ pub async fn serve(
         Arc::clone(&services.tokens),
         Arc::new(SystemClock),
     ));
+    let tables = Arc::new(
+        Reloadable::new(&settings, Arc::clone(&authenticator)).map_err(ServeError::Clients)?,
+    );
     let mut sockets = Vec::new();
     for address in &settings.radius.listen {
         let bound = bind_udp(*address, settings.radius.workers)?;
@@ -161,8 +168,6 @@ pub async fn serve(
     let (stop_accounting, accounting_stopped) = tokio::sync::watch::channel(false);
     let mut accounting = Vec::new();
     if !settings.radius.accounting_listen.is_empty() {
-        let clients =
-            Arc::new(ClientTable::new(&settings.radius.clients).map_err(ServeError::Clients)?);
         for address in &settings.radius.accounting_listen {
             let socket =
                 tokio::net::UdpSocket::bind(address)
@@ -176,7 +181,7 @@ pub async fn serve(
             }
             accounting.push(tokio::spawn(crate::radius::accounting::serve(
                 socket,
-                Arc::clone(&clients),
+                Arc::clone(&tables.udp_clients),
                 Arc::clone(&services.store),
                 Arc::new(SystemClock),
                 accounting_stopped.clone(),
@@ -184,9 +189,11 @@ pub async fn serve(
         }
     }
     let stats = Arc::new(Stats::default());
+    let (stop_radsec, radsec_stopped) = tokio::sync::watch::channel(false);
+    let radsec = start_radsec(&settings, &tables, &stats, radsec_stopped).await?;
     let server = Arc::new(Server::new(
         Arc::clone(&authenticator),
-        ClientTable::new(&settings.radius.clients).map_err(ServeError::Clients)?,
+        Arc::clone(&tables.udp_clients),
         &settings.radius,
         Arc::clone(&stats),
         tokio::runtime::Handle::current(),
@@ -216,11 +223,21 @@ pub async fn serve(
     .map_err(ServeError::Notify)?;
     let stop = Arc::new(AtomicBool::new(false));
     let serving = tokio::spawn(Arc::clone(&server).serve(sockets, Arc::clone(&stop)));
+    let reloading = tokio::spawn(crate::reload::on_sighup(
+        Arc::clone(&tables),
+        Arc::clone(&settings),
+        reload,
+    ));
     shutdown.await;
+    reloading.abort();
     tracing::info!("shutting down: no new requests; finishing those in flight");
     admin.stop().await;
     let _ = stop_accounting.send(true);
     for task in accounting {
+        let _ = task.await;
+    }
+    let _ = stop_radsec.send(true);
+    for task in radsec {
         let _ = task.await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -239,6 +256,44 @@ pub async fn serve(
         .collect();
     tracing::info!(counters = %counters.join(" "), "stopped");
     Ok(())
+}
+
+/// Starts RadSec (RFC 6614) on each `[radsec] listen` address; none without one.
+async fn start_radsec(
+    settings: &Settings,
+    tables: &Reloadable,
+    stats: &Arc<Stats>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ServeError> {
+    use crate::radius::radsec::{tls_config, RadsecServer};
+    if settings.radsec.listen.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tls = tls_config(&settings.radsec).map_err(|(key, e)| ServeError::Radsec(key, e))?;
+    let server = Arc::new(RadsecServer::new(
+        Arc::clone(&tables.authenticator),
+        Arc::clone(&tables.radsec_clients),
+        tls,
+        &settings.radius,
+        Arc::clone(stats),
+    ));
+    let mut tasks = Vec::new();
+    for address in &settings.radsec.listen {
+        let listener =
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| ServeError::Bind {
+                    address: *address,
+                    reason: e.to_string(),
+                })?;
+        if let Ok(local) = listener.local_addr() {
+            tracing::info!(address = %local, "radsec listening");
+        }
+        tasks.push(tokio::spawn(
+            Arc::clone(&server).serve(listener, stop.clone()),
+        ));
+    }
+    Ok(tasks)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -25,6 +25,8 @@ pub const DEFAULT_CLIENT_SECRET: &str = "testing123";
 /// Shortest shared secret accepted (RFC 2865 section 3 asks for at least 16 octets; shorter
 /// ones are allowed for lab use with a warning, below this they are refused).
 const MIN_SECRET_LEN: usize = 8;
+/// The shared secret of RADIUS over TLS (RFC 6614 section 2.3).
+pub const RADSEC_SECRET: &str = "radsec";
 const RECOMMENDED_SECRET_LEN: usize = 16;
 
 /// Why settings could not be loaded. Every variant names where the problem is.
@@ -50,7 +52,8 @@ pub enum ConfigError {
 pub struct Settings {
     pub storage: StorageSettings,
     pub radius: RadiusSettings,
-    pub applications: Vec<Application>,
+    pub radsec: RadsecSettings,
+    pub applications: Vec<std::sync::Arc<Application>>,
     pub otp: OtpSettings,
     pub lifecycle: LifecycleSettings,
     pub admin: AdminSettings,
@@ -99,6 +102,18 @@ pub struct RadiusSettings {
     pub dictionaries: Option<PathBuf>,
 }
 
+/// RADIUS over TLS (RFC 6614), `[radsec]`: off without `listen`.
+#[derive(Debug, Clone, Default)]
+pub struct RadsecSettings {
+    /// TCP addresses, port 2083 by convention.
+    pub listen: Vec<SocketAddr>,
+    /// PEM: otpgate's certificate chain and key, and the CA(s) clients' certificates must
+    /// chain to.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
 /// One NAS allowed to send requests (RFC 2865 section 3: identified by source address).
 #[derive(Clone)]
 pub struct ClientSettings {
@@ -106,6 +121,9 @@ pub struct ClientSettings {
     pub address: IpNet,
     pub secret: String,
     pub application: String,
+    /// A client that connects over RadSec (RFC 6614): the name its certificate carries (DNS
+    /// subject alternative name). Such a client is not a UDP client; its secret is `radsec`.
+    pub certificate_name: Option<String>,
 }
 
 impl std::fmt::Debug for ClientSettings {
@@ -115,6 +133,7 @@ impl std::fmt::Debug for ClientSettings {
             .field("address", &self.address)
             .field("secret", &"<redacted>")
             .field("application", &self.application)
+            .field("certificate_name", &self.certificate_name)
             .finish()
     }
 }
@@ -402,7 +421,10 @@ impl Settings {
 
     /// The application a client belongs to (checked at load time to exist).
     pub fn application(&self, name: &str) -> Option<&Application> {
-        self.applications.iter().find(|a| a.name == name)
+        self.applications
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| &**a)
     }
 
     /// Clients whose secret is weak or an example placeholder, with why (for start-up warnings
@@ -436,6 +458,7 @@ impl Settings {
 struct RawSettings {
     storage: RawStorage,
     radius: RawRadius,
+    radsec: RawRadsec,
     applications: Option<Vec<RawApplication>>,
     organizations: Vec<RawOrganization>,
     otp: RawOtp,
@@ -504,7 +527,10 @@ impl Default for RawRadius {
 struct RawClient {
     name: String,
     address: String,
+    #[serde(default)]
     secret: String,
+    #[serde(default)]
+    certificate_name: Option<String>,
     #[serde(default = "default_application_name")]
     application: String,
 }
@@ -631,6 +657,15 @@ impl Default for RawLifecycle {
             sweep_interval_secs: 3600,
         }
     }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawRadsec {
+    listen: Vec<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    client_ca: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -846,6 +881,7 @@ fn default_clients() -> Vec<RawClient> {
         name: "localhost".into(),
         address: "127.0.0.1/32".into(),
         secret: DEFAULT_CLIENT_SECRET.into(),
+        certificate_name: None,
         application: default_application_name(),
     }]
 }
@@ -904,6 +940,7 @@ impl RawSettings {
                 name: String::new(),
                 address: String::new(),
                 secret: String::new(),
+                certificate_name: None,
                 application: default_application_name(),
             };
             apply_entries(list, clients, blank, "client", |entry, field, value| {
@@ -912,10 +949,11 @@ impl RawSettings {
                     "address" => entry.address = value,
                     "secret" => entry.secret = value,
                     "application" => entry.application = value,
+                    "certificate_name" => entry.certificate_name = Some(value),
                     other => {
                         return Err(format!(
-                            "unknown client field `{other}`; expected NAME, ADDRESS, SECRET or \
-                             APPLICATION"
+                            "unknown client field `{other}`; expected NAME, ADDRESS, SECRET, \
+                             APPLICATION or CERTIFICATE_NAME"
                         ))
                     }
                 }
@@ -1039,29 +1077,30 @@ impl RawSettings {
                     format!("must be 1 to {max} octets, got {}", challenge_prompt.len()),
                 ));
             }
-            let first_factor =
-                match app.first_factor.as_deref().map(str::trim) {
-                    None | Some("local") => FirstFactor::Local,
-                    Some(name) if upstreams.iter().any(|u| u.name == name) => {
-                        FirstFactor::Upstream(name.to_owned())
-                    }
-                    Some(name) => return Err(invalid(
+            let first_factor = match app.first_factor.as_deref().map(str::trim) {
+                None | Some("local") => FirstFactor::Local,
+                Some(name) if upstreams.iter().any(|u| u.name == name) => {
+                    FirstFactor::Upstream(name.to_owned())
+                }
+                Some(name) => {
+                    return Err(invalid(
                         &key("first_factor"),
                         format!(
                             "`{name}` is neither `local` nor the name of an [[upstreams]] entry"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             let reply_attributes = encode_reply_attributes(&dictionary, app.reply_attributes, &key)
                 .map_err(|(key, problem)| invalid(&key, problem))?;
-            applications.push(Application {
+            applications.push(std::sync::Arc::new(Application {
                 name: app.name,
                 required_level,
                 otp_mode,
                 challenge_prompt: challenge_prompt.into(),
                 first_factor,
                 reply_attributes,
-            });
+            }));
         }
 
         // [radius]
@@ -1143,7 +1182,30 @@ impl RawSettings {
             }
             let address =
                 parse_cidr(&client.address).map_err(|problem| invalid(&key("address"), problem))?;
-            if client.secret.len() < MIN_SECRET_LEN {
+            let certificate_name = match client.certificate_name.as_deref().map(str::trim) {
+                None => None,
+                Some("") => {
+                    return Err(invalid(
+                        &key("certificate_name"),
+                        "must not be empty".into(),
+                    ))
+                }
+                Some(name) => Some(name.to_owned()),
+            };
+            let secret = match (&certificate_name, client.secret.as_str()) {
+                // RFC 6614 section 2.3: over TLS the secret is the fixed `radsec`.
+                (Some(_), "" | RADSEC_SECRET) => RADSEC_SECRET.to_owned(),
+                (Some(_), _) => {
+                    return Err(invalid(
+                        &key("secret"),
+                        "a client with certificate_name connects over RadSec, whose secret is \
+                         `radsec` (RFC 6614); leave it out"
+                            .into(),
+                    ))
+                }
+                (None, secret) => secret.to_owned(),
+            };
+            if certificate_name.is_none() && secret.len() < MIN_SECRET_LEN {
                 return Err(invalid(
                     &key("secret"),
                     format!(
@@ -1165,7 +1227,9 @@ impl RawSettings {
                     format!("duplicate client name `{}`", other.name),
                 ));
             }
-            if let Some(other) = clients.iter().find(|c| c.address == address) {
+            if let Some(other) = clients.iter().find(|c| {
+                c.address == address && c.certificate_name.is_none() && certificate_name.is_none()
+            }) {
                 return Err(invalid(
                     &key("address"),
                     format!(
@@ -1177,9 +1241,24 @@ impl RawSettings {
             clients.push(ClientSettings {
                 name: client.name,
                 address,
-                secret: client.secret,
+                secret,
                 application: client.application,
+                certificate_name,
             });
+        }
+
+        crate::radius::radsec::RadsecClients::new(&clients, &applications)
+            .map_err(|problem| invalid("radius.clients", problem))?;
+
+        // [radsec]
+        let radsec = check_radsec(self.radsec, &invalid)?;
+        if radsec.listen.is_empty() {
+            if let Some(i) = clients.iter().position(|c| c.certificate_name.is_some()) {
+                return Err(invalid(
+                    &format!("radius.clients[{i}].certificate_name"),
+                    "a RadSec client needs [radsec] listen".into(),
+                ));
+            }
         }
 
         // [otp]
@@ -1442,6 +1521,7 @@ impl RawSettings {
                 challenge_timeout: Duration::from_secs(challenge_timeout_secs),
                 dictionaries,
             },
+            radsec,
             applications,
             otp,
             lifecycle,
@@ -1556,6 +1636,44 @@ fn check_upstreams(
         });
     }
     Ok(upstreams)
+}
+
+/// Checks `[radsec]`: addresses that parse; with any, the three PEM files, which must make a
+/// TLS configuration (read now, so that `check-config` reports a bad file).
+fn check_radsec(
+    raw: RawRadsec,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<RadsecSettings, ConfigError> {
+    let mut listen = Vec::with_capacity(raw.listen.len());
+    for (i, addr) in raw.listen.iter().enumerate() {
+        let parsed: SocketAddr = addr.trim().parse().map_err(|_| {
+            invalid(
+                &format!("radsec.listen[{i}]"),
+                format!("`{addr}` is not an address:port (e.g. 0.0.0.0:2083 or [::]:2083)"),
+            )
+        })?;
+        listen.push(parsed);
+    }
+    if listen.is_empty() {
+        return Ok(RadsecSettings::default());
+    }
+    let file = |key: &str, value: Option<String>| -> Result<PathBuf, ConfigError> {
+        match value.as_deref().map(str::trim) {
+            None | Some("") => Err(invalid(
+                key,
+                "is required with [radsec] listen (a PEM file)".into(),
+            )),
+            Some(path) => Ok(PathBuf::from(path)),
+        }
+    };
+    let settings = RadsecSettings {
+        listen,
+        tls_cert: file("radsec.tls_cert", raw.tls_cert)?,
+        tls_key: file("radsec.tls_key", raw.tls_key)?,
+        client_ca: file("radsec.client_ca", raw.client_ca)?,
+    };
+    crate::radius::radsec::tls_config(&settings).map_err(|(key, problem)| invalid(key, problem))?;
+    Ok(settings)
 }
 
 /// Encodes an application's `reply_attributes` by dictionary name, at most

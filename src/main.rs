@@ -306,7 +306,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve => serve(settings),
+        Command::Serve => serve(settings, cli.config),
         Command::CheckConfig => {
             println!(
                 "{}: OK ({} listen address(es), {} client(s), {} application(s))",
@@ -379,7 +379,7 @@ fn print(
     Ok(())
 }
 
-fn serve(settings: Settings) -> Result<()> {
+fn serve(settings: Settings, config: Option<PathBuf>) -> Result<()> {
     let filter =
         tracing_subscriber::EnvFilter::try_new(&settings.log.level).context("log.level")?;
     let builder = tracing_subscriber::fmt()
@@ -397,6 +397,7 @@ fn serve(settings: Settings) -> Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(appliance::serve(
         settings,
+        move || Settings::load(config.as_deref()),
         return_free_memory,
         appliance::termination_signal(),
     ))?;

@@ -11,8 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::Listener;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -204,24 +202,15 @@ impl Listener for SameUser {
 
 /// The TLS configuration from PEM files: the certificate chain and its private key.
 fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, AdminServeError> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| AdminServeError::Tls {
-            key: "admin.tls_cert",
-            reason: format!("{}: {e}", cert.display()),
-        })?;
-    if certs.is_empty() {
-        return Err(AdminServeError::Tls {
-            key: "admin.tls_cert",
-            reason: format!("{}: no certificate in it", cert.display()),
-        });
-    }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| AdminServeError::Tls {
-        key: "admin.tls_key",
-        reason: format!("{}: {e}", key.display()),
+    let certs = crate::tls::certificates(cert).map_err(|reason| AdminServeError::Tls {
+        key: "admin.tls_cert",
+        reason,
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let private = crate::tls::private_key(key).map_err(|reason| AdminServeError::Tls {
+        key: "admin.tls_key",
+        reason,
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .and_then(|builder| {
             builder

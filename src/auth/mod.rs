@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::config::{AssuranceLevel, FirstFactor, OtpMode, Settings};
+use crate::live::Live;
 use crate::radius::packet::{ReplyCode, Text, STATE_LEN};
 use crate::radius::server::Decided;
 use crate::radius::{Reply, Request, RequestHandler};
@@ -49,7 +50,6 @@ pub enum Outcome {
     NoToken,
     TokenNotUsable(TokenState),
     LevelTooLow,
-    UnknownApplication,
     WrongOtp,
     ReplayedOtp,
     LockedNow,
@@ -90,7 +90,6 @@ impl Outcome {
                 TokenState::Revoked => "token_revoked",
             },
             Outcome::LevelTooLow => "assurance_level_too_low",
-            Outcome::UnknownApplication => "unknown_application",
             Outcome::WrongOtp => "wrong_otp",
             Outcome::ReplayedOtp => "replayed_otp",
             Outcome::LockedNow => "wrong_otp_locked",
@@ -139,8 +138,8 @@ pub struct Authenticator {
     clock: Arc<dyn Clock>,
     /// The States of the Access-Challenges waiting for their code.
     challenges: Challenges,
-    /// The `[[upstreams]]` applications may have check passwords.
-    upstreams: Upstreams,
+    /// The `[[upstreams]]` applications may have check passwords; replaced on reload.
+    upstreams: Live<Upstreams>,
 }
 
 /// An upstream's part in a decision, for the decision log: which, and how long it took.
@@ -153,7 +152,7 @@ impl Authenticator {
     pub fn new(settings: Arc<Settings>, tokens: Arc<TokenService>, clock: Arc<dyn Clock>) -> Self {
         let throttle = Throttle::new(&settings.throttle);
         let settings_challenge_timeout = settings.radius.challenge_timeout;
-        let upstreams = Upstreams::new(&settings.upstreams);
+        let upstreams = Live::new(Upstreams::new(&settings.upstreams));
         let slots = settings.password.max_concurrent_hashes;
         let hashing = Arc::new(tokio::sync::Semaphore::new(slots));
         password::keep_argon2_memory_up_to(settings.password.argon2.memory_kib);
@@ -171,6 +170,12 @@ impl Authenticator {
             challenges: Challenges::new(settings_challenge_timeout),
             upstreams,
         }
+    }
+
+    /// Replaces the upstreams by those of a reloaded configuration; logins already asking
+    /// one finish with it.
+    pub fn replace_upstreams(&self, settings: &[crate::config::UpstreamSettings]) {
+        self.upstreams.replace(Upstreams::new(settings));
     }
 
     /// Stops re-hashing (jobs still waiting are left for later logins) and logs what it did;
@@ -292,8 +297,8 @@ impl Authenticator {
         let Some(user) = user else {
             return Ok(dummy(Outcome::UnknownUser));
         };
-        let application = self.settings.application(&request.client.application);
-        let first_factor = application.map_or(&FirstFactor::Local, |a| &a.first_factor);
+        let application = &request.client.application;
+        let first_factor = &application.first_factor;
         // A temporary password replaces the local one only; an upstream's is the site's.
         if let Some(hash) = (*first_factor == FirstFactor::Local
             && PasswordHash::stored_is_temporary(&user.password_hash))
@@ -330,8 +335,7 @@ impl Authenticator {
         // `digits` characters, or the whole User-Password when the code is to be asked for.
         let digits = usize::from(token.digits);
         let split = password_and_otp.len().checked_sub(digits);
-        let mode = application.map_or(OtpMode::Append, |a| a.otp_mode);
-        let (split, next) = match mode {
+        let (split, next) = match application.otp_mode {
             OtpMode::Append => match split {
                 Some(split) => (split, Next::Otp),
                 None => return Ok(dummy(Outcome::PasswordTooShort)),
@@ -354,7 +358,7 @@ impl Authenticator {
                     Outcome::UnusableHash
                 })?)
             }
-            FirstFactor::Upstream(name) => match self.upstreams.get(name) {
+            FirstFactor::Upstream(name) => match self.upstreams.load().get(name) {
                 Some(upstream) => Against::Upstream(upstream),
                 None => {
                     tracing::error!(upstream = %name, "upstream not running; see the start-up log");
@@ -375,20 +379,12 @@ impl Authenticator {
         })
     }
 
-    /// The `otp_mode` of the application the request's client serves (append if it names
-    /// none: the login then ends as an unknown application once the password is right).
-    fn otp_mode(&self, request: &Request) -> OtpMode {
-        self.settings
-            .application(&request.client.application)
-            .map_or(OtpMode::Append, |application| application.otp_mode)
-    }
-
     /// The answer to an Access-Challenge (a request with a State, to an application that
     /// challenges): the State is taken (single use, bound to user and client, not expired),
     /// then User-Password is the code. `None` for any other request. Never needs a hash.
     fn answer_challenge(&self, request: &Request) -> Option<(Outcome, bool)> {
         let state = request.state.as_deref()?;
-        if self.otp_mode(request) == OtpMode::Append {
+        if request.client.application.otp_mode == OtpMode::Append {
             return None;
         }
         let Some(username) = request.user_name.as_deref() else {
@@ -590,10 +586,7 @@ impl Authenticator {
         if state != TokenState::Active {
             return (Outcome::TokenNotUsable(state), false);
         }
-        let Some(application) = self.settings.application(&request.client.application) else {
-            return (Outcome::UnknownApplication, false);
-        };
-        let required = application.required_level;
+        let required = request.client.application.required_level;
         // 4. OTP.
         let serial = token.serial.clone();
         let outcome = match self.tokens.check_otp_from(Some(token), &serial, otp, now) {
@@ -709,15 +702,12 @@ impl Authenticator {
             "decision"
         );
         let mut reply = Reply::new(code, outcome.reply_message());
-        let application = || self.settings.application(&request.client.application);
+        let application = &request.client.application;
         match outcome {
-            Outcome::Accepted => {
-                reply.attributes = application().and_then(|a| a.reply_attributes.clone());
-            }
+            Outcome::Accepted => reply.attributes = application.reply_attributes.clone(),
             Outcome::Challenged(state) => {
                 reply.state = Some(state);
-                reply.message =
-                    application().map(|a| Text::Configured(Arc::clone(&a.challenge_prompt)));
+                reply.message = Some(Text::Configured(Arc::clone(&application.challenge_prompt)));
             }
             _ => {}
         }
@@ -1049,24 +1039,8 @@ mod tests {
         Authenticator,
         Arc<ManualClock>,
     ) {
-        setup_in_mode(fail_sync, OtpMode::Append).await
-    }
-
-    /// As `setup_with_clock`, the application's `otp_mode` set to `mode`.
-    async fn setup_in_mode(
-        fail_sync: bool,
-        mode: OtpMode,
-    ) -> (
-        tempfile::TempDir,
-        Arc<Recording>,
-        Authenticator,
-        Arc<ManualClock>,
-    ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::load_with_env(None, Some(HashMap::new())).expect("defaults");
-        for application in &mut settings.applications {
-            application.otp_mode = mode;
-        }
         settings.password.argon2 = password::Argon2Params {
             memory_kib: 64,
             iterations: 1,
@@ -1132,11 +1106,23 @@ mod tests {
     }
 
     fn request_as(user: &str, password: &str) -> Request {
+        request_in(OtpMode::Append, user, password)
+    }
+
+    /// A request from a client whose application has `otp_mode` `mode`.
+    fn request_in(mode: OtpMode, user: &str, password: &str) -> Request {
         Request {
             client: Arc::new(Client {
                 name: "nas".into(),
                 secret: crate::radius::packet::Secret::new(b"secret").expect("secret"),
-                application: "default".into(),
+                application: Arc::new(crate::config::Application {
+                    name: "default".into(),
+                    required_level: AssuranceLevel::Two,
+                    otp_mode: mode,
+                    challenge_prompt: crate::config::DEFAULT_CHALLENGE_PROMPT.into(),
+                    first_factor: FirstFactor::Local,
+                    reply_attributes: None,
+                }),
             }),
             peer: "127.0.0.1:1000".parse().expect("addr"),
             identifier: 1,
@@ -1291,16 +1277,18 @@ mod tests {
     }
 
     /// The answer to a challenge: `request` with `state` and the code as User-Password.
-    fn answer(code: &str, state: Option<[u8; STATE_LEN]>) -> Request {
+    fn answer(mode: OtpMode, code: &str, state: Option<[u8; STATE_LEN]>) -> Request {
         Request {
             state: state.map(|s| s.to_vec()),
-            ..request(code)
+            ..request_in(mode, "bob", code)
         }
     }
 
     #[tokio::test]
     async fn challenge_mode_asks_for_the_code_and_takes_its_state_once() {
-        let (_dir, _store, auth, _) = setup_in_mode(false, OtpMode::Challenge).await;
+        let (_dir, _store, auth) = setup(false).await;
+        let request = |password: &str| request_in(OtpMode::Challenge, "bob", password);
+        let answer = |code: &str, state| answer(OtpMode::Challenge, code, state);
         let wrong = auth.handle(request("nope")).await;
         assert_eq!(wrong.code, ReplyCode::Reject);
         assert_eq!(wrong.state, None);
@@ -1340,7 +1328,9 @@ mod tests {
 
     #[tokio::test]
     async fn auto_mode_takes_an_appended_code_or_asks_for_one() {
-        let (_dir, _store, auth, _) = setup_in_mode(false, OtpMode::Auto).await;
+        let (_dir, _store, auth) = setup(false).await;
+        let request = |password: &str| request_in(OtpMode::Auto, "bob", password);
+        let answer = |code: &str, state| answer(OtpMode::Auto, code, state);
         let code = hotp::code(SEED, 0, 6, Algorithm::Sha1);
         let appended = auth.handle(request(&format!("pw{code}"))).await;
         assert_eq!(appended.code, ReplyCode::Accept);

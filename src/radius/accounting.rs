@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use super::clients::ClientTable;
 use super::packet::MAX_PACKET_LEN;
 use crate::clock::Clock;
+use crate::live::Live;
 use crate::store::{ChangeSet, Expect, Store, StoreError};
 
 const PREFIX: &[u8] = b"session/";
@@ -134,7 +135,7 @@ fn answer(datagram: &[u8], secret: &[u8], client_name: &str, now: u64) -> Option
 /// Serves accounting on `socket` until `stopped` turns true.
 pub async fn serve(
     socket: UdpSocket,
-    clients: Arc<ClientTable>,
+    clients: Arc<Live<ClientTable>>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     mut stopped: watch::Receiver<bool>,
@@ -151,7 +152,7 @@ pub async fn serve(
             },
             _ = stopped.wait_for(|stop| *stop) => return,
         };
-        let Some(client) = clients.lookup(peer.ip()) else {
+        let Some(client) = clients.load().lookup(peer.ip()).cloned() else {
             tracing::debug!(%peer, "accounting: unknown client, dropped");
             continue;
         };

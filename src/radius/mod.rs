@@ -3,7 +3,7 @@
 //! until their `reject_delay_ms` deadline, [`clients`] is the NAS table, [`mmsg`] batched datagram
 //! I/O, [`server`] the UDP workers that hand checked requests to a [`server::RequestHandler`],
 //! [`stats`] their counters, [`accounting`] the RFC 2866 port. [`nas`] is the other side (building requests, checking replies) for
-//! the tests and the load generator. [`dictionary`] reads FreeRADIUS-format attribute dictionaries.
+//! the tests and the load generator. [`dictionary`] reads FreeRADIUS-format attribute dictionaries. [`radsec`] serves the same handler over TLS (RFC 6614).
 
 pub mod accounting;
 pub mod clients;
@@ -13,6 +13,7 @@ pub mod dictionary;
 pub mod mmsg;
 pub mod nas;
 pub mod packet;
+pub mod radsec;
 pub mod server;
 pub mod stats;
 

@@ -40,6 +40,7 @@ use super::packet::{
     encode_reply, read_header, AccessRequest, DropReason, ReplyCode, MAX_PACKET_LEN,
 };
 use super::stats::Stats;
+use crate::live::Live;
 
 /// Requests the duplicate cache remembers at most: about four seconds at 60,000 requests/s,
 /// longer than a NAS's usual retransmission timeout (about 24 MiB when full).
@@ -131,7 +132,8 @@ struct Fast {
 /// Shared state of all workers.
 pub struct Server<H> {
     handler: Arc<H>,
-    clients: ClientTable,
+    /// Replaced on reload; each batch is looked up in the table of its time.
+    clients: Arc<Live<ClientTable>>,
     dedup: Arc<DedupCache<Reply>>,
     stats: Arc<Stats>,
     /// Holds Access-Rejects until `reject_delay` after their arrival; `None` when it is zero.
@@ -147,7 +149,7 @@ pub struct Server<H> {
 impl<H: RequestHandler> Server<H> {
     pub fn new(
         handler: Arc<H>,
-        clients: ClientTable,
+        clients: Arc<Live<ClientTable>>,
         settings: &crate::config::RadiusSettings,
         stats: Arc<Stats>,
         runtime: tokio::runtime::Handle,
@@ -273,10 +275,11 @@ impl<H: RequestHandler> Server<H> {
             };
             let arrived = Instant::now();
             Stats::count(&self.stats.batches);
+            let clients = self.clients.load();
             let mut dispositions = Vec::with_capacity(received);
             for i in 0..received {
                 if let Some((datagram, peer)) = batch.get(i) {
-                    let disposition = self.on_datagram(&socket, datagram, peer, arrived);
+                    let disposition = self.on_datagram(&clients, &socket, datagram, peer, arrived);
                     dispositions.push((disposition, peer));
                 }
             }
@@ -386,13 +389,14 @@ impl<H: RequestHandler> Server<H> {
 
     fn on_datagram(
         &self,
+        clients: &ClientTable,
         socket: &Arc<UdpSocket>,
         datagram: &[u8],
         peer: SocketAddr,
         arrived: Instant,
     ) -> Disposition {
         Stats::count(&self.stats.received);
-        let Some(client) = self.clients.lookup(peer.ip()) else {
+        let Some(client) = clients.lookup(peer.ip()) else {
             Stats::count(&self.stats.dropped_unknown_client);
             self.log_unknown_client(peer);
             return Disposition::Dropped;
@@ -716,6 +720,7 @@ mod tests {
             Settings::load_with_env(None, Some(Default::default())).expect("defaults");
         settings.radius.clients = vec![ClientSettings {
             name: "test".into(),
+            certificate_name: None,
             address: "127.0.0.1/32".parse().expect("cidr"),
             secret: SECRET.into(),
             application: "default".into(),
@@ -723,7 +728,10 @@ mod tests {
         configure(&mut settings.radius);
         let server = Arc::new(Server::new(
             handler,
-            ClientTable::new(&settings.radius.clients).expect("clients"),
+            Arc::new(Live::new(
+                ClientTable::new(&settings.radius.clients, &settings.applications)
+                    .expect("clients"),
+            )),
             &settings.radius,
             Arc::new(Stats::default()),
             runtime.handle().clone(),

@@ -14,6 +14,9 @@ pub struct Stats {
     pub challenges: AtomicU64,
     pub duplicates_answered: AtomicU64,
     pub duplicates_in_progress: AtomicU64,
+    /// RadSec (RFC 6614): connections of identified clients, and handshakes that failed.
+    pub radsec_connections: AtomicU64,
+    pub radsec_handshake_failures: AtomicU64,
     /// Status-Server requests answered (RFC 5997).
     pub status_server: AtomicU64,
     pub dropped_unknown_client: AtomicU64,
@@ -64,6 +67,11 @@ impl Stats {
             ("duplicates_answered", get(&self.duplicates_answered)),
             ("duplicates_in_progress", get(&self.duplicates_in_progress)),
             ("status_server", get(&self.status_server)),
+            ("radsec_connections", get(&self.radsec_connections)),
+            (
+                "radsec_handshake_failures",
+                get(&self.radsec_handshake_failures),
+            ),
             ("dropped_unknown_client", get(&self.dropped_unknown_client)),
             ("dropped_malformed", get(&self.dropped_malformed)),
             (

@@ -214,6 +214,16 @@ level = "info"
         status.success()
     }
 
+    /// Sends `signal` (a `kill` name, e.g. `HUP`) to the running server.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("server started");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal}");
+    }
+
     /// kill -9: no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

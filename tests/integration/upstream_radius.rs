@@ -78,7 +78,7 @@ fn no_upstream_answering_is_a_clear_reject() {
         reply.reply_message.as_deref(),
         Some(otpgate::auth::messages::UPSTREAM_UNAVAILABLE)
     );
-    assert!(app.stop());
+    assert!(app.stop(), "{:?}", app.logs());
     let logs = app.logs().join("\n");
     assert!(logs.contains("upstream_unavailable"), "{logs}");
     assert!(logs.contains("upstream first factor unavailable"), "{logs}");

@@ -1,0 +1,131 @@
+//! Reloading on SIGHUP: the configuration file is read and checked again; if it is good, the
+//! RADIUS clients (UDP and RadSec), the applications (they come with their clients) and the
+//! dictionaries (their reply attributes are encoded with them) and the upstreams are replaced
+//! whole, each by one store, while requests in flight finish with what they started with. A
+//! configuration that fails its check is refused with the reason in the log; the running one
+//! stays. What needs new sockets, threads or files (listen addresses, storage, the admin API,
+//! TLS files) is left as it is, with a warning that it takes a restart.
+
+use std::sync::Arc;
+
+use crate::auth::Authenticator;
+use crate::config::{ConfigError, Settings};
+use crate::live::Live;
+use crate::radius::clients::ClientTable;
+use crate::radius::radsec::RadsecClients;
+
+/// Everything a reload replaces.
+pub struct Reloadable {
+    pub udp_clients: Arc<Live<ClientTable>>,
+    pub radsec_clients: Arc<Live<RadsecClients>>,
+    pub authenticator: Arc<Authenticator>,
+}
+
+impl Reloadable {
+    /// Builds the tables of `settings`, ready to serve with.
+    pub fn new(settings: &Settings, authenticator: Arc<Authenticator>) -> Result<Self, String> {
+        Ok(Reloadable {
+            udp_clients: Arc::new(Live::new(ClientTable::new(
+                &settings.radius.clients,
+                &settings.applications,
+            )?)),
+            radsec_clients: Arc::new(Live::new(RadsecClients::new(
+                &settings.radius.clients,
+                &settings.applications,
+            )?)),
+            authenticator,
+        })
+    }
+
+    /// Replaces the tables by those of `settings`: all are built first, so a failure leaves
+    /// the running ones untouched.
+    pub fn apply(&self, settings: &Settings) -> Result<(), String> {
+        let udp = ClientTable::new(&settings.radius.clients, &settings.applications)?;
+        let radsec = RadsecClients::new(&settings.radius.clients, &settings.applications)?;
+        self.authenticator.replace_upstreams(&settings.upstreams);
+        self.udp_clients.replace(udp);
+        self.radsec_clients.replace(radsec);
+        Ok(())
+    }
+}
+
+/// Reloads on every SIGHUP with `load` (the same file and environment as at start), until the
+/// task is dropped. `running` is the configuration serving; reloads compare against it.
+pub async fn on_sighup(
+    reloadable: Arc<Reloadable>,
+    running: Arc<Settings>,
+    load: impl Fn() -> Result<Settings, ConfigError> + Send + 'static,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGHUP: reloading is off");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        let settings = match load() {
+            Ok(settings) => settings,
+            Err(e) => {
+                tracing::error!(error = %e, "new configuration refused; the running one stays");
+                continue;
+            }
+        };
+        for what in needs_restart(&running, &settings) {
+            tracing::warn!(change = what, "this change takes a restart; not applied");
+        }
+        match reloadable.apply(&settings) {
+            Ok(()) => tracing::info!(
+                config = %settings.source_name,
+                clients = settings.radius.clients.len(),
+                applications = settings.applications.len(),
+                upstreams = settings.upstreams.len(),
+                "configuration reloaded"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "new configuration refused; the running one stays")
+            }
+        }
+    }
+}
+
+/// The settings a reload does not apply that differ between `old` and `new`.
+fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut check = |differs: bool, what| {
+        if differs {
+            changed.push(what);
+        }
+    };
+    check(old.radius.listen != new.radius.listen, "radius.listen");
+    check(
+        old.radius.accounting_listen != new.radius.accounting_listen,
+        "radius.accounting_listen",
+    );
+    check(old.radius.workers != new.radius.workers, "radius.workers");
+    check(
+        old.radius.reject_delay != new.radius.reject_delay,
+        "radius.reject_delay_ms",
+    );
+    check(
+        old.radius.require_message_authenticator != new.radius.require_message_authenticator,
+        "radius.require_message_authenticator",
+    );
+    check(old.radsec.listen != new.radsec.listen, "radsec.listen");
+    check(
+        (
+            &old.radsec.tls_cert,
+            &old.radsec.tls_key,
+            &old.radsec.client_ca,
+        ) != (
+            &new.radsec.tls_cert,
+            &new.radsec.tls_key,
+            &new.radsec.client_ca,
+        ),
+        "radsec TLS files",
+    );
+    check(old.storage.path != new.storage.path, "storage.path");
+    check(old.admin.listen != new.admin.listen, "admin.listen");
+    changed
+}
