@@ -11,6 +11,7 @@ mod notify;
 mod peers;
 mod proofing;
 mod radius_udp;
+mod radsec;
 mod radsecproxy;
 mod reject_timing;
 mod reload;

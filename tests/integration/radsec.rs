@@ -1,0 +1,120 @@
+//! otpgate's RadSec port (RFC 6614) with a real peer: FreeRADIUS's NAS side as the harness's
+//! UDP client, Debian's `radsecproxy` forwarding its requests over mutual TLS to otpgate.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use otpgate::radius::nas;
+use radius::core::code::Code;
+
+use crate::harness::*;
+use crate::radsecproxy::{Pki, RadsecProxy};
+
+const SEED: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+const UDP_SECRET: &str = "branch-udp-secret";
+const CLIENT_NAME: &str = "radsec.branch.test";
+
+/// An appliance serving RadSec on a loopback port with `pki`'s server certificate, and the
+/// port it listens on.
+fn appliance(pki: &Pki) -> (Appliance, SocketAddr) {
+    let mut app = Appliance::new(&format!(
+        r#"
+[radsec]
+listen = ["127.0.0.1:0"]
+tls_cert = "{cert}"
+tls_key = "{key}"
+client_ca = "{ca}"
+
+[[radius.clients]]
+name = "branch"
+address = "127.0.0.1/32"
+certificate_name = "{CLIENT_NAME}"
+application = "default"
+"#,
+        cert = pki.server_cert.display(),
+        key = pki.server_key.display(),
+        ca = pki.ca.display(),
+    ));
+    app.add_user("rita", "rita-pw");
+    app.import_tokens(&format!(
+        "serial,secret,kind,digits,step,owner\nT1,{SEED},hotp,6,0,rita\n"
+    ));
+    app.start();
+    assert!(app.wait_for_log("radsec listening"), "{:?}", app.logs());
+    let port = app
+        .logs()
+        .iter()
+        .find(|l| l.contains("radsec listening"))
+        .and_then(|l| l.split("address=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .expect("the radsec address in the log");
+    (app, port)
+}
+
+/// Sends an Access-Request to radsecproxy and checks the reply under the UDP secret.
+fn login(proxy: &RadsecProxy, user: &str, password: &str) -> Option<nas::CheckedReply> {
+    let request = request(user, password, UDP_SECRET, true);
+    let reply = exchange(proxy.udp_addr, &request.bytes, Duration::from_secs(5))?;
+    Some(nas::check_reply(&reply, &request, UDP_SECRET.as_bytes()).expect("authentic reply"))
+}
+
+#[test]
+fn radsecproxy_logs_in_over_mutual_tls() {
+    let pki = Pki::new(CLIENT_NAME);
+    if !peer_available("radsecproxy", "radsecproxy") {
+        return;
+    }
+    let (mut app, radsec) = appliance(&pki);
+    let Some(proxy) = RadsecProxy::start(
+        radsec,
+        UDP_SECRET,
+        &pki.ca,
+        &pki.client_cert,
+        &pki.client_key,
+    ) else {
+        return;
+    };
+    let accepted = login(&proxy, "rita", &format!("rita-pw{}", hotp(SEED, 0))).expect("a reply");
+    assert_eq!(accepted.code, Code::AccessAccept, "{}", proxy.log());
+    let rejected = login(&proxy, "rita", &format!("wrong{}", hotp(SEED, 1))).expect("a reply");
+    assert_eq!(rejected.code, Code::AccessReject);
+    drop(proxy);
+    assert!(app.stop());
+    let logs = app.logs().join("\n");
+    assert!(logs.contains("radsec client connected"), "{logs}");
+    assert!(
+        logs.contains("client=branch") && logs.contains("result=\"accept\""),
+        "decided for the client its certificate names: {logs}"
+    );
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused() {
+    let pki = Pki::new(CLIENT_NAME);
+    if !peer_available("radsecproxy", "radsecproxy") {
+        return;
+    }
+    let (mut app, radsec) = appliance(&pki);
+    let Some(proxy) = RadsecProxy::start(
+        radsec,
+        UDP_SECRET,
+        &pki.ca,
+        &pki.foreign_client_cert,
+        &pki.foreign_client_key,
+    ) else {
+        return;
+    };
+    let request = request(
+        "rita",
+        &format!("rita-pw{}", hotp(SEED, 0)),
+        UDP_SECRET,
+        true,
+    );
+    assert!(exchange(proxy.udp_addr, &request.bytes, Duration::from_secs(3)).is_none());
+    drop(proxy);
+    assert!(app.stop());
+    let logs = app.logs().join("\n");
+    assert!(logs.contains("radsec TLS handshake failed"), "{logs}");
+    assert!(!logs.contains("decision"), "{logs}");
+}
