@@ -142,7 +142,6 @@ pub async fn serve(
     for (client, why) in settings.weak_secrets() {
         tracing::warn!(client = %client, "the shared secret of this client {why}");
     }
-    log_reply_attributes(&settings);
     if !settings.radius.require_message_authenticator {
         tracing::warn!(
             "require_message_authenticator is off: Access-Requests without Message-Authenticator \
@@ -157,6 +156,7 @@ pub async fn serve(
     let tables = Arc::new(
         Reloadable::new(&settings, Arc::clone(&authenticator)).map_err(ServeError::Clients)?,
     );
+    tables.log_reply_attributes(&settings);
     let mut sockets = Vec::new();
     for address in &settings.radius.listen {
         let bound = bind_udp(*address, settings.radius.workers)?;
@@ -194,6 +194,7 @@ pub async fn serve(
     let server = Arc::new(Server::new(
         Arc::clone(&authenticator),
         Arc::clone(&tables.udp_clients),
+        Arc::clone(&tables.dictionary),
         &settings.radius,
         Arc::clone(&stats),
         tokio::runtime::Handle::current(),
@@ -273,6 +274,7 @@ async fn start_radsec(
     let server = Arc::new(RadsecServer::new(
         Arc::clone(&tables.authenticator),
         Arc::clone(&tables.radsec_clients),
+        Arc::clone(&tables.dictionary),
         tls,
         &settings.radius,
         Arc::clone(stats),
@@ -311,26 +313,6 @@ pub async fn termination_signal() {
         _ => {
             // Without signal handlers, fall back to Ctrl-C only.
             let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-/// Logs, by dictionary name, the attributes each application's Access-Accepts carry.
-fn log_reply_attributes(settings: &Settings) {
-    let dictionary = match crate::radius::dictionary::Dictionary::load(
-        settings.radius.dictionaries.as_deref(),
-    ) {
-        Ok(dictionary) => dictionary,
-        // Read once already by the configuration check; only a change since can fail.
-        Err(e) => return tracing::warn!(error = %e, "dictionaries unreadable"),
-    };
-    for application in &settings.applications {
-        if let Some(attributes) = &application.reply_attributes {
-            tracing::info!(
-                application = %application.name,
-                reply_attributes = %dictionary.describe(attributes),
-                "application replies with attributes"
-            );
         }
     }
 }

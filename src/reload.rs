@@ -12,12 +12,14 @@ use crate::auth::Authenticator;
 use crate::config::{ConfigError, Settings};
 use crate::live::Live;
 use crate::radius::clients::ClientTable;
+use crate::radius::dictionary::Dictionary;
 use crate::radius::radsec::RadsecClients;
 
 /// Everything a reload replaces.
 pub struct Reloadable {
     pub udp_clients: Arc<Live<ClientTable>>,
     pub radsec_clients: Arc<Live<RadsecClients>>,
+    pub dictionary: Arc<Live<Dictionary>>,
     pub authenticator: Arc<Authenticator>,
 }
 
@@ -33,6 +35,7 @@ impl Reloadable {
                 &settings.radius.clients,
                 &settings.applications,
             )?)),
+            dictionary: Arc::new(Live::new(dictionary(settings)?)),
             authenticator,
         })
     }
@@ -42,11 +45,32 @@ impl Reloadable {
     pub fn apply(&self, settings: &Settings) -> Result<(), String> {
         let udp = ClientTable::new(&settings.radius.clients, &settings.applications)?;
         let radsec = RadsecClients::new(&settings.radius.clients, &settings.applications)?;
+        let dictionary = dictionary(settings)?;
         self.authenticator.replace_upstreams(&settings.upstreams);
+        self.dictionary.replace(dictionary);
         self.udp_clients.replace(udp);
         self.radsec_clients.replace(radsec);
         Ok(())
     }
+
+    /// Logs, by dictionary name, the attributes each application's Access-Accepts carry.
+    pub fn log_reply_attributes(&self, settings: &Settings) {
+        let dictionary = self.dictionary.load();
+        for application in &settings.applications {
+            if let Some(attributes) = &application.reply_attributes {
+                tracing::info!(
+                    application = %application.name,
+                    reply_attributes = %dictionary.describe(attributes),
+                    "application replies with attributes"
+                );
+            }
+        }
+    }
+}
+
+/// The shipped dictionaries and those of `[radius] dictionaries`.
+fn dictionary(settings: &Settings) -> Result<Dictionary, String> {
+    Dictionary::load(settings.radius.dictionaries.as_deref()).map_err(|e| e.to_string())
 }
 
 /// Reloads on every SIGHUP with `load` (the same file and environment as at start), until the
@@ -76,13 +100,16 @@ pub async fn on_sighup(
             tracing::warn!(change = what, "this change takes a restart; not applied");
         }
         match reloadable.apply(&settings) {
-            Ok(()) => tracing::info!(
-                config = %settings.source_name,
-                clients = settings.radius.clients.len(),
-                applications = settings.applications.len(),
-                upstreams = settings.upstreams.len(),
-                "configuration reloaded"
-            ),
+            Ok(()) => {
+                tracing::info!(
+                    config = %settings.source_name,
+                    clients = settings.radius.clients.len(),
+                    applications = settings.applications.len(),
+                    upstreams = settings.upstreams.len(),
+                    "configuration reloaded"
+                );
+                reloadable.log_reply_attributes(&settings);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "new configuration refused; the running one stays")
             }

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::clients::Client;
+use super::dictionary::Dictionary;
 use super::packet::{
     encode_reply, read_header, AccessRequest, Reply, ReplyCode, HEADER_LEN, MAX_PACKET_LEN,
 };
@@ -128,6 +129,8 @@ pub struct RadsecServer<H> {
     handler: Arc<H>,
     /// Replaced on reload; a connection is identified once, against the table of its time.
     clients: Arc<Live<RadsecClients>>,
+    /// Names attributes in debug logs; replaced on reload.
+    dictionary: Arc<Live<Dictionary>>,
     acceptor: TlsAcceptor,
     stats: Arc<Stats>,
     require_message_authenticator: bool,
@@ -139,6 +142,7 @@ impl<H: RequestHandler> RadsecServer<H> {
     pub fn new(
         handler: Arc<H>,
         clients: Arc<Live<RadsecClients>>,
+        dictionary: Arc<Live<Dictionary>>,
         tls: Arc<rustls::ServerConfig>,
         settings: &RadiusSettings,
         stats: Arc<Stats>,
@@ -146,6 +150,7 @@ impl<H: RequestHandler> RadsecServer<H> {
         RadsecServer {
             handler,
             clients,
+            dictionary,
             acceptor: TlsAcceptor::from(tls),
             stats,
             require_message_authenticator: settings.require_message_authenticator,
@@ -304,6 +309,14 @@ impl<H: RequestHandler> RadsecServer<H> {
                 return;
             }
         };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                %peer,
+                client = %client.name,
+                attributes = %self.dictionary.load().describe(bytes.get(HEADER_LEN..).unwrap_or_default()),
+                "radsec request"
+            );
+        }
         let reply = if request.is_status_server() {
             Stats::count(&self.stats.status_server);
             Reply::new(ReplyCode::Accept, None)

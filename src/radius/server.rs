@@ -34,10 +34,11 @@ use zeroize::Zeroizing;
 use super::clients::{Client, ClientTable};
 use super::dedup::{DedupCache, RequestKey, Seen};
 use super::delay::{DelayQueue, Delayed};
+use super::dictionary::Dictionary;
 use super::mmsg::{is_idle, send_batch, RecvBatch};
 pub use super::packet::Reply;
 use super::packet::{
-    encode_reply, read_header, AccessRequest, DropReason, ReplyCode, MAX_PACKET_LEN,
+    encode_reply, read_header, AccessRequest, DropReason, ReplyCode, HEADER_LEN, MAX_PACKET_LEN,
 };
 use super::stats::Stats;
 use crate::live::Live;
@@ -134,6 +135,8 @@ pub struct Server<H> {
     handler: Arc<H>,
     /// Replaced on reload; each batch is looked up in the table of its time.
     clients: Arc<Live<ClientTable>>,
+    /// Names attributes in debug logs; replaced on reload.
+    dictionary: Arc<Live<Dictionary>>,
     dedup: Arc<DedupCache<Reply>>,
     stats: Arc<Stats>,
     /// Holds Access-Rejects until `reject_delay` after their arrival; `None` when it is zero.
@@ -150,6 +153,7 @@ impl<H: RequestHandler> Server<H> {
     pub fn new(
         handler: Arc<H>,
         clients: Arc<Live<ClientTable>>,
+        dictionary: Arc<Live<Dictionary>>,
         settings: &crate::config::RadiusSettings,
         stats: Arc<Stats>,
         runtime: tokio::runtime::Handle,
@@ -165,6 +169,7 @@ impl<H: RequestHandler> Server<H> {
         Server {
             handler,
             clients,
+            dictionary,
             dedup,
             stats,
             delayed,
@@ -427,6 +432,17 @@ impl<H: RequestHandler> Server<H> {
                 return Disposition::Dropped;
             }
         };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let attributes = datagram
+                .get(HEADER_LEN..request.header.length)
+                .unwrap_or_default();
+            tracing::debug!(
+                %peer,
+                client = %client.name,
+                attributes = %self.dictionary.load().describe(attributes),
+                "request"
+            );
+        }
         if request.is_status_server() {
             // RFC 5997: an Access-Accept says the server is alive; nothing is evaluated, nothing
             // cached (section 3: each one is answered).
@@ -732,6 +748,7 @@ mod tests {
                 ClientTable::new(&settings.radius.clients, &settings.applications)
                     .expect("clients"),
             )),
+            Arc::new(Live::new(Dictionary::builtin().expect("dictionary"))),
             &settings.radius,
             Arc::new(Stats::default()),
             runtime.handle().clone(),

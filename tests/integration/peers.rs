@@ -433,6 +433,11 @@ fn radclient_accept_carries_the_application_reply_attributes() {
         "OTPGATE__RADIUS__DICTIONARIES".into(),
         folder.path().display().to_string(),
     ));
+    // Requests by attribute name at debug level, passwords hidden.
+    app.env.push((
+        "OTPGATE__LOG__LEVEL".into(),
+        "info,otpgate::radius=debug".into(),
+    ));
     app.add_user("kim", "kim-pw");
     app.import_tokens(&format!(
         "serial,secret,kind,digits,step,owner\nR1,{SEED},hotp,6,0,kim\n"
@@ -465,4 +470,10 @@ fn radclient_accept_carries_the_application_reply_attributes() {
         "{:?}",
         app.logs()
     );
+    let logs = app.logs().join("\n");
+    assert!(
+        logs.contains("User-Name=\"kim\"") && logs.contains("User-Password=<hidden>"),
+        "{logs}"
+    );
+    assert!(!logs.contains("kim-pw"), "no password in the log");
 }
