@@ -238,6 +238,29 @@ pub struct Application {
     pub first_factor: FirstFactor,
     /// `reply_attributes`, encoded (RFC 2865 section 5) for its Access-Accepts; none: none.
     pub reply_attributes: Option<std::sync::Arc<[u8]>>,
+    /// `token_kinds`: the kinds of token its users may log in with.
+    pub token_kinds: TokenKinds,
+}
+
+/// Which kinds of OATH token an application takes (`token_kinds = ["totp", "hotp"]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenKinds {
+    pub totp: bool,
+    pub hotp: bool,
+}
+
+impl TokenKinds {
+    pub const ALL: TokenKinds = TokenKinds {
+        totp: true,
+        hotp: true,
+    };
+
+    pub fn allows(self, kind: crate::otp::TokenKind) -> bool {
+        match kind {
+            crate::otp::TokenKind::Totp { .. } => self.totp,
+            crate::otp::TokenKind::Hotp => self.hotp,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -550,6 +573,8 @@ struct RawApplication {
     /// Attribute name (any dictionary name) to a value, or to a list of values.
     #[serde(default)]
     reply_attributes: BTreeMap<String, RawAttributeValues>,
+    #[serde(default)]
+    token_kinds: Option<Vec<String>>,
 }
 
 /// A `reply_attributes` value as TOML writes it.
@@ -894,6 +919,7 @@ fn default_applications() -> Vec<RawApplication> {
         challenge_prompt: None,
         first_factor: None,
         reply_attributes: BTreeMap::new(),
+        token_kinds: None,
     }]
 }
 
@@ -969,6 +995,7 @@ impl RawSettings {
                 challenge_prompt: None,
                 first_factor: None,
                 reply_attributes: BTreeMap::new(),
+                token_kinds: None,
             };
             apply_entries(list, apps, blank, "application", |entry, field, value| {
                 match field {
@@ -1093,6 +1120,34 @@ impl RawSettings {
             };
             let reply_attributes = encode_reply_attributes(&dictionary, app.reply_attributes, &key)
                 .map_err(|(key, problem)| invalid(&key, problem))?;
+            let token_kinds = match &app.token_kinds {
+                None => TokenKinds::ALL,
+                Some(kinds) => {
+                    let mut allowed = TokenKinds {
+                        totp: false,
+                        hotp: false,
+                    };
+                    for kind in kinds {
+                        match kind.trim() {
+                            "totp" => allowed.totp = true,
+                            "hotp" => allowed.hotp = true,
+                            other => {
+                                return Err(invalid(
+                                    &key("token_kinds"),
+                                    format!("unknown kind `{other}`; expected `totp` or `hotp`"),
+                                ))
+                            }
+                        }
+                    }
+                    if !allowed.totp && !allowed.hotp {
+                        return Err(invalid(
+                            &key("token_kinds"),
+                            "lists no kind: no one could log in".into(),
+                        ));
+                    }
+                    allowed
+                }
+            };
             applications.push(std::sync::Arc::new(Application {
                 name: app.name,
                 required_level,
@@ -1100,6 +1155,7 @@ impl RawSettings {
                 challenge_prompt: challenge_prompt.into(),
                 first_factor,
                 reply_attributes,
+                token_kinds,
             }));
         }
 

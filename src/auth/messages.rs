@@ -26,6 +26,10 @@ pub const TOKEN_PENDING: &str = "Your OTP hardware token is pending activation. 
 pub const LEVEL_TOO_LOW: &str = "This application requires an OTP Hardware Token with identity \
      proofing. Complete a proofing upgrade before you log in to it.";
 
+/// The application takes other kinds of token (`token_kinds`).
+pub const TOKEN_KIND_NOT_ALLOWED: &str = "This application does not accept your kind of OTP \
+     hardware token. Contact your administrator.";
+
 /// Store failure: nothing was decided; the NAS may retry.
 pub const TRY_LATER: &str = "This action cannot be completed at this time. Try again later.";
 

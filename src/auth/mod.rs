@@ -50,6 +50,8 @@ pub enum Outcome {
     NoToken,
     TokenNotUsable(TokenState),
     LevelTooLow,
+    /// The token is of a kind the application does not take (`token_kinds`).
+    TokenKindNotAllowed,
     WrongOtp,
     ReplayedOtp,
     LockedNow,
@@ -90,6 +92,7 @@ impl Outcome {
                 TokenState::Revoked => "token_revoked",
             },
             Outcome::LevelTooLow => "assurance_level_too_low",
+            Outcome::TokenKindNotAllowed => "token_kind_not_allowed",
             Outcome::WrongOtp => "wrong_otp",
             Outcome::ReplayedOtp => "replayed_otp",
             Outcome::LockedNow => "wrong_otp_locked",
@@ -116,6 +119,7 @@ impl Outcome {
             }
             Outcome::TokenNotUsable(_) => Some(messages::TOKEN_UNUSABLE),
             Outcome::LevelTooLow => Some(messages::LEVEL_TOO_LOW),
+            Outcome::TokenKindNotAllowed => Some(messages::TOKEN_KIND_NOT_ALLOWED),
             Outcome::PasswordMustChange => Some(messages::PASSWORD_MUST_CHANGE),
             Outcome::InternalError | Outcome::ChallengesFull => Some(messages::TRY_LATER),
             Outcome::UpstreamUnavailable => Some(messages::UPSTREAM_UNAVAILABLE),
@@ -553,9 +557,8 @@ impl Authenticator {
         self.throttle.succeeded(&origin);
         if matches!(next, Next::Challenge) {
             // 3. Token gate before asking for a code the token could not give.
-            let state = TokenService::effective_state(&token, self.clock.now());
-            if state != TokenState::Active {
-                return (Outcome::TokenNotUsable(state), false, None);
+            if let Err(outcome) = self.token_gate(request, &token) {
+                return (outcome, false, None);
             }
             let issued = self
                 .challenges
@@ -570,6 +573,18 @@ impl Authenticator {
         (outcome, wrote, rehash)
     }
 
+    /// Step 3: the token must be Active and of a kind the application takes.
+    fn token_gate(&self, request: &Request, token: &Token) -> Result<(), Outcome> {
+        let state = TokenService::effective_state(token, self.clock.now());
+        if state != TokenState::Active {
+            return Err(Outcome::TokenNotUsable(state));
+        }
+        if !request.client.application.token_kinds.allows(token.kind) {
+            return Err(Outcome::TokenKindNotAllowed);
+        }
+        Ok(())
+    }
+
     /// Steps 3 and 4 for a user whose password was right (in this request, or in the one
     /// answered by a challenge): the token gate, the application, the OTP, then the level.
     /// Returns the outcome and whether it wrote state.
@@ -580,12 +595,11 @@ impl Authenticator {
         token: Token,
         otp: &str,
     ) -> (Outcome, bool) {
-        // 3. Token gate: state, then the application's required level.
-        let now = self.clock.now();
-        let state = TokenService::effective_state(&token, now);
-        if state != TokenState::Active {
-            return (Outcome::TokenNotUsable(state), false);
+        // 3. Token gate; the application's required level comes after the code.
+        if let Err(outcome) = self.token_gate(request, &token) {
+            return (outcome, false);
         }
+        let now = self.clock.now();
         let required = request.client.application.required_level;
         // 4. OTP.
         let serial = token.serial.clone();
@@ -1122,6 +1136,7 @@ mod tests {
                     challenge_prompt: crate::config::DEFAULT_CHALLENGE_PROMPT.into(),
                     first_factor: FirstFactor::Local,
                     reply_attributes: None,
+                    token_kinds: crate::config::TokenKinds::ALL,
                 }),
             }),
             peer: "127.0.0.1:1000".parse().expect("addr"),

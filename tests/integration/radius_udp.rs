@@ -447,3 +447,41 @@ fn a_second_server_on_the_same_port_is_refused() {
     );
     assert!(first.stop());
 }
+
+/// `token_kinds`: an application that takes TOTP tokens only refuses an HOTP token's right
+/// code, with its own text once the password was right; `check-config` names a bad kind.
+#[test]
+fn an_application_refuses_token_kinds_it_does_not_take() {
+    const SEED: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    let mut app =
+        Appliance::new("[[applications]]\nname = \"default\"\ntoken_kinds = [\"totp\"]\n");
+    app.add_user("hank", "hank-pw");
+    app.import_tokens(&format!(
+        "serial,secret,kind,digits,step,owner\nK1,{SEED},hotp,6,0,hank\n"
+    ));
+    app.start();
+    let reply = app
+        .auth("hank", &format!("hank-pw{}", hotp(SEED, 0)))
+        .expect("a reply");
+    assert_eq!(reply.code, Code::AccessReject);
+    assert_eq!(
+        reply.reply_message.as_deref(),
+        Some(otpgate::auth::messages::TOKEN_KIND_NOT_ALLOWED)
+    );
+    let wrong = app
+        .auth("hank", &format!("nope{}", hotp(SEED, 0)))
+        .expect("a reply");
+    assert_eq!(
+        wrong.reply_message.as_deref(),
+        Some(otpgate::auth::messages::GENERIC_FAILURE),
+        "nothing about the token before the password is right"
+    );
+    assert!(app.stop());
+    let bad = Appliance::new("[[applications]]\nname = \"default\"\ntoken_kinds = [\"sms\"]\n");
+    let out = bad.cli(&["check-config"], None);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("applications[0].token_kinds"),
+        "{text}"
+    );
+}
