@@ -1,7 +1,8 @@
 //! A real FreeRADIUS 3 (Debian's freeradius package) as the site's existing RADIUS server, for
 //! the upstream first-factor tests: a private configuration directory in a temp dir (nothing
-//! of /etc/freeradius is read), PAP against a `users` file, one loopback port found free by
-//! the kernel, `freeradius -f` in the foreground as the current user. Killed on Drop.
+//! of /etc/freeradius is read), PAP against a `users` file, one port found free by the kernel
+//! on 127.0.0.1 and the same on ::1, `freeradius -f` in the foreground as the current user.
+//! Killed on Drop.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -58,6 +59,13 @@ client otpgate {
 	require_message_authenticator = yes
 }
 
+client otpgate6 {
+	ipv6addr = ::1
+	proto = udp
+	secret = @SECRET@
+	require_message_authenticator = yes
+}
+
 modules {
 	pap {
 	}
@@ -75,6 +83,11 @@ server site {
 	listen {
 		type = auth
 		ipaddr = 127.0.0.1
+		port = @PORT@
+	}
+	listen {
+		type = auth
+		ipv6addr = ::1
 		port = @PORT@
 	}
 	authorize {

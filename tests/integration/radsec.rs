@@ -14,20 +14,21 @@ const SEED: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const UDP_SECRET: &str = "branch-udp-secret";
 const CLIENT_NAME: &str = "radsec.branch.test";
 
-/// An appliance serving RadSec on a loopback port with `pki`'s server certificate, and the
-/// port it listens on.
-fn appliance(pki: &Pki) -> (Appliance, SocketAddr) {
+/// An appliance serving RadSec on `listen` (a loopback address, port 0) with `pki`'s server
+/// certificate, its RadSec client connecting from `client_address`; and the address it
+/// listens on.
+fn appliance(pki: &Pki, listen: &str, client_address: &str) -> (Appliance, SocketAddr) {
     let mut app = Appliance::new(&format!(
         r#"
 [radsec]
-listen = ["127.0.0.1:0"]
+listen = ["{listen}"]
 tls_cert = "{cert}"
 tls_key = "{key}"
 client_ca = "{ca}"
 
 [[radius.clients]]
 name = "branch"
-address = "127.0.0.1/32"
+address = "{client_address}"
 certificate_name = "{CLIENT_NAME}"
 application = "default"
 "#,
@@ -65,7 +66,7 @@ fn radsecproxy_logs_in_over_mutual_tls() {
     if !peer_available("radsecproxy", "radsecproxy") {
         return;
     }
-    let (mut app, radsec) = appliance(&pki);
+    let (mut app, radsec) = appliance(&pki, "127.0.0.1:0", "127.0.0.1/32");
     let Some(proxy) = RadsecProxy::start(
         radsec,
         UDP_SECRET,
@@ -95,7 +96,7 @@ fn a_certificate_from_another_ca_is_refused() {
     if !peer_available("radsecproxy", "radsecproxy") {
         return;
     }
-    let (mut app, radsec) = appliance(&pki);
+    let (mut app, radsec) = appliance(&pki, "127.0.0.1:0", "127.0.0.1/32");
     let Some(proxy) = RadsecProxy::start(
         radsec,
         UDP_SECRET,
@@ -117,4 +118,28 @@ fn a_certificate_from_another_ca_is_refused() {
     let logs = app.logs().join("\n");
     assert!(logs.contains("radsec TLS handshake failed"), "{logs}");
     assert!(!logs.contains("decision"), "{logs}");
+}
+
+/// The same over IPv6: otpgate's RadSec port on ::1, radsecproxy connecting to it from ::1.
+#[test]
+fn radsecproxy_logs_in_over_ipv6() {
+    let pki = Pki::new(CLIENT_NAME);
+    if !peer_available("radsecproxy", "radsecproxy") {
+        return;
+    }
+    let (mut app, radsec) = appliance(&pki, "[::1]:0", "::1/128");
+    assert!(radsec.is_ipv6());
+    let Some(proxy) = RadsecProxy::start(
+        radsec,
+        UDP_SECRET,
+        &pki.ca,
+        &pki.client_cert,
+        &pki.client_key,
+    ) else {
+        return;
+    };
+    let accepted = login(&proxy, "rita", &format!("rita-pw{}", hotp(SEED, 0))).expect("a reply");
+    assert_eq!(accepted.code, Code::AccessAccept, "{}", proxy.log());
+    drop(proxy);
+    assert!(app.stop());
 }

@@ -38,9 +38,12 @@ fn freeradius_checks_the_password_and_otpgate_the_code() {
     let Some(site) = FreeRadius::start() else {
         return;
     };
-    // A dead server first: refused at once (ICMP), the next one answers.
+    // A dead server first: refused at once (ICMP), the next one (over IPv6) answers.
     let dead = free_udp_port();
-    let mut app = appliance(&format!("\"127.0.0.1:{dead}\", \"{}\"", site.addr));
+    let mut app = appliance(&format!(
+        "\"127.0.0.1:{dead}\", \"[::1]:{}\"",
+        site.addr.port()
+    ));
     let reply = app
         .auth("carol", &format!("carol-site-pw{}", hotp(SEED, 0)))
         .expect("a reply");
