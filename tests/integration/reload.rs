@@ -76,6 +76,18 @@ fn sighup_reloads_applications_and_keeps_the_old_on_a_bad_file() {
     .expect("write");
     app.signal("HUP");
     assert!(app.wait_for_log("takes a restart"), "{:?}", app.logs());
+    // The warning comes first; wait for the reload itself (the second one applied).
+    let reloads = || {
+        app.logs()
+            .iter()
+            .filter(|l| l.contains("configuration reloaded"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while reloads() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(reloads(), 2, "{:?}", app.logs());
     let appended = app
         .auth("olga", &format!("olga-pw{}", hotp(SEED, 1)))
         .expect("reply");
