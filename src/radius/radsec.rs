@@ -46,6 +46,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Replies a connection may have queued for its writer.
 const REPLY_QUEUE: usize = 256;
+/// Connections open at once; past this a new one is closed at once (counted). RadSec clients
+/// are NAS and proxies, a handful each, so this only bounds what a flood of handshakes costs.
+const MAX_CONNECTIONS: usize = 1024;
+/// Refused handshakes and unknown certificates are logged at most once per this many seconds
+/// (the counters have them all), so a scanner cannot flood the log.
+const REFUSAL_LOG_INTERVAL_SECS: u64 = 10;
 
 /// The TLS configuration of `[radsec]`: otpgate's chain and key, client certificates required
 /// and checked against `client_ca`. An error is the key at fault and the problem.
@@ -136,6 +142,10 @@ pub struct RadsecServer<H> {
     require_message_authenticator: bool,
     reject_delay: Duration,
     in_flight: Arc<Semaphore>,
+    connections: Arc<Semaphore>,
+    /// Seconds since `started` of the last refusal logged.
+    last_refusal_log: std::sync::atomic::AtomicU64,
+    started: Instant,
 }
 
 impl<H: RequestHandler> RadsecServer<H> {
@@ -156,6 +166,24 @@ impl<H: RequestHandler> RadsecServer<H> {
             require_message_authenticator: settings.require_message_authenticator,
             reject_delay: settings.reject_delay,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            last_refusal_log: std::sync::atomic::AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// Logs a refused connection, at most once per [`REFUSAL_LOG_INTERVAL_SECS`].
+    fn log_refusal(&self, peer: SocketAddr, why: &str) {
+        use std::sync::atomic::Ordering;
+        let now = self.started.elapsed().as_secs() + REFUSAL_LOG_INTERVAL_SECS;
+        let last = self.last_refusal_log.load(Ordering::Relaxed);
+        if now >= last + REFUSAL_LOG_INTERVAL_SECS
+            && self
+                .last_refusal_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(%peer, "radsec {why} (logged at most every {REFUSAL_LOG_INTERVAL_SECS} s; see the counters)");
         }
     }
 
@@ -166,9 +194,20 @@ impl<H: RequestHandler> RadsecServer<H> {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        connections.spawn(Arc::clone(&self).connection(stream, peer, stop.clone()));
-                    }
+                    Ok((stream, peer)) => match Arc::clone(&self.connections).try_acquire_owned() {
+                        Ok(permit) => {
+                            let server = Arc::clone(&self);
+                            let stop = stop.clone();
+                            connections.spawn(async move {
+                                server.connection(stream, peer, stop).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            Stats::count(&self.stats.dropped_overload);
+                            self.log_refusal(peer, "connection refused: too many open");
+                        }
+                    },
                     // Out of file descriptors and the like: wait a little instead of spinning.
                     Err(e) => {
                         tracing::warn!(error = %e, "radsec accept failed");
@@ -203,12 +242,13 @@ impl<H: RequestHandler> RadsecServer<H> {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 Stats::count(&self.stats.radsec_handshake_failures);
-                tracing::warn!(%peer, error = %e, "radsec TLS handshake failed");
+                tracing::debug!(%peer, error = %e, "radsec TLS handshake failed");
+                self.log_refusal(peer, "TLS handshake failed");
                 return;
             }
             Err(_) => {
                 Stats::count(&self.stats.radsec_handshake_failures);
-                tracing::warn!(%peer, "radsec TLS handshake timed out");
+                self.log_refusal(peer, "TLS handshake timed out");
                 return;
             }
         };
@@ -220,7 +260,7 @@ impl<H: RequestHandler> RadsecServer<H> {
             .and_then(|certificate| self.clients.load().identify(certificate, peer.ip()));
         let Some(client) = client else {
             Stats::count(&self.stats.dropped_unknown_client);
-            tracing::warn!(%peer, "radsec client certificate names no configured client here");
+            self.log_refusal(peer, "client certificate names no configured client here");
             return;
         };
         Stats::count(&self.stats.radsec_connections);
