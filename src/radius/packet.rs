@@ -136,6 +136,16 @@ pub struct AccessRequest {
 }
 
 impl AccessRequest {
+    /// The whole check of a received packet: [`read_header`], then [`AccessRequest::decode`].
+    pub fn check(
+        buf: &[u8],
+        secret: &Secret,
+        require_message_authenticator: bool,
+    ) -> Result<AccessRequest, DropReason> {
+        let header = read_header(buf)?;
+        AccessRequest::decode(buf, header, secret, require_message_authenticator)
+    }
+
     /// Checks `buf` as an Access-Request signed with `secret`. `buf` may be longer than the
     /// packet (padding); the header must already have passed [`read_header`].
     pub fn decode(
@@ -452,7 +462,7 @@ mod tests {
     }
 
     fn decode(bytes: &[u8], require: bool) -> Result<AccessRequest, DropReason> {
-        AccessRequest::decode(bytes, read_header(bytes)?, &secret(), require)
+        AccessRequest::check(bytes, &secret(), require)
     }
 
     #[test]

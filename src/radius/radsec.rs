@@ -32,9 +32,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::clients::Client;
 use super::dictionary::Dictionary;
-use super::packet::{
-    encode_reply, read_header, AccessRequest, Reply, ReplyCode, HEADER_LEN, MAX_PACKET_LEN,
-};
+use super::packet::{encode_reply, AccessRequest, Reply, ReplyCode, HEADER_LEN, MAX_PACKET_LEN};
 use super::server::{Request, RequestHandler};
 use super::stats::Stats;
 use crate::config::{Application, ClientSettings, RadiusSettings, RadsecSettings, RADSEC_SECRET};
@@ -333,14 +331,8 @@ impl<H: RequestHandler> RadsecServer<H> {
         replies: mpsc::Sender<Vec<u8>>,
         _permit: OwnedSemaphorePermit,
     ) {
-        let checked = read_header(&bytes).and_then(|header| {
-            AccessRequest::decode(
-                &bytes,
-                header,
-                &client.secret,
-                self.require_message_authenticator,
-            )
-        });
+        let checked =
+            AccessRequest::check(&bytes, &client.secret, self.require_message_authenticator);
         let request = match checked {
             Ok(request) => request,
             Err(reason) => {

@@ -38,7 +38,7 @@ use super::dictionary::Dictionary;
 use super::mmsg::{is_idle, send_batch, RecvBatch};
 pub use super::packet::Reply;
 use super::packet::{
-    encode_reply, read_header, AccessRequest, DropReason, ReplyCode, HEADER_LEN, MAX_PACKET_LEN,
+    encode_reply, AccessRequest, DropReason, ReplyCode, HEADER_LEN, MAX_PACKET_LEN,
 };
 use super::stats::Stats;
 use crate::live::Live;
@@ -411,14 +411,8 @@ impl<H: RequestHandler> Server<H> {
             tracing::debug!(%peer, client = %client.name, "dropped oversized datagram");
             return Disposition::Dropped;
         }
-        let request = read_header(datagram).and_then(|header| {
-            AccessRequest::decode(
-                datagram,
-                header,
-                &client.secret,
-                self.require_message_authenticator,
-            )
-        });
+        let request =
+            AccessRequest::check(datagram, &client.secret, self.require_message_authenticator);
         let request = match request {
             Ok(r) => r,
             Err(reason) => {

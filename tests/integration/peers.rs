@@ -35,26 +35,34 @@ fn radclient_with(
     secret: &str,
     message_authenticator: bool,
 ) -> (bool, String) {
-    let mut child = Command::new("radclient")
-        .args(["-x", "-r", "1", "-t", "3"])
-        .arg(app.addr().to_string())
-        .args(["auth", secret])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn radclient");
     let ma = if message_authenticator {
         ", Message-Authenticator = 0x00"
     } else {
         ""
     };
-    let attrs = format!("User-Name = \"{user}\", User-Password = \"{password}\"{ma}\n");
+    run_radclient(
+        &app.addr().to_string(),
+        "auth",
+        secret,
+        &format!("User-Name = \"{user}\", User-Password = \"{password}\"{ma}"),
+    )
+}
+
+/// Runs `radclient -x ADDRESS COMMAND SECRET` (one try, 3 s) with `attributes` (radclient's
+/// input syntax) on its standard input; returns (exit success, stdout and stderr).
+fn run_radclient(address: &str, command: &str, secret: &str, attributes: &str) -> (bool, String) {
+    let mut child = Command::new("radclient")
+        .args(["-x", "-r", "1", "-t", "3", address, command, secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn radclient");
     child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(attrs.as_bytes())
+        .write_all(format!("{attributes}\n").as_bytes())
         .expect("write");
     let out = child.wait_with_output().expect("radclient");
     let text = format!(
@@ -187,28 +195,11 @@ fn radclient_status_server_is_answered() {
     }
     let mut app = Appliance::new("");
     app.start();
-    let status = |attributes: &str| {
-        let mut child = Command::new("radclient")
-            .args(["-x", "-r", "1", "-t", "2"])
-            .arg(app.addr().to_string())
-            .args(["status", SECRET])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn radclient");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(attributes.as_bytes())
-            .expect("write");
-        let out = child.wait_with_output().expect("radclient");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let answered = status("Message-Authenticator = 0x00\n");
+    let address = app.addr().to_string();
+    let status = |attributes: &str| run_radclient(&address, "status", SECRET, attributes).1;
+    let answered = status("Message-Authenticator = 0x00");
     assert!(answered.contains("Access-Accept"), "{answered}");
-    let unsigned = status("NAS-Identifier = \"probe\"\n");
+    let unsigned = status("NAS-Identifier = \"probe\"");
     assert!(!unsigned.contains("Access-Accept"), "{unsigned}");
     assert!(app.stop());
     assert!(
@@ -244,24 +235,9 @@ fn radclient_accounting_is_answered_and_the_last_session_recorded() {
         })
         .expect("accounting address");
     let acct = |secret: &str| {
-        let mut child = Command::new("radclient")
-            .args(["-x", "-r", "1", "-t", "2", &address, "acct", secret])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn radclient");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(
-                b"User-Name = \"vic\", Acct-Status-Type = Start, Acct-Session-Id = \"s-42\", \
-                  Framed-IP-Address = 10.0.0.7\n",
-            )
-            .expect("write");
-        let out = child.wait_with_output().expect("radclient");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let attributes = "User-Name = \"vic\", Acct-Status-Type = Start, \
+                          Acct-Session-Id = \"s-42\", Framed-IP-Address = 10.0.0.7";
+        run_radclient(&address, "acct", secret, attributes).1
     };
     let wrong = acct("not-the-secret");
     assert!(!wrong.contains("Accounting-Response"), "{wrong}");
@@ -279,27 +255,8 @@ fn radclient_accounting_is_answered_and_the_last_session_recorded() {
 /// Sends `attributes` (radclient's input syntax) as one Access-Request with radclient;
 /// returns radclient's output.
 fn radclient_attributes(app: &Appliance, attributes: &str) -> String {
-    let mut child = Command::new("radclient")
-        .args(["-x", "-r", "1", "-t", "3"])
-        .arg(app.addr().to_string())
-        .args(["auth", SECRET])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn radclient");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{attributes}, Message-Authenticator = 0x00\n").as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("radclient");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    let signed = format!("{attributes}, Message-Authenticator = 0x00");
+    run_radclient(&app.addr().to_string(), "auth", SECRET, &signed).1
 }
 
 /// The State (as radclient prints it, `0x...`) of the Access-Challenge in radclient's output.
