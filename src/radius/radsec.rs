@@ -3,8 +3,12 @@
 //! Mutual TLS (rustls, TLS 1.2 or 1.3): a client must present a certificate that chains to
 //! `[radsec] client_ca`, and is then identified by it, not by its address: the configured client
 //! whose `certificate_name` the certificate is valid for (its DNS subject alternative names,
-//! checked by webpki) and whose `address` contains the connection's source. Anyone else is
-//! disconnected after the handshake. Over TLS the shared secret is the fixed `radsec` (RFC
+//! checked by webpki) and whose `address` contains the connection's source; exactly one must
+//! match. A source no RadSec client's `address` contains is closed before the handshake;
+//! anyone else unidentified, after it. Each request is decided for the client as the current
+//! configuration has it (identified again after a SIGHUP reload; a removed client's connection
+//! ends). Connections are bounded in number, handshake time (5 s), idleness (10 minutes, plus
+//! TCP keepalive) and write time (10 s). Over TLS the shared secret is the fixed `radsec` (RFC
 //! 6614 section 2.3), used for the authenticators and Message-Authenticator as over UDP.
 //!
 //! A connection carries packets back to back, each framed by its Length field (RFC 6613
@@ -39,7 +43,13 @@ use crate::config::{Application, ClientSettings, RadiusSettings, RadsecSettings,
 use crate::live::Live;
 
 /// How long a client has to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection with no request for this long is closed (the NAS reconnects when it needs
+/// to); TCP keepalive finds dead peers behind NATs sooner.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+const KEEPALIVE: Duration = Duration::from_secs(60);
+/// A reply not written within this (the peer stopped reading) closes the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stop waits for the requests in flight on open connections.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Replies a connection may have queued for its writer.
@@ -101,8 +111,30 @@ impl RadsecClients {
             let Some(name) = &c.certificate_name else {
                 continue;
             };
-            let certificate_name = ServerName::try_from(name.clone())
-                .map_err(|e| format!("client `{}`: certificate_name `{name}`: {e}", c.name))?;
+            let certificate_name = match ServerName::try_from(name.clone()) {
+                Ok(dns @ ServerName::DnsName(_)) => dns,
+                Ok(_) => {
+                    return Err(format!(
+                        "client `{}`: certificate_name `{name}` must be a DNS name",
+                        c.name
+                    ))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "client `{}`: certificate_name `{name}`: {e}",
+                        c.name
+                    ))
+                }
+            };
+            if entries
+                .iter()
+                .any(|e: &RadsecClient| e.certificate_name == certificate_name)
+            {
+                return Err(format!(
+                    "client `{}`: certificate_name `{name}` is another client's too",
+                    c.name
+                ));
+            }
             entries.push(RadsecClient {
                 certificate_name,
                 address: c.address,
@@ -112,19 +144,50 @@ impl RadsecClients {
         Ok(RadsecClients { entries })
     }
 
-    /// The client a verified certificate names, connecting from `source`.
+    /// The client a verified certificate names, connecting from `source`: exactly one entry
+    /// must match (a certificate valid for two clients' names identifies neither).
     fn identify(&self, certificate: &CertificateDer<'_>, source: IpAddr) -> Option<Arc<Client>> {
         let certificate = webpki::EndEntityCert::try_from(certificate).ok()?;
         let source = source.to_canonical();
-        self.entries
-            .iter()
-            .find(|entry| {
-                entry.address.contains(&source)
-                    && certificate
-                        .verify_is_valid_for_subject_name(&entry.certificate_name)
-                        .is_ok()
-            })
-            .map(|entry| Arc::clone(&entry.client))
+        let mut matching = self.entries.iter().filter(|entry| {
+            entry.address.contains(&source)
+                && certificate
+                    .verify_is_valid_for_subject_name(&entry.certificate_name)
+                    .is_ok()
+        });
+        match (matching.next(), matching.next()) {
+            (Some(entry), None) => Some(Arc::clone(&entry.client)),
+            _ => None,
+        }
+    }
+
+    /// Whether any RadSec client may connect from `source` (checked before the handshake).
+    fn may_connect(&self, source: IpAddr) -> bool {
+        let source = source.to_canonical();
+        self.entries.iter().any(|e| e.address.contains(&source))
+    }
+}
+
+/// A connection's client, identified again only when a reload has replaced the table.
+#[derive(Default)]
+struct Identity {
+    table: Option<Arc<RadsecClients>>,
+    client: Option<Arc<Client>>,
+}
+
+impl Identity {
+    fn client(
+        &mut self,
+        clients: &Live<RadsecClients>,
+        certificate: &CertificateDer<'_>,
+        source: IpAddr,
+    ) -> Option<Arc<Client>> {
+        let table = clients.load();
+        if !self.table.as_ref().is_some_and(|t| Arc::ptr_eq(t, &table)) {
+            self.client = table.identify(certificate, source);
+            self.table = Some(table);
+        }
+        self.client.clone()
     }
 }
 
@@ -234,7 +297,16 @@ impl<H: RequestHandler> RadsecServer<H> {
         peer: SocketAddr,
         mut stop: watch::Receiver<bool>,
     ) {
+        if !self.clients.load().may_connect(peer.ip()) {
+            Stats::count(&self.stats.dropped_unknown_client);
+            self.log_refusal(peer, "connection from an address no RadSec client has");
+            return;
+        }
         let _ = stream.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE)
+            .with_interval(KEEPALIVE);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await
         {
             Ok(Ok(tls)) => tls,
@@ -250,13 +322,17 @@ impl<H: RequestHandler> RadsecServer<H> {
                 return;
             }
         };
-        let client = tls
+        let Some(certificate) = tls
             .get_ref()
             .1
             .peer_certificates()
             .and_then(|chain| chain.first())
-            .and_then(|certificate| self.clients.load().identify(certificate, peer.ip()));
-        let Some(client) = client else {
+            .map(|c| c.clone().into_owned())
+        else {
+            return;
+        };
+        let mut identity = Identity::default();
+        let Some(client) = identity.client(&self.clients, &certificate, peer.ip()) else {
             Stats::count(&self.stats.dropped_unknown_client);
             self.log_refusal(peer, "client certificate names no configured client here");
             return;
@@ -265,30 +341,46 @@ impl<H: RequestHandler> RadsecServer<H> {
         tracing::info!(%peer, client = %client.name, "radsec client connected");
         let (mut reader, mut writer) = tokio::io::split(tls);
         let (replies, mut outgoing) = mpsc::channel::<Vec<u8>>(REPLY_QUEUE);
+        // Closed when the peer stops reading: a stuck writer must not keep replies (and the
+        // requests' permits) waiting.
+        let (closing, mut closed) = watch::channel(false);
         let writing = tokio::spawn(async move {
             while let Some(bytes) = outgoing.recv().await {
-                if writer.write_all(&bytes).await.is_err() {
+                let written = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&bytes)).await;
+                if !matches!(written, Ok(Ok(()))) {
+                    let _ = closing.send(true);
                     return;
                 }
             }
-            let _ = writer.shutdown().await;
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.shutdown()).await;
         });
         let mut answering = JoinSet::new();
         loop {
             let read = tokio::select! {
-                read = read_packet(&mut reader) => read,
+                read = tokio::time::timeout(IDLE_TIMEOUT, read_packet(&mut reader)) => read,
                 _ = stop.changed() => break,
+                _ = closed.changed() => break,
             };
             let bytes = match read {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => break,
-                Err(reason) => {
+                Ok(Ok(Some(bytes))) => bytes,
+                Ok(Ok(None)) => break,
+                Ok(Err(reason)) => {
                     self.stats.dropped(super::packet::DropReason::Malformed);
                     tracing::debug!(%peer, client = %client.name, %reason, "radsec connection closed");
                     break;
                 }
+                Err(_) => {
+                    tracing::debug!(%peer, client = %client.name, "radsec connection idle: closed");
+                    break;
+                }
             };
             let arrived = Instant::now();
+            // The client as the configuration now has it: a reload may have changed its
+            // application, or removed it (then the connection ends).
+            let Some(client) = identity.client(&self.clients, &certificate, peer.ip()) else {
+                self.log_refusal(peer, "client removed by a reload: connection closed");
+                break;
+            };
             if let Some(permit) = self.admit(&client, peer) {
                 answering.spawn(Arc::clone(&self).answer(
                     bytes,
@@ -321,7 +413,7 @@ impl<H: RequestHandler> RadsecServer<H> {
         }
     }
 
-    /// Checks, decides and answers one request (its permit held until the reply is queued).
+    /// Checks, decides and answers one request (its permit held until it is decided).
     async fn answer(
         self: Arc<Self>,
         bytes: Vec<u8>,
@@ -329,7 +421,7 @@ impl<H: RequestHandler> RadsecServer<H> {
         peer: SocketAddr,
         arrived: Instant,
         replies: mpsc::Sender<Vec<u8>>,
-        _permit: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
     ) {
         let checked =
             AccessRequest::check(&bytes, &client.secret, self.require_message_authenticator);
@@ -360,6 +452,8 @@ impl<H: RequestHandler> RadsecServer<H> {
                 ReplyCode::Challenge => &self.stats.challenges,
             });
             if reply.code == ReplyCode::Reject {
+                // A held Reject holds no permit, as on the UDP path.
+                drop(permit);
                 tokio::time::sleep_until(arrived + self.reject_delay).await;
             }
             reply

@@ -31,6 +31,13 @@ name = "branch"
 address = "{client_address}"
 certificate_name = "{CLIENT_NAME}"
 application = "default"
+
+[[applications]]
+name = "default"
+
+[[applications]]
+name = "prompted"
+otp_mode = "challenge"
 "#,
         cert = pki.server_cert.display(),
         key = pki.server_key.display(),
@@ -142,4 +149,85 @@ fn radsecproxy_logs_in_over_ipv6() {
     assert_eq!(accepted.code, Code::AccessAccept, "{}", proxy.log());
     drop(proxy);
     assert!(app.stop());
+}
+
+/// A SIGHUP reload reaches an open RadSec connection: the client's new application applies to
+/// its next request, and once the client is gone from the file the connection ends.
+#[test]
+fn a_reload_applies_to_an_open_radsec_connection() {
+    let pki = Pki::new(CLIENT_NAME);
+    if !peer_available("radsecproxy", "radsecproxy") {
+        return;
+    }
+    let (mut app, radsec) = appliance(&pki, "127.0.0.1:0", "127.0.0.1/32");
+    let Some(proxy) = RadsecProxy::start(
+        radsec,
+        UDP_SECRET,
+        &pki.ca,
+        &pki.client_cert,
+        &pki.client_key,
+    ) else {
+        return;
+    };
+    let accepted = login(&proxy, "rita", &format!("rita-pw{}", hotp(SEED, 0))).expect("a reply");
+    assert_eq!(accepted.code, Code::AccessAccept, "{}", proxy.log());
+    let text = std::fs::read_to_string(&app.config).expect("config");
+    let moved = text.replacen(
+        &format!("certificate_name = \"{CLIENT_NAME}\"\napplication = \"default\""),
+        &format!("certificate_name = \"{CLIENT_NAME}\"\napplication = \"prompted\""),
+        1,
+    );
+    assert_ne!(moved, text);
+    std::fs::write(&app.config, &moved).expect("write");
+    app.signal("HUP");
+    assert!(
+        app.wait_for_log("configuration reloaded"),
+        "{:?}",
+        app.logs()
+    );
+    let challenged = login(&proxy, "rita", "rita-pw").expect("a reply");
+    assert_eq!(challenged.code, Code::AccessChallenge, "{:?}", app.logs());
+    // The client leaves the file: its open connection is closed at its next request.
+    std::fs::write(
+        &app.config,
+        moved.replacen(
+            &format!("certificate_name = \"{CLIENT_NAME}\""),
+            "certificate_name = \"gone.test\"",
+            1,
+        ),
+    )
+    .expect("write");
+    app.signal("HUP");
+    let reloaded = || {
+        app.logs()
+            .iter()
+            .filter(|l| l.contains("configuration reloaded"))
+            .count()
+            >= 2
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !reloaded() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(reloaded(), "{:?}", app.logs());
+    let request = request(
+        "rita",
+        &format!("rita-pw{}", hotp(SEED, 1)),
+        UDP_SECRET,
+        true,
+    );
+    let answer = exchange(proxy.udp_addr, &request.bytes, Duration::from_secs(2));
+    assert!(
+        answer.is_none_or(|reply| reply.first() != Some(&2)),
+        "no Accept once the client is gone"
+    );
+    drop(proxy);
+    assert!(app.stop());
+    assert!(
+        app.logs()
+            .iter()
+            .any(|l| l.contains("client removed by a reload")),
+        "{:?}",
+        app.logs()
+    );
 }
