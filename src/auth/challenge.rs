@@ -5,14 +5,16 @@
 //! A State is 16 random octets from the operating system's generator, used once (taken out of
 //! the table whether or not the answer is right), bound to the user name and the client it was
 //! issued to, and good for `challenge_timeout_secs`. A wrong, reused, foreign or late State is
-//! refused. The table is bounded; expired entries are dropped as it fills.
+//! refused. A user has at most one pending challenge per client: a new one replaces the
+//! last, so one known password cannot fill the table. The table is bounded; expired entries
+//! leave it in issue order.
 //!
 //! Pending challenges live in memory only: they are a minute of conversation, not state of
 //! record, and after a restart the user simply logs in again. The table is looked up by the
 //! State's octets through a `HashMap` whose hasher is keyed at random per process, so the time
 //! a lookup takes says nothing an attacker can use about the States it holds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -54,14 +56,46 @@ struct Pending {
 }
 
 pub struct Challenges {
-    pending: Mutex<HashMap<[u8; STATE_LEN], Pending>>,
+    table: Mutex<Table>,
     timeout: Duration,
+}
+
+#[derive(Default)]
+struct Table {
+    by_state: HashMap<[u8; STATE_LEN], Pending>,
+    /// The pending State of each (user name, client name).
+    by_owner: HashMap<(String, String), [u8; STATE_LEN]>,
+    /// States in issue order with their expiry (some already taken or replaced).
+    issued: VecDeque<(Instant, [u8; STATE_LEN])>,
+}
+
+impl Table {
+    /// Takes `state` out of the table.
+    fn remove(&mut self, state: &[u8; STATE_LEN]) -> Option<Pending> {
+        let pending = self.by_state.remove(state)?;
+        let owner = (pending.user.clone(), pending.client.clone());
+        if self.by_owner.get(&owner) == Some(state) {
+            self.by_owner.remove(&owner);
+        }
+        Some(pending)
+    }
+
+    /// Drops what expired by `now` (the queue is in expiry order: one timeout for all).
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(expires, state)) = self.issued.front() {
+            if expires > now {
+                break;
+            }
+            self.issued.pop_front();
+            self.remove(&state);
+        }
+    }
 }
 
 impl Challenges {
     pub fn new(timeout: Duration) -> Challenges {
         Challenges {
-            pending: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table::default()),
             timeout,
         }
     }
@@ -70,21 +104,26 @@ impl Challenges {
     pub fn issue(&self, user: &str, client: &str, now: Instant) -> Option<[u8; STATE_LEN]> {
         let mut state = [0u8; STATE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut state);
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.len() >= CAPACITY {
-            pending.retain(|_, p| p.expires > now);
-            if pending.len() >= CAPACITY {
-                return None;
-            }
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        table.expire(now);
+        let owner = (user.to_owned(), client.to_owned());
+        if let Some(previous) = table.by_owner.get(&owner).copied() {
+            table.remove(&previous);
         }
-        pending.insert(
+        if table.by_state.len() >= CAPACITY {
+            return None;
+        }
+        let expires = now + self.timeout;
+        table.by_state.insert(
             state,
             Pending {
-                user: user.to_owned(),
-                client: client.to_owned(),
-                expires: now + self.timeout,
+                user: owner.0.clone(),
+                client: owner.1.clone(),
+                expires,
             },
         );
+        table.by_owner.insert(owner, state);
+        table.issued.push_back((expires, state));
         Some(state)
     }
 
@@ -99,7 +138,7 @@ impl Challenges {
     ) -> Result<(), StateProblem> {
         let key: [u8; STATE_LEN] = state.try_into().map_err(|_| StateProblem::Unknown)?;
         let taken = self
-            .pending
+            .table
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key)
@@ -123,7 +162,7 @@ mod tests {
         let challenges = Challenges::new(Duration::from_secs(60));
         let now = Instant::now();
         let state = challenges.issue("alice", "vpn", now).expect("issued");
-        let other = challenges.issue("alice", "vpn", now).expect("issued");
+        let other = challenges.issue("alice", "gw2", now).expect("issued");
         assert_ne!(state, other);
         assert_eq!(challenges.take(&state, "alice", "vpn", now), Ok(()));
         assert_eq!(
@@ -131,12 +170,12 @@ mod tests {
             Err(StateProblem::Unknown)
         );
         assert_eq!(
-            challenges.take(&other, "bob", "vpn", now),
+            challenges.take(&other, "bob", "gw2", now),
             Err(StateProblem::Foreign)
         );
         // Refused once is gone: the right user cannot use it afterwards either.
         assert_eq!(
-            challenges.take(&other, "alice", "vpn", now),
+            challenges.take(&other, "alice", "gw2", now),
             Err(StateProblem::Unknown)
         );
         let third = challenges.issue("alice", "vpn", now).expect("issued");
@@ -159,5 +198,29 @@ mod tests {
             challenges.take(&state, "alice", "vpn", now + Duration::from_secs(60)),
             Err(StateProblem::Expired)
         );
+    }
+
+    #[test]
+    fn a_new_challenge_replaces_the_users_last_and_expired_ones_leave() {
+        let challenges = Challenges::new(Duration::from_secs(60));
+        let now = Instant::now();
+        let first = challenges.issue("alice", "vpn", now).expect("issued");
+        let second = challenges.issue("alice", "vpn", now).expect("issued");
+        assert_eq!(
+            challenges.take(&first, "alice", "vpn", now),
+            Err(StateProblem::Unknown),
+            "replaced"
+        );
+        let elsewhere = challenges.issue("alice", "portal", now).expect("issued");
+        assert_eq!(challenges.take(&second, "alice", "vpn", now), Ok(()));
+        assert_eq!(challenges.take(&elsewhere, "alice", "portal", now), Ok(()));
+        // Many users: the table holds one each; after the timeout they leave as new ones come.
+        for i in 0..100 {
+            challenges.issue(&format!("user{i}"), "vpn", now);
+        }
+        let later = now + Duration::from_secs(61);
+        challenges.issue("bob", "vpn", later).expect("issued");
+        let table = challenges.table.lock().expect("table");
+        assert_eq!((table.by_state.len(), table.by_owner.len()), (1, 1));
     }
 }
