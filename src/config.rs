@@ -186,6 +186,8 @@ pub struct UpstreamSettings {
     pub timeout: Duration,
     /// Further attempts per server after the first.
     pub retries: u32,
+    /// Checks waiting on it at once; more are refused at once.
+    pub max_in_flight: usize,
 }
 
 #[derive(Clone)]
@@ -219,6 +221,7 @@ impl std::fmt::Debug for UpstreamSettings {
             .field("servers", &servers)
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
+            .field("max_in_flight", &self.max_in_flight)
             .finish_non_exhaustive()
     }
 }
@@ -618,6 +621,12 @@ struct RawUpstream {
     bind_dn_template: Option<String>,
     #[serde(default)]
     require_message_authenticator: Option<bool>,
+    #[serde(default = "default_upstream_max_in_flight")]
+    max_in_flight: usize,
+}
+
+fn default_upstream_max_in_flight() -> usize {
+    64
 }
 
 fn default_upstream_timeout_ms() -> u64 {
@@ -1627,6 +1636,7 @@ fn check_upstreams(
         }
         let timeout_ms = in_range(invalid, &key("timeout_ms"), up.timeout_ms, 50..=60_000)?;
         let retries = in_range(invalid, &key("retries"), up.retries, 0..=10)?;
+        let max_in_flight = in_range(invalid, &key("max_in_flight"), up.max_in_flight, 1..=4096)?;
         let refuse = |field: &str, kind: &str| {
             invalid(&key(field), format!("does not apply to kind = \"{kind}\""))
         };
@@ -1689,6 +1699,7 @@ fn check_upstreams(
             kind,
             timeout: Duration::from_millis(timeout_ms),
             retries,
+            max_in_flight,
         });
     }
     Ok(upstreams)

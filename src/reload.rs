@@ -3,8 +3,9 @@
 //! dictionaries (their reply attributes are encoded with them) and the upstreams are replaced
 //! whole, each by one store, while requests in flight finish with what they started with. A
 //! configuration that fails its check is refused with the reason in the log; the running one
-//! stays. What needs new sockets, threads or files (listen addresses, storage, the admin API,
-//! TLS files) is left as it is, with a warning that it takes a restart.
+//! stays. Everything else (listen addresses, storage, the admin API, TLS files, the OTP,
+//! password, throttle, lifecycle, notification, proofing and log settings) is left as it is,
+//! with a warning naming each changed part: it takes a restart.
 
 use std::sync::Arc;
 
@@ -152,7 +153,32 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ),
         "radsec TLS files",
     );
-    check(old.storage.path != new.storage.path, "storage.path");
-    check(old.admin.listen != new.admin.listen, "admin.listen");
+    check(
+        old.radius.max_in_flight != new.radius.max_in_flight,
+        "radius.max_in_flight",
+    );
+    check(
+        old.radius.dedup_window != new.radius.dedup_window,
+        "radius.dedup_window_secs",
+    );
+    check(
+        old.radius.challenge_timeout != new.radius.challenge_timeout,
+        "radius.challenge_timeout_secs",
+    );
+    // Sections read once at start: compared whole (their Debug forms hold every setting).
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    check(differs(&old.storage, &new.storage), "[storage]");
+    check(differs(&old.admin, &new.admin), "[admin]");
+    check(differs(&old.otp, &new.otp), "[otp]");
+    check(differs(&old.password, &new.password), "[password]");
+    check(differs(&old.throttle, &new.throttle), "[throttle]");
+    check(
+        differs(&old.lifecycle, &new.lifecycle),
+        "[lifecycle] / [[organizations]]",
+    );
+    check(differs(&old.notify, &new.notify), "[notify]");
+    check(differs(&old.proofing, &new.proofing), "[proofing]");
+    check(differs(&old.log, &new.log), "[log]");
     changed
 }

@@ -146,6 +146,9 @@ pub struct Authenticator {
     upstreams: Live<Upstreams>,
 }
 
+/// The code length `auto` mode supposes for a user without a token (the usual one).
+const DUMMY_DIGITS: usize = 6;
+
 /// An upstream's part in a decision, for the decision log: which, and how long it took.
 pub struct UpstreamCall {
     pub upstream: Arc<Upstream>,
@@ -215,12 +218,19 @@ impl Authenticator {
                     return (outcome, None);
                 }
                 let verified = match &attempt.check {
-                    // Ends in `after_password`, as long after as a real check.
-                    Check::Dummy(_) => {
+                    // Ends in `after_password`, as long after as a real check (two with a
+                    // possible code in `auto` mode, as a known user's wrong password costs).
+                    Check::Dummy(_, None) => {
                         self.spend_dummy_verify().await;
+                        if attempt.password_alone().is_some() {
+                            self.spend_dummy_verify().await;
+                        }
                         Verified::Wrong
                     }
-                    Check::Real {
+                    // For an upstream's application the upstream is asked about anyone, so
+                    // an unknown name and a known one fare alike, also while it is down.
+                    Check::Dummy(_, Some(upstream))
+                    | Check::Real {
                         against: Against::Upstream(upstream),
                         ..
                     } => {
@@ -234,7 +244,11 @@ impl Authenticator {
                             self.throttle.failed(&attempt.origin, Instant::now());
                             return (Outcome::UpstreamUnavailable, call);
                         };
-                        verified
+                        if matches!(attempt.check, Check::Dummy(..)) {
+                            Verified::Wrong
+                        } else {
+                            verified
+                        }
                     }
                     Check::Real {
                         against: Against::Hash(hash),
@@ -286,12 +300,35 @@ impl Authenticator {
                 Outcome::NoPassword
             });
         };
+        let application = &request.client.application;
+        // The application's upstream, if it has one: a dummy check asks it too.
+        let upstream = match &application.first_factor {
+            FirstFactor::Local => None,
+            FirstFactor::Upstream(name) => match self.upstreams.load().get(name) {
+                Some(upstream) => Some(upstream),
+                None => {
+                    tracing::error!(upstream = %name, "upstream not running; see the start-up log");
+                    return Err(Outcome::UpstreamUnavailable);
+                }
+            },
+        };
+        // `auto` mode: what looks like a code after the password (a known user's check then
+        // costs two hashes when the password is wrong; so does an unknown user's).
+        let looks_appended = application.otp_mode == OtpMode::Auto
+            && password_and_otp.len() > DUMMY_DIGITS
+            && password_and_otp[password_and_otp.len() - DUMMY_DIGITS..]
+                .iter()
+                .all(u8::is_ascii_digit);
         let dummy = |outcome| Attempt {
             origin,
             password: password_and_otp.clone(),
             otp: String::new(),
-            check: Check::Dummy(outcome),
-            next: Next::Otp,
+            check: Check::Dummy(outcome, upstream.clone()),
+            next: if looks_appended {
+                Next::OtpElseChallenge(password_and_otp.clone())
+            } else {
+                Next::Otp
+            },
         };
         // 1. Account.
         let (user, token) = self.tokens.store().user_and_token(username).map_err(|e| {
@@ -301,10 +338,8 @@ impl Authenticator {
         let Some(user) = user else {
             return Ok(dummy(Outcome::UnknownUser));
         };
-        let application = &request.client.application;
-        let first_factor = &application.first_factor;
         // A temporary password replaces the local one only; an upstream's is the site's.
-        if let Some(hash) = (*first_factor == FirstFactor::Local
+        if let Some(hash) = (upstream.is_none()
             && PasswordHash::stored_is_temporary(&user.password_hash))
         .then(|| PasswordHash::parse(&user.password_hash).ok())
         .flatten()
@@ -355,20 +390,12 @@ impl Authenticator {
             },
         };
         let (password, otp) = password_and_otp.split_at(split);
-        let against = match first_factor {
-            FirstFactor::Local => {
-                Against::Hash(PasswordHash::parse(&user.password_hash).map_err(|e| {
-                    tracing::error!(user = username, error = %e, "stored password hash is unusable");
-                    Outcome::UnusableHash
-                })?)
-            }
-            FirstFactor::Upstream(name) => match self.upstreams.load().get(name) {
-                Some(upstream) => Against::Upstream(upstream),
-                None => {
-                    tracing::error!(upstream = %name, "upstream not running; see the start-up log");
-                    return Err(Outcome::UpstreamUnavailable);
-                }
-            },
+        let against = match upstream {
+            Some(upstream) => Against::Upstream(upstream),
+            None => Against::Hash(PasswordHash::parse(&user.password_hash).map_err(|e| {
+                tracing::error!(user = username, error = %e, "stored password hash is unusable");
+                Outcome::UnusableHash
+            })?),
         };
         Ok(Attempt {
             origin,
@@ -537,7 +564,7 @@ impl Authenticator {
                 token,
                 against,
             } => (user, token, against),
-            Check::Dummy(outcome) => {
+            Check::Dummy(outcome, _) => {
                 self.throttle.failed(&origin, Instant::now());
                 return (outcome, false, None);
             }
@@ -842,6 +869,18 @@ impl Attempt<'_> {
         verified != Verified::Wrong
     }
 
+    /// The stored hash its password is checked against, if it is one.
+    fn local_hash(&self) -> Option<&PasswordHash> {
+        match &self.check {
+            Check::Real {
+                against: Against::Hash(hash),
+                ..
+            }
+            | Check::Temporary(hash) => Some(hash),
+            _ => None,
+        }
+    }
+
     /// Whether its password check goes to the hashing pool (argon2id, a dummy hash...).
     fn costly(&self) -> bool {
         match &self.check {
@@ -855,7 +894,7 @@ impl Attempt<'_> {
                 against: Against::Upstream(_),
                 ..
             }
-            | Check::Dummy(_) => true,
+            | Check::Dummy(..) => true,
         }
     }
 }
@@ -870,9 +909,10 @@ enum Check {
         token: Token,
         against: Against,
     },
-    /// Nothing: a dummy argon2id hash is spent so the answer takes as long as a real check,
-    /// then the attempt ends in this outcome (unknown user, no token, password too short).
-    Dummy(Outcome),
+    /// Nothing: a dummy argon2id hash is spent (or, for an application with an upstream, the
+    /// upstream is asked) so the answer takes as long as a real check, then the attempt ends
+    /// in this outcome (unknown user, no token, password too short).
+    Dummy(Outcome, Option<Arc<Upstream>>),
     /// A temporary password's hash: right or wrong, the login is refused (right: with the
     /// text that the password must be changed).
     Temporary(PasswordHash),
@@ -900,22 +940,15 @@ impl RequestHandler for Authenticator {
             Ok(mut attempt) => match self.admit(&attempt) {
                 Err(outcome) => (outcome, false),
                 Ok(()) => {
-                    let verified = match &attempt.check {
-                        Check::Real {
-                            against: Against::Hash(hash),
-                            ..
-                        }
-                        | Check::Temporary(hash) => verify(
+                    // Only a local hash is cheap (`Attempt::costly`); anything else here fails
+                    // closed, and `after_password` ends the admitted attempt either way.
+                    let verified = match attempt.local_hash() {
+                        Some(hash) => verify(
                             hash,
                             &attempt.password,
                             attempt.password_alone().map(|whole| whole.as_slice()),
                         ),
-                        // Costly (see `Attempt::costly`): on the async path.
-                        Check::Real {
-                            against: Against::Upstream(_),
-                            ..
-                        } => return None,
-                        Check::Dummy(_) => Verified::Wrong,
+                        None => Verified::Wrong,
                     };
                     let right = attempt.settle(verified);
                     let (outcome, wrote, rehash) = self.after_password(request, attempt, right);

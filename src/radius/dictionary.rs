@@ -42,8 +42,9 @@ const MAX_ATTRIBUTE_LEN: usize = 255;
 /// How deeply `$INCLUDE`s may nest.
 const MAX_INCLUDE_DEPTH: usize = 16;
 /// Standard attributes never shown in logs, whatever the dictionary says: User-Password,
-/// CHAP-Password, Tunnel-Password, Message-Authenticator.
-const HIDDEN_CODES: [u32; 4] = [2, 3, 69, 80];
+/// CHAP-Password, State (half of a challenge's answer), CHAP-Challenge, Tunnel-Password,
+/// EAP-Message (it carries EAP methods' credentials), Message-Authenticator.
+const HIDDEN_CODES: [u32; 7] = [2, 3, 24, 60, 69, 79, 80];
 /// RFC 2868 section 3.5: a string's first octet is a tag if it is 0x00..=0x1F.
 const MAX_TAG: u8 = 0x1f;
 
@@ -202,11 +203,14 @@ impl AttributeDef {
         })
     }
 
-    /// Never shown in logs: passwords, secrets, anything encrypted.
+    /// Never shown in logs: passwords, secrets, challenge-response material (CHAP, MS-CHAP:
+    /// with the user name, a response can be cracked offline), anything encrypted.
     fn is_hidden(&self) -> bool {
+        let name = self.name.to_ascii_lowercase();
         (self.vendor.is_none() && HIDDEN_CODES.contains(&self.code))
             || self.encrypt != 0
-            || self.name.to_ascii_lowercase().contains("password")
+            || name.contains("password")
+            || name.contains("chap")
     }
 }
 

@@ -42,6 +42,12 @@ const BUSY: u32 = 51;
 const UNAVAILABLE: u32 = 52;
 /// resultCode `unwillingToPerform`: try the next attempt.
 const UNWILLING_TO_PERFORM: u32 = 53;
+/// resultCodes that say the directory refuses this kind of bind, not this password
+/// (RFC 4511 Appendix A.2): operationsError, protocolError, authMethodNotSupported,
+/// strongerAuthRequired (e.g. Active Directory over ldap:// without signing),
+/// confidentialityRequired, other. A configuration problem, so Unavailable with a warning
+/// rather than a wrong password for everyone.
+const REFUSES_THE_BIND: [u32; 6] = [1, 2, 7, 8, 13, 80];
 /// How long the Unbind after an answered bind may take; the verdict is already known.
 const UNBIND_GRACE: Duration = Duration::from_millis(500);
 
@@ -143,6 +149,12 @@ impl LdapFirstFactor {
                     {
                         last = format!("result code {code} {message:?}");
                         debug!(server, attempt, reason = %last, "ldap: bind not processed");
+                    }
+                    Attempt::Answered { code, message } if REFUSES_THE_BIND.contains(&code) => {
+                        tracing::warn!(server, code, message, "ldap: the directory refuses simple binds here (check the URL, TLS and bind_dn_template)");
+                        return Verdict::Unavailable {
+                            reason: format!("{server}: result code {code} {message:?}"),
+                        };
                     }
                     Attempt::Answered { code, message } => {
                         debug!(server, user, code, message, "ldap: bind refused");

@@ -185,10 +185,17 @@ impl RadiusFirstFactor {
         }
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut buf = vec![0u8; MAX_PACKET_LEN];
+        // Why the last datagram was not taken (a wrong secret shows here, not as a timeout).
+        let mut ignored: Option<String> = None;
         loop {
             let received = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await;
             let n = match received {
-                Err(_) => return Attempt::Failed("timed out".into()),
+                Err(_) => {
+                    return Attempt::Failed(match ignored {
+                        Some(reason) => format!("timed out; a reply was ignored: {reason}"),
+                        None => "timed out".into(),
+                    })
+                }
                 // ICMP port unreachable shows here on a connected socket.
                 Ok(Err(e)) => return Attempt::Failed(format!("receive failed: {e}")),
                 Ok(Ok(n)) => n,
@@ -199,7 +206,10 @@ impl RadiusFirstFactor {
             match self.authentic(reply, request) {
                 Ok(code) => return Attempt::Answered(code),
                 // A stray or forged datagram: keep waiting for the real answer.
-                Err(reason) => debug!(%reason, "radius upstream: reply ignored"),
+                Err(reason) => {
+                    debug!(%reason, "radius upstream: reply ignored");
+                    ignored = Some(reason);
+                }
             }
         }
     }

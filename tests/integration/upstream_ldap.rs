@@ -148,6 +148,14 @@ fn an_answer_is_final_busy_is_not() {
         Verdict::Unavailable { reason } => assert!(reason.contains("52"), "{reason}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
+    // strongerAuthRequired (a directory that wants TLS or signing): a configuration problem,
+    // Unavailable rather than a wrong password for everyone; no further server asked.
+    let strict = FakeDirectory::start(8, 1);
+    let f = factor(&[&strict.url, &slapd.url], TIMEOUT, 0);
+    match check(&f, "alice", "alice-pass") {
+        Verdict::Unavailable { reason } => assert!(reason.contains("code 8"), "{reason}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
 }
 
 #[test]

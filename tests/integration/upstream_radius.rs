@@ -81,6 +81,9 @@ fn no_upstream_answering_is_a_clear_reject() {
         reply.reply_message.as_deref(),
         Some(otpgate::auth::messages::UPSTREAM_UNAVAILABLE)
     );
+    // An unknown name gets the same answer: the text tells nothing about who has an account.
+    let unknown = app.auth("nobody", "some-password-123456").expect("a reply");
+    assert_eq!(unknown.reply_message, reply.reply_message);
     assert!(app.stop(), "{:?}", app.logs());
     let logs = app.logs().join("\n");
     assert!(logs.contains("upstream_unavailable"), "{logs}");
