@@ -136,6 +136,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let settings = Arc::new(settings);
+    // Before the first listener: SIGHUP's default action would end the process.
+    let hangups = crate::reload::hangups();
     let services = open_services(&settings)?;
     opened();
     tracing::info!(path = %settings.storage.path.display(), "store opened");
@@ -225,6 +227,7 @@ pub async fn serve(
     let stop = Arc::new(AtomicBool::new(false));
     let serving = tokio::spawn(Arc::clone(&server).serve(sockets, Arc::clone(&stop)));
     let reloading = tokio::spawn(crate::reload::on_sighup(
+        hangups,
         Arc::clone(&tables),
         Arc::clone(&settings),
         reload,
@@ -298,21 +301,25 @@ async fn start_radsec(
     Ok(tasks)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn termination_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called (call it
+/// first thing inside the runtime), not when the future is first polled: a signal that comes
+/// while the server is still starting must not end the process with the default action.
+pub fn termination_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            // Without signal handlers, fall back to Ctrl-C only.
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                // Without signal handlers, fall back to Ctrl-C only.
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -395,12 +395,17 @@ fn serve(settings: Settings, config: Option<PathBuf>) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(appliance::serve(
-        settings,
-        move || Settings::load(config.as_deref()),
-        return_free_memory,
-        appliance::termination_signal(),
-    ))?;
+    runtime.block_on(async move {
+        // Before anything starts: a stop requested during start-up waits for it.
+        let shutdown = appliance::termination_signal();
+        appliance::serve(
+            settings,
+            move || Settings::load(config.as_deref()),
+            return_free_memory,
+            shutdown,
+        )
+        .await
+    })?;
     Ok(())
 }
 

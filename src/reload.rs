@@ -74,20 +74,26 @@ fn dictionary(settings: &Settings) -> Result<Dictionary, String> {
     Dictionary::load(settings.radius.dictionaries.as_deref()).map_err(|e| e.to_string())
 }
 
-/// Reloads on every SIGHUP with `load` (the same file and environment as at start), until the
-/// task is dropped. `running` is the configuration serving; reloads compare against it.
+/// SIGHUP's handler, installed now (inside the runtime). `None` (logged) if it cannot be:
+/// reloading is then off.
+pub fn hangups() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup())
+        .map_err(|e| tracing::error!(error = %e, "cannot watch SIGHUP: reloading is off"))
+        .ok()
+}
+
+/// Reloads on every SIGHUP of `hangups` with `load` (the same file and environment as at
+/// start), until the task is dropped. `running` is the configuration serving; reloads compare
+/// against it.
 pub async fn on_sighup(
+    hangups: Option<tokio::signal::unix::Signal>,
     reloadable: Arc<Reloadable>,
     running: Arc<Settings>,
     load: impl Fn() -> Result<Settings, ConfigError> + Send + 'static,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(hangup) => hangup,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGHUP: reloading is off");
-            return;
-        }
+    let Some(mut hangup) = hangups else {
+        return;
     };
     while hangup.recv().await.is_some() {
         let settings = match load() {
