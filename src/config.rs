@@ -241,8 +241,19 @@ pub struct Application {
     pub first_factor: FirstFactor,
     /// `reply_attributes`, encoded (RFC 2865 section 5) for its Access-Accepts; none: none.
     pub reply_attributes: Option<std::sync::Arc<[u8]>>,
+    /// `reply_attributes_by_organization`: for a user of one of these organizations (the
+    /// `organization` of their profile), the attributes sent instead of `reply_attributes`
+    /// (those, with the organization's replacing any of the same name), encoded.
+    pub reply_attributes_by_organization: HashMap<String, Option<std::sync::Arc<[u8]>>>,
     /// `token_kinds`: the kinds of token its users may log in with.
     pub token_kinds: TokenKinds,
+}
+
+impl Application {
+    /// Whether an Accept's attributes depend on the user's organization.
+    pub fn attributes_by_organization(&self) -> bool {
+        !self.reply_attributes_by_organization.is_empty()
+    }
 }
 
 /// Which kinds of OATH token an application takes (`token_kinds = ["totp", "hotp"]`).
@@ -578,6 +589,9 @@ struct RawApplication {
     reply_attributes: BTreeMap<String, RawAttributeValues>,
     #[serde(default)]
     token_kinds: Option<Vec<String>>,
+    /// Organization name to attributes, as `reply_attributes`.
+    #[serde(default)]
+    reply_attributes_by_organization: BTreeMap<String, BTreeMap<String, RawAttributeValues>>,
 }
 
 /// A `reply_attributes` value as TOML writes it.
@@ -929,6 +943,7 @@ fn default_applications() -> Vec<RawApplication> {
         first_factor: None,
         reply_attributes: BTreeMap::new(),
         token_kinds: None,
+        reply_attributes_by_organization: BTreeMap::new(),
     }]
 }
 
@@ -1005,6 +1020,7 @@ impl RawSettings {
                 first_factor: None,
                 reply_attributes: BTreeMap::new(),
                 token_kinds: None,
+                reply_attributes_by_organization: BTreeMap::new(),
             };
             apply_entries(list, apps, blank, "application", |entry, field, value| {
                 match field {
@@ -1127,8 +1143,27 @@ impl RawSettings {
                     ))
                 }
             };
-            let reply_attributes = encode_reply_attributes(&dictionary, app.reply_attributes, &key)
-                .map_err(|(key, problem)| invalid(&key, problem))?;
+            let mut reply_attributes_by_organization = HashMap::new();
+            for (organization, over) in &app.reply_attributes_by_organization {
+                if organization.trim().is_empty() {
+                    return Err(invalid(
+                        &key("reply_attributes_by_organization"),
+                        "an organization name must not be empty".into(),
+                    ));
+                }
+                let merged = overlay(&dictionary, &app.reply_attributes, over);
+                let table = format!("reply_attributes_by_organization.{organization}");
+                let encoded = encode_reply_attributes(&dictionary, merged, &key, &table)
+                    .map_err(|(key, problem)| invalid(&key, problem))?;
+                reply_attributes_by_organization.insert(organization.clone(), encoded);
+            }
+            let reply_attributes = encode_reply_attributes(
+                &dictionary,
+                app.reply_attributes,
+                &key,
+                "reply_attributes",
+            )
+            .map_err(|(key, problem)| invalid(&key, problem))?;
             let token_kinds = match &app.token_kinds {
                 None => TokenKinds::ALL,
                 Some(kinds) => {
@@ -1164,6 +1199,7 @@ impl RawSettings {
                 challenge_prompt: challenge_prompt.into(),
                 first_factor,
                 reply_attributes,
+                reply_attributes_by_organization,
                 token_kinds,
             }));
         }
@@ -1743,6 +1779,28 @@ fn check_radsec(
     Ok(settings)
 }
 
+/// `base` with `over`'s attributes replacing those of the same name (names compared as the
+/// dictionary spells them, so `filter-id` replaces `Filter-Id`).
+fn overlay(
+    dictionary: &Dictionary,
+    base: &BTreeMap<String, RawAttributeValues>,
+    over: &BTreeMap<String, RawAttributeValues>,
+) -> BTreeMap<String, RawAttributeValues> {
+    let canonical = |name: &String| {
+        dictionary
+            .attribute(name)
+            .map_or_else(|| name.clone(), |a| a.name.clone())
+    };
+    let mut merged: BTreeMap<String, RawAttributeValues> = base
+        .iter()
+        .map(|(name, values)| (canonical(name), values.clone()))
+        .collect();
+    for (name, values) in over {
+        merged.insert(canonical(name), values.clone());
+    }
+    merged
+}
+
 /// Encodes an application's `reply_attributes` by dictionary name, at most
 /// [`MAX_REPLY_ATTRIBUTES`](crate::radius::packet::MAX_REPLY_ATTRIBUTES) octets in all. An
 /// error is the key (`applications[i].reply_attributes.NAME`) and the problem.
@@ -1750,6 +1808,7 @@ fn encode_reply_attributes(
     dictionary: &Dictionary,
     raw: BTreeMap<String, RawAttributeValues>,
     key: &dyn Fn(&str) -> String,
+    table: &str,
 ) -> Result<Option<std::sync::Arc<[u8]>>, (String, String)> {
     /// What otpgate writes itself: configured, they would be sent twice or contradict it.
     const RESERVED: [&str; 5] = [
@@ -1761,7 +1820,7 @@ fn encode_reply_attributes(
     ];
     let mut encoded = Vec::new();
     for (name, values) in raw {
-        let key = key(&format!("reply_attributes.{name}"));
+        let key = key(&format!("{table}.{name}"));
         if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(&name)) {
             return Err((key, format!("`{name}` is written by otpgate itself")));
         }
@@ -1786,7 +1845,7 @@ fn encode_reply_attributes(
     let max = crate::radius::packet::MAX_REPLY_ATTRIBUTES;
     if encoded.len() > max {
         return Err((
-            key("reply_attributes"),
+            key(table),
             format!(
                 "{} octets encoded, at most {max} fit in a reply",
                 encoded.len()

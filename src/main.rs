@@ -110,6 +110,9 @@ enum UserCommand {
         first: Option<String>,
         #[arg(long)]
         last: Option<String>,
+        /// The user's organization (sponsorships, `reply_attributes_by_organization`).
+        #[arg(long)]
+        organization: Option<String>,
         /// Identity assurance level the user was proofed to (2 or 3).
         #[arg(long, default_value_t = 2)]
         level: u8,
@@ -428,6 +431,7 @@ fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
             email,
             first,
             last,
+            organization,
             level,
         } => {
             let password = read_stdin_line("the password")?;
@@ -438,6 +442,7 @@ fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
                 "first_name": first,
                 "last_name": last,
                 "assurance_level": level,
+                "organization": organization,
             });
             cli::ask(settings, Method::POST, "/api/v1/users", Some(body))?;
             println!("user {username} added");

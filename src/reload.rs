@@ -65,6 +65,15 @@ impl Reloadable {
                     "application replies with attributes"
                 );
             }
+            for (organization, attributes) in &application.reply_attributes_by_organization {
+                let shown = attributes.as_deref().map(|a| dictionary.describe(a));
+                tracing::info!(
+                    application = %application.name,
+                    %organization,
+                    reply_attributes = shown.as_deref().unwrap_or("none"),
+                    "application replies to this organization's users with attributes"
+                );
+            }
         }
     }
 }

@@ -716,6 +716,29 @@ impl Authenticator {
         }
     }
 
+    /// The attributes of an Accept: the application's, or those it gives the organization of
+    /// the user's profile (`reply_attributes_by_organization`), read only when it has some.
+    fn accept_attributes(
+        &self,
+        request: &Request,
+    ) -> Result<Option<Arc<[u8]>>, crate::store::StoreError> {
+        let application = &request.client.application;
+        let by_organization = match request.user_name.as_deref() {
+            Some(user) if application.attributes_by_organization() => {
+                crate::users::extra(self.tokens.store().as_ref(), user)?
+                    .organization
+                    .and_then(|organization| {
+                        application
+                            .reply_attributes_by_organization
+                            .get(&organization)
+                            .cloned()
+                    })
+            }
+            _ => None,
+        };
+        Ok(by_organization.unwrap_or_else(|| application.reply_attributes.clone()))
+    }
+
     /// Turns an outcome into a reply and logs the decision as one event.
     fn conclude(
         &self,
@@ -724,6 +747,18 @@ impl Authenticator {
         started: Instant,
         call: Option<UpstreamCall>,
     ) -> Reply {
+        // An Accept's attributes first: if they cannot be known, no Accept (fail closed).
+        let mut attributes = None;
+        let mut outcome = outcome;
+        if outcome == Outcome::Accepted {
+            match self.accept_attributes(request) {
+                Ok(found) => attributes = found,
+                Err(e) => {
+                    tracing::error!(error = %e, "store read failed: the user's organization");
+                    outcome = Outcome::InternalError;
+                }
+            }
+        }
         let (code, result) = match outcome {
             Outcome::Accepted => (ReplyCode::Accept, "accept"),
             Outcome::Challenged(_) => (ReplyCode::Challenge, "challenge"),
@@ -745,7 +780,7 @@ impl Authenticator {
         let mut reply = Reply::new(code, outcome.reply_message());
         let application = &request.client.application;
         match outcome {
-            Outcome::Accepted => reply.attributes = application.reply_attributes.clone(),
+            Outcome::Accepted => reply.attributes = attributes,
             Outcome::Challenged(state) => {
                 reply.state = Some(state);
                 reply.message = Some(Text::Configured(Arc::clone(&application.challenge_prompt)));
@@ -1169,6 +1204,7 @@ mod tests {
                     challenge_prompt: crate::config::DEFAULT_CHALLENGE_PROMPT.into(),
                     first_factor: FirstFactor::Local,
                     reply_attributes: None,
+                    reply_attributes_by_organization: Default::default(),
                     token_kinds: crate::config::TokenKinds::ALL,
                 }),
             }),

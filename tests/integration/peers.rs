@@ -434,3 +434,45 @@ fn radclient_accept_carries_the_application_reply_attributes() {
     );
     assert!(!logs.contains("kim-pw"), "no password in the log");
 }
+
+/// `reply_attributes_by_organization`: a user of that organization gets its attributes (an
+/// attribute of the same name replacing the application's), everyone else the application's.
+#[test]
+fn radclient_accept_carries_the_organizations_attributes() {
+    if !peer_available("radclient", "freeradius-utils") || !peer_available("oathtool", "oathtool") {
+        return;
+    }
+    let mut app = Appliance::new(
+        "[[applications]]\nname = \"default\"\n\
+         reply_attributes = { Filter-Id = \"staff\", Session-Timeout = 3600 }\n\
+         reply_attributes_by_organization = { \"Acme Corp\" = { filter-id = \"acme-partners\" } }\n",
+    );
+    app.cli_ok(
+        &[
+            "user",
+            "add",
+            "pia",
+            "--password-stdin",
+            "--organization",
+            "Acme Corp",
+        ],
+        Some("pia-pw\n"),
+    );
+    app.add_user("quinn", "quinn-pw");
+    app.import_tokens(&format!(
+        "serial,secret,kind,digits,step,owner\nO1,{SEED},hotp,6,0,pia\nO2,{SEED},hotp,6,0,quinn\n"
+    ));
+    app.start();
+    let code = oathtool(&["-b", "-c", "0", SEED]);
+    let (ok, partner) = radclient(&app, "pia", &format!("pia-pw{code}"), SECRET);
+    assert!(ok, "{partner}");
+    assert!(
+        partner.contains("Filter-Id = \"acme-partners\"")
+            && partner.contains("Session-Timeout = 3600")
+            && !partner.contains("Filter-Id = \"staff\""),
+        "{partner}"
+    );
+    let (ok, staff) = radclient(&app, "quinn", &format!("quinn-pw{code}"), SECRET);
+    assert!(ok && staff.contains("Filter-Id = \"staff\""), "{staff}");
+    assert!(app.stop());
+}
