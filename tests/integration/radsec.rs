@@ -67,20 +67,31 @@ fn login(proxy: &RadsecProxy, user: &str, password: &str) -> Option<nas::Checked
     Some(nas::check_reply(&reply, &request, UDP_SECRET.as_bytes()).expect("authentic reply"))
 }
 
-#[test]
-fn radsecproxy_logs_in_over_mutual_tls() {
+/// A PKI, an appliance serving RadSec on `listen` for a client at `client_address`, and
+/// radsecproxy connected to it with the client certificate (`foreign`: one from another CA).
+/// `None` when radsecproxy is not installed (outside CI).
+fn set_up(
+    listen: &str,
+    client_address: &str,
+    foreign: bool,
+) -> Option<(Pki, Appliance, RadsecProxy)> {
     let pki = Pki::new(CLIENT_NAME);
     if !peer_available("radsecproxy", "radsecproxy") {
-        return;
+        return None;
     }
-    let (mut app, radsec) = appliance(&pki, "127.0.0.1:0", "127.0.0.1/32");
-    let Some(proxy) = RadsecProxy::start(
-        radsec,
-        UDP_SECRET,
-        &pki.ca,
-        &pki.client_cert,
-        &pki.client_key,
-    ) else {
+    let (app, radsec) = appliance(&pki, listen, client_address);
+    let (cert, key) = if foreign {
+        (&pki.foreign_client_cert, &pki.foreign_client_key)
+    } else {
+        (&pki.client_cert, &pki.client_key)
+    };
+    let proxy = RadsecProxy::start(radsec, UDP_SECRET, &pki.ca, cert, key)?;
+    Some((pki, app, proxy))
+}
+
+#[test]
+fn radsecproxy_logs_in_over_mutual_tls() {
+    let Some((_pki, mut app, proxy)) = set_up("127.0.0.1:0", "127.0.0.1/32", false) else {
         return;
     };
     let accepted = login(&proxy, "rita", &format!("rita-pw{}", hotp(SEED, 0))).expect("a reply");
@@ -99,18 +110,7 @@ fn radsecproxy_logs_in_over_mutual_tls() {
 
 #[test]
 fn a_certificate_from_another_ca_is_refused() {
-    let pki = Pki::new(CLIENT_NAME);
-    if !peer_available("radsecproxy", "radsecproxy") {
-        return;
-    }
-    let (mut app, radsec) = appliance(&pki, "127.0.0.1:0", "127.0.0.1/32");
-    let Some(proxy) = RadsecProxy::start(
-        radsec,
-        UDP_SECRET,
-        &pki.ca,
-        &pki.foreign_client_cert,
-        &pki.foreign_client_key,
-    ) else {
+    let Some((_pki, mut app, proxy)) = set_up("127.0.0.1:0", "127.0.0.1/32", true) else {
         return;
     };
     let request = request(
@@ -130,19 +130,7 @@ fn a_certificate_from_another_ca_is_refused() {
 /// The same over IPv6: otpgate's RadSec port on ::1, radsecproxy connecting to it from ::1.
 #[test]
 fn radsecproxy_logs_in_over_ipv6() {
-    let pki = Pki::new(CLIENT_NAME);
-    if !peer_available("radsecproxy", "radsecproxy") {
-        return;
-    }
-    let (mut app, radsec) = appliance(&pki, "[::1]:0", "::1/128");
-    assert!(radsec.is_ipv6());
-    let Some(proxy) = RadsecProxy::start(
-        radsec,
-        UDP_SECRET,
-        &pki.ca,
-        &pki.client_cert,
-        &pki.client_key,
-    ) else {
+    let Some((_pki, mut app, proxy)) = set_up("[::1]:0", "::1/128", false) else {
         return;
     };
     let accepted = login(&proxy, "rita", &format!("rita-pw{}", hotp(SEED, 0))).expect("a reply");
@@ -155,18 +143,7 @@ fn radsecproxy_logs_in_over_ipv6() {
 /// its next request, and once the client is gone from the file the connection ends.
 #[test]
 fn a_reload_applies_to_an_open_radsec_connection() {
-    let pki = Pki::new(CLIENT_NAME);
-    if !peer_available("radsecproxy", "radsecproxy") {
-        return;
-    }
-    let (mut app, radsec) = appliance(&pki, "127.0.0.1:0", "127.0.0.1/32");
-    let Some(proxy) = RadsecProxy::start(
-        radsec,
-        UDP_SECRET,
-        &pki.ca,
-        &pki.client_cert,
-        &pki.client_key,
-    ) else {
+    let Some((_pki, mut app, proxy)) = set_up("127.0.0.1:0", "127.0.0.1/32", false) else {
         return;
     };
     let accepted = login(&proxy, "rita", &format!("rita-pw{}", hotp(SEED, 0))).expect("a reply");
