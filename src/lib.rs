@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod freeradius;
 pub mod licensing;
 pub mod live;
 pub mod notify;

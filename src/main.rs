@@ -17,7 +17,7 @@ mod cli;
 use otpgate::appliance::{self, open_services};
 use otpgate::clock::{Clock, SystemClock};
 use otpgate::config::{LogFormat, Settings};
-use otpgate::otp::import::parse_file;
+use otpgate::otp::import::{import_file, ImportReport, PskcKeys};
 use otpgate::users;
 
 /// mimalloc: the hot path allocates many small, short-lived buffers (packets, records, sled's
@@ -139,14 +139,26 @@ enum UserCommand {
         #[arg(long)]
         application: String,
     },
-    /// Import users from CSV `username,password_hash,email,first,last`.
-    Import { file: PathBuf },
+    /// Import users: CSV `username,password_hash,email,first,last`, or a FreeRADIUS
+    /// `users`/`authorize` file (passwords, and `TOTP-Secret` as TOTP tokens).
+    Import {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = UserFormat::Csv)]
+        format: UserFormat,
+    },
     /// Show a user, their token and its state (never a secret).
     Show {
         username: String,
         #[command(flatten)]
         output: Output,
     },
+}
+
+/// The formats `user import` reads.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum UserFormat {
+    Csv,
+    Freeradius,
 }
 
 #[derive(Subcommand)]
@@ -284,6 +296,10 @@ struct PskcKey {
     /// Read the pre-shared key (hex) from the first line of standard input.
     #[arg(long)]
     pskc_key_stdin: bool,
+    /// For a PSKC file encrypted with a password (PBKDF2, RFC 6030 section 6.2): read the
+    /// password from the first line of a file only its owner can access (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pskc_password_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -476,7 +492,10 @@ fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
             cli::ask(settings, Method::POST, &path, Some(body))?;
             println!("{username} accepted the terms of {application}");
         }
-        UserCommand::Import { file } => {
+        UserCommand::Import {
+            file,
+            format: UserFormat::Csv,
+        } => {
             let services = open_services(settings)?;
             let reader = std::fs::File::open(&file)
                 .with_context(|| format!("cannot open {}", file.display()))?;
@@ -484,6 +503,38 @@ fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
                 .with_context(|| format!("{}: nothing imported", file.display()))?;
             services.store.sync()?;
             println!("{count} user(s) imported from {}", file.display());
+        }
+        UserCommand::Import {
+            file,
+            format: UserFormat::Freeradius,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let services = open_services(settings)?;
+            let done = users::import_freeradius(
+                &services.tokens,
+                &file.display().to_string(),
+                &text,
+                &settings.password.argon2,
+                SystemClock.now(),
+            )
+            .with_context(|| format!("{}: nothing imported", file.display()))?;
+            services.store.sync()?;
+            println!(
+                "{} user(s) and {} TOTP token(s) imported from {}",
+                done.users,
+                done.tokens,
+                file.display()
+            );
+            for skipped in &done.skipped_entries {
+                println!(
+                    "skipped line {}: {}: {}",
+                    skipped.line, skipped.what, skipped.why
+                );
+            }
+            for (user, attributes) in &done.skipped_attributes {
+                println!("{user}: not used: {}", attributes.join(", "));
+            }
         }
         UserCommand::Show { username, output } => {
             let path = format!("/api/v1/users/{}", cli::segment(&username));
@@ -511,17 +562,40 @@ fn token_command(settings: &Settings, command: TokenCommand) -> Result<()> {
         TokenCommand::Import { file, key } => {
             // Before the store is opened (seconds for a large one): a refused key fails at once.
             let pskc_key = key.read()?;
+            let password = key.password()?;
             let services = open_services(settings)?;
             let content =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let tokens = parse_file(&content, pskc_key.as_ref().map(|k| k.as_slice()))
+            let keys = PskcKeys {
+                pre_shared_key: pskc_key.as_deref().map(Vec::as_slice),
+                password: password.as_deref().map(Vec::as_slice),
+            };
+            let ImportReport {
+                tokens,
+                skipped,
+                warnings,
+            } = import_file(&content, &keys)
                 .with_context(|| format!("{}: nothing imported", file.display()))?;
+            let hotp = tokens
+                .iter()
+                .filter(|t| matches!(t.kind, otpgate::otp::TokenKind::Hotp))
+                .count();
+            let totp = tokens.len() - hotp;
             let count = services
                 .tokens
                 .import(tokens, SystemClock.now())
                 .with_context(|| format!("{}: nothing imported", file.display()))?;
             services.store.sync()?;
-            println!("{count} token(s) imported from {}", file.display());
+            println!(
+                "{count} token(s) imported from {} ({hotp} HOTP, {totp} TOTP)",
+                file.display()
+            );
+            for key in &skipped {
+                println!("skipped: {key}");
+            }
+            for warning in &warnings {
+                println!("warning: {warning}");
+            }
         }
         TokenCommand::Register {
             serial,
@@ -664,6 +738,20 @@ fn read_stdin_line(what: &str) -> Result<Zeroizing<String>> {
 const MAX_KEY_FILE: usize = 1024;
 
 impl PskcKey {
+    /// The password of `--pskc-password-file`, or None. Never printed or logged.
+    fn password(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let Some(path) = &self.pskc_password_file else {
+            return Ok(None);
+        };
+        let text = read_private_file(path, "password file")?;
+        let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
+        let password = first.strip_suffix(b"\r").unwrap_or(first);
+        if password.is_empty() {
+            bail!("password file {} is empty", path.display());
+        }
+        Ok(Some(Zeroizing::new(password.to_vec())))
+    }
+
     /// The key from whichever source was given, or None. Never printed or logged.
     fn read(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
         let key = if let Some(hex) = &self.pskc_key {
@@ -683,16 +771,23 @@ impl PskcKey {
 /// Reads a hex key from `path`, refusing the file if its mode gives group or others any
 /// access (checked on the opened file): the key decrypts every seed shipped with it.
 fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let text = read_private_file(path, "key file")?;
+    decode_key(&text, &format!("key file {}", path.display()))
+}
+
+/// Reads a small secret file (`what` names it in errors), refusing it if its mode gives group
+/// or others any access (checked on the opened file).
+fn read_private_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
     let name = path.display();
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open key file {name}"))?;
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {what} {name}"))?;
     let mode = file
         .metadata()
-        .with_context(|| format!("cannot stat key file {name}"))?
+        .with_context(|| format!("cannot stat {what} {name}"))?
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
         bail!(
-            "key file {name} is accessible to group or others (mode {:04o}); chmod 600 it",
+            "{what} {name} is accessible to group or others (mode {:04o}); chmod 600 it",
             mode & 0o7777
         );
     }
@@ -700,11 +795,11 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
     let mut text = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE + 2));
     file.take(MAX_KEY_FILE as u64 + 1)
         .read_to_end(&mut text)
-        .with_context(|| format!("cannot read key file {name}"))?;
+        .with_context(|| format!("cannot read {what} {name}"))?;
     if text.len() > MAX_KEY_FILE {
-        bail!("key file {name} is longer than {MAX_KEY_FILE} bytes: not a hex key");
+        bail!("{what} {name} is longer than {MAX_KEY_FILE} bytes");
     }
-    decode_key(&text, &format!("key file {name}"))
+    Ok(text)
 }
 
 /// Decodes a hex key (upper or lower case, surrounding whitespace ignored); `source` names

@@ -40,6 +40,10 @@ pub enum UserError {
     Exists(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    FreeRadius(#[from] crate::freeradius::FreeRadiusError),
+    #[error("tokens: {0}")]
+    Tokens(String),
 }
 
 /// Identity data of a new user.
@@ -480,4 +484,117 @@ pub fn import_users<R: Read>(store: &dyn Store, reader: R, now: u64) -> Result<u
     let count = users.len();
     store.create_users(&users)?;
     Ok(count)
+}
+
+/// What a FreeRADIUS import did (issue 12): users and their TOTP tokens written, and what was
+/// not taken.
+pub struct FreeRadiusImport {
+    pub users: usize,
+    pub tokens: usize,
+    /// Whole entries not imported (DEFAULT, no password...), and why.
+    pub skipped_entries: Vec<crate::freeradius::Skipped>,
+    /// Per imported user, the attributes otpgate does not use (check and reply items).
+    pub skipped_attributes: Vec<(String, Vec<String>)>,
+}
+
+/// The serial of the TOTP token made of a FreeRADIUS user's `TOTP-Secret`: `totp-` and the
+/// user name, `@` written `_at_` (serials take A-Z a-z 0-9 . _ -).
+pub fn freeradius_totp_serial(username: &str) -> String {
+    format!("totp-{}", username.replace('@', "_at_"))
+}
+
+/// Imports a FreeRADIUS `users`/`authorize` file (see [`crate::freeradius`]): each user with
+/// its password (a stored hash as it is; a `Cleartext-Password` hashed to argon2id with
+/// `argon2`, never stored as given) and, with a `TOTP-Secret`, a TOTP token it owns, active,
+/// with rlm_totp's parameters (HMAC-SHA1, 6 digits, 30 s), serial
+/// [`freeradius_totp_serial`]. All or nothing: everything is checked (names, existing users
+/// and serials) before anything is written; an error names the file and line.
+pub fn import_freeradius(
+    tokens: &crate::token::TokenService,
+    file: &str,
+    text: &str,
+    argon2: &Argon2Params,
+    now: u64,
+) -> Result<FreeRadiusImport, UserError> {
+    use crate::freeradius::{parse, Password};
+    use crate::otp::import::ImportedToken;
+    use crate::otp::{Algorithm, TokenKind};
+    let parsed = parse(file, text)?;
+    let store = tokens.store().as_ref();
+    let at = |line: usize, problem: String| UserError::Line {
+        line: line as u64,
+        problem: format!("{file}: {problem}"),
+    };
+    let mut users = Vec::with_capacity(parsed.users.len());
+    let mut seeds = Vec::new();
+    let mut serials = std::collections::HashMap::new();
+    let mut skipped_attributes = Vec::new();
+    for entry in parsed.users {
+        let name = &entry.username;
+        if !valid_username(name) {
+            return Err(at(
+                entry.line,
+                UserError::BadUserName(name.clone()).to_string(),
+            ));
+        }
+        if store.user(name)?.is_some() {
+            return Err(at(entry.line, UserError::Exists(name.clone()).to_string()));
+        }
+        let password_hash = match &entry.password {
+            Password::Hash(stored) => PasswordHash::parse(stored)
+                .map_err(|e| at(entry.line, format!("user `{name}`: {e}")))?
+                .as_stored()
+                .to_string(),
+            Password::Cleartext(clear) => PasswordHash::new_argon2id(clear.as_bytes(), argon2)
+                .map_err(|e| at(entry.line, format!("user `{name}`: hashing: {e}")))?
+                .as_stored()
+                .to_string(),
+        };
+        if let Some(secret) = entry.totp_secret {
+            let serial = freeradius_totp_serial(name);
+            if let Some(first) = serials.insert(serial.clone(), entry.line) {
+                return Err(at(
+                    entry.line,
+                    format!("token serial `{serial}` is also the one of line {first}'s user"),
+                ));
+            }
+            if store.token(&serial)?.is_some() {
+                return Err(at(
+                    entry.line,
+                    format!("token serial `{serial}` exists already"),
+                ));
+            }
+            seeds.push(ImportedToken {
+                serial,
+                secret,
+                algorithm: Algorithm::Sha1,
+                digits: 6,
+                kind: TokenKind::Totp { period: 30 },
+                counter: 0,
+                owner: Some(name.clone()),
+            });
+        }
+        if !entry.skipped.is_empty() {
+            skipped_attributes.push((name.clone(), entry.skipped));
+        }
+        users.push(User {
+            username: entry.username,
+            password_hash,
+            email: None,
+            first_name: None,
+            last_name: None,
+            assurance_level: 2,
+            created_at: now,
+        });
+    }
+    store.create_users(&users)?;
+    let token_count = tokens
+        .import(seeds, now)
+        .map_err(|e| UserError::Tokens(e.to_string()))?;
+    Ok(FreeRadiusImport {
+        users: users.len(),
+        tokens: token_count,
+        skipped_entries: parsed.skipped,
+        skipped_attributes,
+    })
 }

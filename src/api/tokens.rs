@@ -15,8 +15,9 @@ use super::views::TokenView;
 use super::{blocking, parse_time, text, AppState, MAX_IMPORT_BODY};
 use crate::access::Role;
 use crate::audit::Who;
-use crate::otp::import::parse_file;
+use crate::otp::import::{import_file, PskcKeys};
 use crate::token::{Actor, Changed, TokenError, TokenState};
+use zeroize::Zeroizing;
 
 /// Longest reason recorded in the audit.
 const MAX_REASON: usize = 500;
@@ -111,6 +112,46 @@ pub struct ActionView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ImportView {
     pub imported: usize,
+    /// Of those, HOTP and TOTP tokens.
+    pub hotp: usize,
+    pub totp: usize,
+    /// Keys of the file not imported (PIN keys, OCRA, vendor algorithms), and why.
+    pub skipped: Vec<SkippedView>,
+    /// What was assumed or not checked (e.g. 6 digits for a key without ResponseFormat).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkippedView {
+    pub key_id: String,
+    pub algorithm: String,
+    pub why: String,
+}
+
+impl ImportView {
+    /// The view of `report`, `imported` of its tokens written.
+    pub fn new(imported: usize, report: &crate::otp::import::ImportReport) -> ImportView {
+        let hotp = report
+            .tokens
+            .iter()
+            .filter(|t| matches!(t.kind, crate::otp::TokenKind::Hotp))
+            .count();
+        ImportView {
+            imported,
+            hotp,
+            totp: report.tokens.len() - hotp,
+            skipped: report
+                .skipped
+                .iter()
+                .map(|s| SkippedView {
+                    key_id: s.key_id.clone(),
+                    algorithm: s.algorithm.clone(),
+                    why: s.why.clone(),
+                })
+                .collect(),
+            warnings: report.warnings.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -196,10 +237,10 @@ async fn act(
 }
 
 /// Import seeds: CSV (`text/csv`, the `otpgate token import` format) or PSKC (RFC 6030) XML
-/// (`application/pskc+xml`, `application/xml`, `text/xml`; the content itself decides) with
-/// unencrypted secrets (an
-/// encrypted PSKC file needs its key: use `otpgate token import` on the appliance). All or
-/// nothing.
+/// (`application/pskc+xml`, `application/xml`, `text/xml`; the content itself decides). An
+/// encrypted PSKC file's pre-shared key goes in the `PSKC-Key` header (hex), a password-based
+/// one's password in `PSKC-Password`: never in the URL. All or nothing; the answer reports
+/// the keys skipped and the warnings.
 #[utoipa::path(
     post,
     path = "/api/v1/tokens/import",
@@ -240,12 +281,32 @@ pub async fn import_tokens(
             format!("a seed file over {MAX_IMPORT_BODY} bytes"),
         ));
     }
+    let secret_header = |name: &str| -> Result<Option<Zeroizing<Vec<u8>>>, ApiError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(value) => Ok(Some(Zeroizing::new(value.as_bytes().trim_ascii().to_vec()))),
+        }
+    };
+    let pre_shared_key = match secret_header("pskc-key")? {
+        None => None,
+        Some(hex) => Some(Zeroizing::new(
+            data_encoding::HEXLOWER_PERMISSIVE
+                .decode(&hex)
+                .map_err(|_| ApiError::bad_request("the PSKC-Key header is not a hex key"))?,
+        )),
+    };
+    let password = secret_header("pskc-password")?;
     blocking(move || {
-        let tokens = parse_file(&body, None)
+        let keys = PskcKeys {
+            pre_shared_key: pre_shared_key.as_deref().map(Vec::as_slice),
+            password: password.as_deref().map(Vec::as_slice),
+        };
+        let report = import_file(&body, &keys)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_import", e.to_string()))?;
-        let count = state.tokens.import(tokens, state.clock.now())?;
+        let mut view = ImportView::new(0, &report);
+        view.imported = state.tokens.import(report.tokens, state.clock.now())?;
         state.store.sync()?;
-        Ok((StatusCode::CREATED, Json(ImportView { imported: count })))
+        Ok((StatusCode::CREATED, Json(view)))
     })
     .await
 }

@@ -37,6 +37,18 @@ impl Api {
         body: Option<&str>,
         content_type: &str,
     ) -> (u16, Value) {
+        self.send_with(method, path, body, content_type, &[])
+    }
+
+    /// As [`Api::send`], with further `Name: value` request headers.
+    pub fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        content_type: &str,
+        headers: &[&str],
+    ) -> (u16, Value) {
         let mut args = vec![
             "-sS".to_string(),
             "--max-time".into(),
@@ -48,6 +60,9 @@ impl Api {
         ];
         if let Some(token) = &self.token {
             args.extend(["-H".into(), format!("Authorization: Bearer {token}")]);
+        }
+        for header in headers {
+            args.extend(["-H".into(), header.to_string()]);
         }
         if let Some(ca) = &self.cacert {
             args.extend(["--cacert".into(), ca.display().to_string()]);

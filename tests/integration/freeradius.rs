@@ -68,6 +68,10 @@ client otpgate6 {
 
 modules {
 	pap {
+		normalise = yes
+	}
+	# RFC 6238, SHA-1, 6 digits, 30 s, from &control:TOTP-Secret; used by `start_with_totp`.
+	totp {
 	}
 	files {
 		filename = @DIR@/users
@@ -91,12 +95,14 @@ server site {
 		port = @PORT@
 	}
 	authorize {
+@SPLIT@
 		files
 		pap
 	}
 	authenticate {
 		Auth-Type PAP {
 			pap
+@TOTP@
 		}
 	}
 	post-auth {
@@ -113,6 +119,14 @@ server site {
 }
 "#;
 
+/// The `authorize` lines that split User-Password into the password and the code.
+const SPLIT: &str = r#"		if (&User-Password =~ /^(.*)([0-9]{6})$/) {
+			update request {
+				&User-Password := "%{1}"
+				&TOTP-Password := "%{2}"
+			}
+		}"#;
+
 pub struct FreeRadius {
     _dir: tempfile::TempDir,
     child: Option<Child>,
@@ -120,9 +134,24 @@ pub struct FreeRadius {
 }
 
 impl FreeRadius {
-    /// Starts it and waits (at most 20 s) until it answers; `None` (skipped) when FreeRADIUS
-    /// is not installed outside CI.
+    /// Starts it with [`USERS`] and waits (at most 20 s) until it answers; `None` (skipped)
+    /// when FreeRADIUS is not installed outside CI.
     pub fn start() -> Option<FreeRadius> {
+        let users: String = USERS
+            .iter()
+            .map(|(user, password)| format!("{user} Cleartext-Password := \"{password}\"\n"))
+            .collect();
+        FreeRadius::launch(&users, false)
+    }
+
+    /// Starts it with `users` as its users file, checking password and TOTP code the way a
+    /// FreeRADIUS site with rlm_totp does: User-Password is the password followed by the
+    /// 6-digit code, split by the regular expression the site's `authorize` section uses.
+    pub fn start_with_totp(users: &str) -> Option<FreeRadius> {
+        FreeRadius::launch(users, true)
+    }
+
+    fn launch(users: &str, totp: bool) -> Option<FreeRadius> {
         if !peer_available("freeradius", "freeradius") {
             return None;
         }
@@ -132,13 +161,11 @@ impl FreeRadius {
         let config = CONFIG
             .replace("@DIR@", &path)
             .replace("@PORT@", &port.to_string())
-            .replace("@SECRET@", UPSTREAM_SECRET);
+            .replace("@SECRET@", UPSTREAM_SECRET)
+            .replace("@SPLIT@", if totp { SPLIT } else { "" })
+            .replace("@TOTP@", if totp { "\t\t\ttotp" } else { "" });
         std::fs::write(dir.path().join("radiusd.conf"), config).expect("radiusd.conf");
         std::fs::write(dir.path().join("empty"), "").expect("empty");
-        let users: String = USERS
-            .iter()
-            .map(|(user, password)| format!("{user} Cleartext-Password := \"{password}\"\n"))
-            .collect();
         std::fs::write(dir.path().join("users"), users).expect("users");
         let child = Command::new("freeradius")
             .args(["-f", "-n", "radiusd", "-d"])
