@@ -8,13 +8,13 @@
 //! * PSKC (RFC 6030): `KeyContainer` / `KeyPackage` / `Key` (section 4, 4.1) in the PSKC
 //!   namespace (or none), base64 values (section 4.2), `DeviceInfo/SerialNo` and
 //!   `AlgorithmParameters` (sections 4.3.1, 4.3.4), HOTP/TOTP keys with plain or encrypted
-//!   secrets: AES-CBC or AES key wrap (RFC 3394) under a pre-shared key (section 6.1) or under
-//!   a key derived from a password with PBKDF2 (section 6.2, HMAC-SHA1/256/512 PRF), with
-//!   `ValueMAC` (HMAC-SHA1/256/512) checked against `MACMethod` (section 6.1.1). A missing
-//!   `ResponseFormat` means 6 digits (RFC 4226 section 5.3, with a warning). Keys that are not
-//!   HOTP/TOTP (PIN, OCRA, vendor algorithms) are skipped and reported, never imported.
-//!   Asymmetric key protection (section 6.3), keys derived from a server master key
-//!   (`KeyReference`, Figure 4), other ciphers (3DES, Camellia, AES key wrap with padding) and
+//!   secrets: AES-CBC, 3DES-CBC or AES key wrap (RFC 3394) under a pre-shared key (section
+//!   6.1) or under a key derived from a password with PBKDF2 (section 6.2, HMAC-SHA1/256/512
+//!   PRF), with `ValueMAC` (HMAC-SHA1/256/512) checked against `MACMethod` (section 6.1.1). A
+//!   missing `ResponseFormat` means 6 digits (RFC 4226 section 5.3, with a warning). Keys that
+//!   are not HOTP/TOTP (PIN, OCRA, vendor algorithms) are skipped and reported, never
+//!   imported. Asymmetric key protection (section 6.3), keys derived from a server master key
+//!   (`KeyReference`, Figure 4), other ciphers (Camellia, AES key wrap with padding) and
 //!   non-zero T0 are refused. An XML `Signature` is not verified (a warning says so).
 //!
 //! Serials of PSKC tokens: `DeviceInfo/SerialNo`, or the `Key@Id` when there is no SerialNo.
@@ -37,6 +37,7 @@ use base64::Engine;
 use cbc::cipher::consts::U16;
 use cbc::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
 use cbc::cipher::{Block, BlockDecrypt, BlockSizeUser, KeyInit};
+use des::TdesEde3;
 use hmac::{Hmac, Mac};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
@@ -823,7 +824,7 @@ fn mac_key(method: &Node, psk: &[u8]) -> Result<(Algorithm, Zeroizing<Vec<u8>>),
         .child("MACKey")
         .ok_or_else(|| fail(PATH, Problem::Missing))?;
     let (cipher, data) = cipher_value(node, PATH)?;
-    let key = aes_cbc(cipher, psk, &data).map_err(|p| fail(PATH, p))?;
+    let key = decrypt(cipher, psk, &data).map_err(|p| fail(PATH, p))?;
     Ok((algorithm, key))
 }
 
@@ -928,7 +929,7 @@ fn pskc_secret(data: &Node, keys: &Keys) -> Result<Zeroizing<Vec<u8>>, Fail> {
             return Err(fail(MAC, keys.protection.reword(Problem::MacMismatch)));
         }
     }
-    aes_cbc(cipher, key, &value).map_err(|p| fail(ENC, keys.protection.reword(p)))
+    decrypt(cipher, key, &value).map_err(|p| fail(ENC, keys.protection.reword(p)))
 }
 
 /// An xenc EncryptedValue: its EncryptionMethod URI and decoded CipherValue (IV || ciphertext).
@@ -944,16 +945,28 @@ fn cipher_value<'a>(enc: &'a Node, path: &str) -> Result<(&'a str, Zeroizing<Vec
     Ok((method?, value?))
 }
 
-/// XML Encryption AES-CBC (IV prefixed, PKCS#7 padding) or AES key wrap (RFC 3394,
+/// The ciphers of an xenc `EncryptionMethod` (RFC 6030 section 6.1).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cipher {
+    /// AES-CBC, 16-octet IV prefixed (`aes128/192/256-cbc`).
+    AesCbc,
+    /// AES key wrap, RFC 3394 (`kw-aes128/192/256`).
+    AesWrap,
+    /// Triple DES EDE3 CBC, 8-octet IV prefixed (`tripledes-cbc`, a 24-octet key).
+    TripleDesCbc,
+}
+
+/// XML Encryption AES-CBC or 3DES-CBC (IV prefixed, PKCS#7 padding) or AES key wrap (RFC 3394,
 /// `kw-aes128/192/256`) under the container key.
-fn aes_cbc(method: &str, psk: &[u8], data: &[u8]) -> Result<Zeroizing<Vec<u8>>, Problem> {
-    let (need, wrap) = match method.strip_prefix("http://www.w3.org/2001/04/xmlenc#") {
-        Some("aes128-cbc") => (16, false),
-        Some("aes192-cbc") => (24, false),
-        Some("aes256-cbc") => (32, false),
-        Some("kw-aes128") => (16, true),
-        Some("kw-aes192") => (24, true),
-        Some("kw-aes256") => (32, true),
+fn decrypt(method: &str, psk: &[u8], data: &[u8]) -> Result<Zeroizing<Vec<u8>>, Problem> {
+    let (need, cipher) = match method.strip_prefix("http://www.w3.org/2001/04/xmlenc#") {
+        Some("aes128-cbc") => (16, Cipher::AesCbc),
+        Some("aes192-cbc") => (24, Cipher::AesCbc),
+        Some("aes256-cbc") => (32, Cipher::AesCbc),
+        Some("kw-aes128") => (16, Cipher::AesWrap),
+        Some("kw-aes192") => (24, Cipher::AesWrap),
+        Some("kw-aes256") => (32, Cipher::AesWrap),
+        Some("tripledes-cbc") => (24, Cipher::TripleDesCbc),
         _ => {
             return Err(Problem::Unsupported(format!(
                 "encryption method `{method}`"
@@ -964,21 +977,30 @@ fn aes_cbc(method: &str, psk: &[u8], data: &[u8]) -> Result<Zeroizing<Vec<u8>>, 
     if got != need {
         return Err(Problem::KeyLength { got, need });
     }
-    if wrap {
-        return match need {
-            16 => aes_unwrap::<Aes128>(psk, data),
-            24 => aes_unwrap::<Aes192>(psk, data),
-            _ => aes_unwrap::<Aes256>(psk, data),
-        };
-    }
-    let (iv, ciphertext) = data.split_at_checked(16).ok_or(Problem::Decrypt)?;
-    let plain = match need {
-        16 => cbc::Decryptor::<Aes128>::new_from_slices(psk, iv)
-            .map(|d| d.decrypt_padded_vec_mut::<Pkcs7>(ciphertext)),
-        24 => cbc::Decryptor::<Aes192>::new_from_slices(psk, iv)
-            .map(|d| d.decrypt_padded_vec_mut::<Pkcs7>(ciphertext)),
-        _ => cbc::Decryptor::<Aes256>::new_from_slices(psk, iv)
-            .map(|d| d.decrypt_padded_vec_mut::<Pkcs7>(ciphertext)),
+    let plain = match cipher {
+        Cipher::AesWrap => {
+            return match need {
+                16 => aes_unwrap::<Aes128>(psk, data),
+                24 => aes_unwrap::<Aes192>(psk, data),
+                _ => aes_unwrap::<Aes256>(psk, data),
+            }
+        }
+        Cipher::TripleDesCbc => {
+            let (iv, ciphertext) = data.split_at_checked(8).ok_or(Problem::Decrypt)?;
+            cbc::Decryptor::<TdesEde3>::new_from_slices(psk, iv)
+                .map(|d| d.decrypt_padded_vec_mut::<Pkcs7>(ciphertext))
+        }
+        Cipher::AesCbc => {
+            let (iv, ciphertext) = data.split_at_checked(16).ok_or(Problem::Decrypt)?;
+            match need {
+                16 => cbc::Decryptor::<Aes128>::new_from_slices(psk, iv)
+                    .map(|d| d.decrypt_padded_vec_mut::<Pkcs7>(ciphertext)),
+                24 => cbc::Decryptor::<Aes192>::new_from_slices(psk, iv)
+                    .map(|d| d.decrypt_padded_vec_mut::<Pkcs7>(ciphertext)),
+                _ => cbc::Decryptor::<Aes256>::new_from_slices(psk, iv)
+                    .map(|d| d.decrypt_padded_vec_mut::<Pkcs7>(ciphertext)),
+            }
+        }
     };
     match plain {
         Ok(Ok(plain)) => Ok(Zeroizing::new(plain)),
@@ -1807,23 +1829,23 @@ mod tests {
         let kek = hex("000102030405060708090A0B0C0D0E0F");
         let wrapped = hex("1FA68B0A8112B447AEF34BD8FB5A7B829D3E862371D2CFE5");
         let kw128 = "http://www.w3.org/2001/04/xmlenc#kw-aes128";
-        let plain = aes_cbc(kw128, &kek, &wrapped).unwrap();
+        let plain = decrypt(kw128, &kek, &wrapped).unwrap();
         assert_eq!(*plain, hex("00112233445566778899AABBCCDDEEFF"));
         let kek256 = hex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F");
         let wrapped256 =
             hex("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21");
         let kw256 = "http://www.w3.org/2001/04/xmlenc#kw-aes256";
-        let plain = aes_cbc(kw256, &kek256, &wrapped256).unwrap();
+        let plain = decrypt(kw256, &kek256, &wrapped256).unwrap();
         assert_eq!(
             *plain,
             hex("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F")
         );
         let mut bad = kek.clone();
         bad[0] ^= 1;
-        assert_eq!(aes_cbc(kw128, &bad, &wrapped), Err(Problem::Decrypt));
-        assert_eq!(aes_cbc(kw128, &kek, &wrapped[..20]), Err(Problem::Decrypt));
+        assert_eq!(decrypt(kw128, &bad, &wrapped), Err(Problem::Decrypt));
+        assert_eq!(decrypt(kw128, &kek, &wrapped[..20]), Err(Problem::Decrypt));
         assert_eq!(
-            aes_cbc(kw256, &kek, &wrapped),
+            decrypt(kw256, &kek, &wrapped),
             Err(Problem::KeyLength { got: 16, need: 32 })
         );
         // In a document (python-pskc's kw-aes128 test file shape), as a 128-bit HOTP secret.
@@ -1841,5 +1863,65 @@ mod tests {
             "kw1 Hotp sha1 6 0 - 00112233445566778899aabbccddeeff\n"
         );
         assert!(err(parse_pskc(doc, Some(&bad))).contains("wrong pre-shared key"));
+    }
+
+    #[test]
+    fn pskc_triple_des_cbc_known_answer() {
+        // Computed with OpenSSL 3: `printf 12345678901234567890 | openssl enc -e -des-ede3-cbc
+        // -K 0123456789abcdeffedcba987654321089abcdef01234567 -iv 0001020304050607`, the IV
+        // prepended (XML Encryption); the MAC key likewise under IV 0706050403020100, and the
+        // ValueMAC by `openssl dgst -sha1 -mac HMAC -macopt hexkey:<MAC key>` over IV||ciphertext.
+        let hex = |h: &str| data_encoding::HEXLOWER.decode(h.as_bytes()).unwrap();
+        let key = hex("0123456789abcdeffedcba987654321089abcdef01234567");
+        let value = hex("0001020304050607066386c33ecb14df87b81bebd8031b14ac03d0c6e16c9a64");
+        let tdes = "http://www.w3.org/2001/04/xmlenc#tripledes-cbc";
+        assert_eq!(*decrypt(tdes, &key, &value).unwrap(), RFC_SECRET);
+        // A wrong key, a flipped IV bit (padding broken) or a value cut short: no plaintext.
+        let mut bad = key.clone();
+        bad[23] ^= 0x10;
+        assert_eq!(decrypt(tdes, &bad, &value), Err(Problem::Decrypt));
+        let mut flipped = value.clone();
+        flipped[23] ^= 1; // last byte of the second-to-last ciphertext block: the padding
+        assert_eq!(decrypt(tdes, &key, &flipped), Err(Problem::Decrypt));
+        assert_eq!(decrypt(tdes, &key, &value[..7]), Err(Problem::Decrypt));
+        assert_eq!(decrypt(tdes, &key, &value[..8]), Err(Problem::Decrypt));
+        assert_eq!(decrypt(tdes, &key, &value[..30]), Err(Problem::Decrypt));
+        // 3DES takes a 24-octet key only (no two-key 16-octet form in XML Encryption).
+        for len in [8, 16, 32] {
+            assert_eq!(
+                decrypt(tdes, &vec![1; len], &value),
+                Err(Problem::KeyLength { got: len, need: 24 })
+            );
+        }
+        let doc = format!(
+            r#"<KeyContainer Version="1.0" xmlns="urn:ietf:params:xml:ns:keyprov:pskc"
+            xmlns:xenc="http://www.w3.org/2001/04/xmlenc#"><EncryptionKey>
+            <KeyName xmlns="http://www.w3.org/2000/09/xmldsig#">Pre-shared-key</KeyName>
+            </EncryptionKey><MACMethod Algorithm="http://www.w3.org/2000/09/xmldsig#hmac-sha1">
+            <MACKey><xenc:EncryptionMethod Algorithm="{tdes}"/><xenc:CipherData>
+            <xenc:CipherValue>BwYFBAMCAQCXTD9pZtJ7iBll3crkE+S8gm7MHrn/ThU=</xenc:CipherValue>
+            </xenc:CipherData></MACKey></MACMethod><KeyPackage><DeviceInfo>
+            <SerialNo>987654321</SerialNo></DeviceInfo>
+            <Key Algorithm="urn:ietf:params:xml:ns:keyprov:pskc:hotp"><AlgorithmParameters>
+            <ResponseFormat Length="8" Encoding="DECIMAL"/></AlgorithmParameters><Data><Secret>
+            <EncryptedValue><xenc:EncryptionMethod Algorithm="{tdes}"/><xenc:CipherData>
+            <xenc:CipherValue>AAECAwQFBgcGY4bDPssU34e4G+vYAxsUrAPQxuFsmmQ=</xenc:CipherValue>
+            </xenc:CipherData></EncryptedValue><ValueMAC>Srgyx9JZDw3z9JhF+w3UdFyD1MQ=</ValueMAC>
+            </Secret></Data></Key></KeyPackage></KeyContainer>"#
+        );
+        assert_eq!(summary(parse_pskc(&doc, Some(&key))), RFC_HOTP);
+        // The MAC key is decrypted first, so a wrong key fails there (or on the MAC).
+        let text = err(parse_pskc(&doc, Some(&bad)));
+        assert!(text.contains("wrong pre-shared key"), "{text}");
+        assert_eq!(
+            err(parse_pskc(&doc, Some(&key[..16]))),
+            "PSKC KeyContainer/MACMethod/MACKey: pre-shared key has 16 bytes, the cipher needs 24"
+        );
+        let tampered = doc.replace("Srgyx9", "Srgyx8");
+        assert_eq!(
+            err(parse_pskc(&tampered, Some(&key))),
+            "PSKC KeyPackage 1 (serial 987654321), Key/Data/Secret/ValueMAC: ValueMAC does not \
+             match (wrong pre-shared key or tampered file)"
+        );
     }
 }

@@ -12,6 +12,7 @@ mod notify;
 mod peers;
 mod proofing;
 mod pskc;
+mod pskc_openssl;
 mod radius_udp;
 mod radsec;
 mod radsecproxy;
