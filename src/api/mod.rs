@@ -82,6 +82,7 @@ impl Modify for BearerAuth {
 pub fn router(state: AppState) -> (Router, OpenApiDoc) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(users::create_user))
+        .routes(routes!(users::import_users))
         .routes(routes!(users::get_user))
         .routes(routes!(users::set_password))
         .routes(routes!(users::accept_terms))

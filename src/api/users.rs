@@ -3,12 +3,12 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiQuery};
 use super::principal::Principal;
 use super::views::{TokenView, UserView};
 use super::{blocking, AppState};
@@ -292,4 +292,122 @@ fn user_view(state: &AppState, username: &str) -> Result<Json<UserView>, ApiErro
     view.connected_to = parent;
     view.last_session = crate::radius::accounting::last_session(store, username)?.map(Into::into);
     Ok(Json(view))
+}
+
+/// What `POST /api/v1/users/import` reads.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UserImportQuery {
+    /// `csv` (the default: `username,password_hash,email,first,last`) or `freeradius` (a
+    /// FreeRADIUS `users`/`authorize` file: passwords and `TOTP-Secret`s).
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserImportView {
+    pub users: usize,
+    /// TOTP tokens made of FreeRADIUS `TOTP-Secret`s (serial `totp-USER`).
+    pub tokens: usize,
+    /// Whole entries not imported, and why.
+    pub skipped: Vec<SkippedEntryView>,
+    /// Per user, the attributes otpgate does not use.
+    pub not_used: Vec<NotUsedView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkippedEntryView {
+    pub line: usize,
+    pub what: String,
+    pub why: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotUsedView {
+    pub user: String,
+    pub attributes: Vec<String>,
+}
+
+/// Import users from a file sent as the body: CSV, or with `?format=freeradius` a FreeRADIUS
+/// `users`/`authorize` file (its `TOTP-Secret`s become TOTP tokens the users own). All or
+/// nothing; an error names the line.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/import",
+    params(UserImportQuery),
+    request_body(content = String, content_type = "text/plain"),
+    responses(
+        (status = 201, body = UserImportView),
+        (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn import_users(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<UserImportQuery>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<UserImportView>), ApiError> {
+    principal.require(&[Role::Admin], "import users")?;
+    if body.len() > super::MAX_IMPORT_BODY {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("a user file over {} bytes", super::MAX_IMPORT_BODY),
+        ));
+    }
+    let freeradius = match query.format.as_deref() {
+        None | Some("csv") => false,
+        Some("freeradius") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format must be `csv` or `freeradius`, got `{other}`"
+            )))
+        }
+    };
+    let bad = |e: users::UserError| match e {
+        users::UserError::Store(e) => ApiError::from(e),
+        other => ApiError::new(StatusCode::BAD_REQUEST, "bad_import", other.to_string()),
+    };
+    blocking(move || {
+        let now = state.clock.now();
+        let view = if freeradius {
+            let text = std::str::from_utf8(&body)
+                .map_err(|_| ApiError::bad_request("the file is not UTF-8 text"))?;
+            let argon2 = state.settings.password.argon2;
+            let done =
+                users::import_freeradius(&state.tokens, "body", text, &argon2, now).map_err(bad)?;
+            UserImportView {
+                users: done.users,
+                tokens: done.tokens,
+                skipped: done
+                    .skipped_entries
+                    .into_iter()
+                    .map(|s| SkippedEntryView {
+                        line: s.line,
+                        what: s.what,
+                        why: s.why,
+                    })
+                    .collect(),
+                not_used: done
+                    .skipped_attributes
+                    .into_iter()
+                    .map(|(user, attributes)| NotUsedView { user, attributes })
+                    .collect(),
+            }
+        } else {
+            let count = users::import_users(state.store.as_ref(), &body[..], now).map_err(bad)?;
+            UserImportView {
+                users: count,
+                tokens: 0,
+                skipped: Vec::new(),
+                not_used: Vec::new(),
+            }
+        };
+        state.store.sync()?;
+        Ok((StatusCode::CREATED, Json(view)))
+    })
+    .await
 }

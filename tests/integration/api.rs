@@ -620,6 +620,7 @@ fn the_openapi_document_has_every_route() {
     assert_eq!(status, 200);
     let routes = [
         ("post", "/api/v1/users"),
+        ("post", "/api/v1/users/import"),
         ("get", "/api/v1/users/{username}"),
         ("post", "/api/v1/users/{username}/password"),
         ("post", "/api/v1/users/{username}/terms"),

@@ -142,3 +142,47 @@ fn a_freeradius_users_file_logs_in_the_same_after_import() {
         "{text}"
     );
 }
+
+/// The same import through the admin API, the server running: the users log in at once.
+#[test]
+fn the_api_imports_a_freeradius_file_and_its_users_log_in() {
+    let Some((app, api)) = crate::api::started() else {
+        return;
+    };
+    let (status, body) = api.send(
+        "POST",
+        "/api/v1/users/import?format=freeradius",
+        Some(&users_file()),
+        "text/plain",
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        (body["users"].as_u64(), body["tokens"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(body["skipped"][0]["what"], "DEFAULT", "{body}");
+    let code = totp_now(ALICE_SEED);
+    let reply = app
+        .auth("alice", &format!("alice-pw{code}"))
+        .expect("a reply");
+    assert_eq!(reply.code, Code::AccessAccept);
+    // Again: refused whole, naming the line; a bad format is a 400 too.
+    let (status, body) = api.send(
+        "POST",
+        "/api/v1/users/import?format=freeradius",
+        Some(&users_file()),
+        "text/plain",
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("bad_import")),
+        "{body}"
+    );
+    let (status, _) = api.send(
+        "POST",
+        "/api/v1/users/import?format=ldif",
+        Some("x"),
+        "text/plain",
+    );
+    assert_eq!(status, 400);
+}
