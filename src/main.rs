@@ -145,6 +145,12 @@ enum UserCommand {
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = UserFormat::Csv)]
         format: UserFormat,
+        /// With --format freeradius: the digits of the TOTP tokens (rlm_totp's otp_length).
+        #[arg(long, default_value_t = 6)]
+        totp_digits: u8,
+        /// With --format freeradius: their time step in seconds (rlm_totp's time_step).
+        #[arg(long, default_value_t = 30)]
+        totp_step: u64,
     },
     /// Show a user, their token and its state (never a secret).
     Show {
@@ -495,6 +501,7 @@ fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
         UserCommand::Import {
             file,
             format: UserFormat::Csv,
+            ..
         } => {
             let services = open_services(settings)?;
             let reader = std::fs::File::open(&file)
@@ -507,7 +514,10 @@ fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
         UserCommand::Import {
             file,
             format: UserFormat::Freeradius,
+            totp_digits,
+            totp_step,
         } => {
+            let totp = users::TotpParameters::new(totp_digits, totp_step)?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let services = open_services(settings)?;
@@ -516,6 +526,7 @@ fn user_command(settings: &Settings, command: UserCommand) -> Result<()> {
                 &file.display().to_string(),
                 &text,
                 &settings.password.argon2,
+                totp,
                 SystemClock.now(),
             )
             .with_context(|| format!("{}: nothing imported", file.display()))?;

@@ -497,6 +497,42 @@ pub struct FreeRadiusImport {
     pub skipped_attributes: Vec<(String, Vec<String>)>,
 }
 
+/// The TOTP parameters of the tokens a FreeRADIUS import makes: rlm_totp's `otp_length` and
+/// `time_step` (6 and 30 by default, as rlm_totp has them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TotpParameters {
+    pub digits: u8,
+    pub step: u64,
+}
+
+impl Default for TotpParameters {
+    fn default() -> Self {
+        TotpParameters {
+            digits: 6,
+            step: 30,
+        }
+    }
+}
+
+impl TotpParameters {
+    /// Checked: 6 or 8 digits, a step of 30 or 60 seconds (what the appliance takes).
+    pub fn new(digits: u8, step: u64) -> Result<TotpParameters, UserError> {
+        if !crate::otp::valid_digits(digits) {
+            return Err(UserError::BadField {
+                field: "totp digits",
+                problem: format!("must be 6 or 8, got {digits}"),
+            });
+        }
+        if !matches!(step, 30 | 60) {
+            return Err(UserError::BadField {
+                field: "totp step",
+                problem: format!("must be 30 or 60 seconds, got {step}"),
+            });
+        }
+        Ok(TotpParameters { digits, step })
+    }
+}
+
 /// The serial of the TOTP token made of a FreeRADIUS user's `TOTP-Secret`: `totp-` and the
 /// user name, `@` written `_at_` (serials take A-Z a-z 0-9 . _ -).
 pub fn freeradius_totp_serial(username: &str) -> String {
@@ -506,7 +542,7 @@ pub fn freeradius_totp_serial(username: &str) -> String {
 /// Imports a FreeRADIUS `users`/`authorize` file (see [`crate::freeradius`]): each user with
 /// its password (a stored hash as it is; a `Cleartext-Password` hashed to argon2id with
 /// `argon2`, never stored as given) and, with a `TOTP-Secret`, a TOTP token it owns, active,
-/// with rlm_totp's parameters (HMAC-SHA1, 6 digits, 30 s), serial
+/// HMAC-SHA1 with `totp`'s digits and step (rlm_totp's), serial
 /// [`freeradius_totp_serial`]. All or nothing: everything is checked (names, existing users
 /// and serials) before anything is written; an error names the file and line.
 pub fn import_freeradius(
@@ -514,6 +550,7 @@ pub fn import_freeradius(
     file: &str,
     text: &str,
     argon2: &Argon2Params,
+    totp: TotpParameters,
     now: u64,
 ) -> Result<FreeRadiusImport, UserError> {
     use crate::freeradius::{parse, Password};
@@ -568,8 +605,8 @@ pub fn import_freeradius(
                 serial,
                 secret,
                 algorithm: Algorithm::Sha1,
-                digits: 6,
-                kind: TokenKind::Totp { period: 30 },
+                digits: totp.digits,
+                kind: TokenKind::Totp { period: totp.step },
                 counter: 0,
                 owner: Some(name.clone()),
             });

@@ -302,6 +302,10 @@ pub struct UserImportQuery {
     /// `csv` (the default: `username,password_hash,email,first,last`) or `freeradius` (a
     /// FreeRADIUS `users`/`authorize` file: passwords and `TOTP-Secret`s).
     pub format: Option<String>,
+    /// With `freeradius`: the TOTP tokens' digits (6, the default, or 8) and step in seconds
+    /// (30, the default, or 60), as rlm_totp's `otp_length` and `time_step`.
+    pub totp_digits: Option<u8>,
+    pub totp_step: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -367,6 +371,12 @@ pub async fn import_users(
             )))
         }
     };
+    let defaults = users::TotpParameters::default();
+    let totp = users::TotpParameters::new(
+        query.totp_digits.unwrap_or(defaults.digits),
+        query.totp_step.unwrap_or(defaults.step),
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let bad = |e: users::UserError| match e {
         users::UserError::Store(e) => ApiError::from(e),
         other => ApiError::new(StatusCode::BAD_REQUEST, "bad_import", other.to_string()),
@@ -377,8 +387,8 @@ pub async fn import_users(
             let text = std::str::from_utf8(&body)
                 .map_err(|_| ApiError::bad_request("the file is not UTF-8 text"))?;
             let argon2 = state.settings.password.argon2;
-            let done =
-                users::import_freeradius(&state.tokens, "body", text, &argon2, now).map_err(bad)?;
+            let done = users::import_freeradius(&state.tokens, "body", text, &argon2, totp, now)
+                .map_err(bad)?;
             UserImportView {
                 users: done.users,
                 tokens: done.tokens,

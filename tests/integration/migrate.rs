@@ -185,4 +185,12 @@ fn the_api_imports_a_freeradius_file_and_its_users_log_in() {
         "text/plain",
     );
     assert_eq!(status, 400);
+    let (status, body) = api.send(
+        "POST",
+        "/api/v1/users/import?format=freeradius&totp_digits=7",
+        Some("x"),
+        "text/plain",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("6 or 8"), "{body}");
 }
