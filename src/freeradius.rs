@@ -42,12 +42,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::LazyLock;
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine};
-use data_encoding::{Encoding, Specification, HEXLOWER, HEXLOWER_PERMISSIVE};
+use data_encoding::{HEXLOWER, HEXLOWER_PERMISSIVE};
 use zeroize::Zeroizing;
 
 use crate::auth::password::PasswordHash;
@@ -728,20 +727,6 @@ const B64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// RFC 4648 base32, either case, trailing bits ignored (padding is stripped before).
-static BASE32: LazyLock<Encoding> = LazyLock::new(|| {
-    let mut spec = Specification::new();
-    spec.symbols.push_str("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567");
-    spec.translate.from.push_str("abcdefghijklmnopqrstuvwxyz");
-    spec.translate.to.push_str("ABCDEFGHIJKLMNOPQRSTUVWXYZ");
-    spec.check_trailing_bits = false;
-    spec.encoding().expect("a valid base32 specification")
-});
-
-/// Fewest octets of a TOTP secret (RFC 4226 section 4 asks for at least 128 bits, 160
-/// recommended; 80 is what many tokens and rlm_totp setups use).
-const MIN_TOTP_OCTETS: usize = 10;
-
 fn text(bytes: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(bytes).map_err(|_| "the value is not UTF-8".to_owned())
 }
@@ -853,24 +838,16 @@ fn with_header(value: &str, may_decode: bool) -> Result<Password, String> {
 fn totp_of(form: TotpForm, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
     let secret = match form {
         TotpForm::Base32 => {
-            let value = text(bytes)?.trim_end_matches('=');
-            BASE32
-                .decode(value.as_bytes())
-                .map(Zeroizing::new)
-                .map_err(|_| "not valid base32".to_owned())?
+            // The seed files' base32 (either case, padding optional).
+            crate::otp::import::base32(text(bytes)?).map_err(|p| p.to_string())?
         }
         TotpForm::Octets => match octets(bytes)? {
             Some(raw) => raw,
             None => Zeroizing::new(bytes.to_vec()),
         },
     };
-    if secret.len() < MIN_TOTP_OCTETS {
-        return Err(format!(
-            "the secret is {} octets, fewer than {MIN_TOTP_OCTETS}",
-            secret.len()
-        ));
-    }
-    Ok(secret)
+    // The seed files' floor of 80 bits.
+    crate::otp::import::long_enough(secret).map_err(|p| p.to_string())
 }
 
 #[cfg(test)]
@@ -1166,9 +1143,9 @@ DEFAULT	Auth-Type := Reject
 2 | unterminated quoted string starting at column 27 | # c\nbob Cleartext-Password := "abc\n
 2 | unterminated | bob Cleartext-Password := x\n\tReply-Message = 'abc\'
 4 | user "bob" already has an entry at line 1 | bob A := 1\n\n# again\nbob A := 2
-1 | TOTP-Secret: not valid base32 | bob Cleartext-Password := x, TOTP-Secret := "GEZDGNBV1"
-1 | TOTP-Secret: the secret is 5 octets, fewer than 10 | bob TOTP-Secret := GEZDGNBV
-1 | TOTP-Key: the secret is 2 octets | bob Cleartext-Password := x, TOTP-Key := 0x3132
+1 | TOTP-Secret: not valid base32 (RFC 4648) | bob Cleartext-Password := x, TOTP-Secret := "GEZDGNBV1"
+1 | TOTP-Secret: secret has 40 bits, at least 80 are required (RFC 4226 R6) | bob TOTP-Secret := GEZDGNBV
+1 | TOTP-Key: secret has 16 bits | bob Cleartext-Password := x, TOTP-Key := 0x3132
 1 | two TOTP secrets | bob TOTP-Secret := GEZDGNBVGY3TQOJQ, TOTP-Key := 0x31323334353637383930
 1 | unknown password scheme prefix {SSHA384} | bob Password-With-Header := "{SSHA384}abcd"
 1 | {SMD5} is not accepted | bob Password-With-Header := "{SMD5}abcd"

@@ -109,6 +109,22 @@ pub struct ActionView {
     pub to: String,
 }
 
+/// Once `changed` is durable, the answer to it: the token as it is now and the move.
+fn action_view(
+    state: &AppState,
+    serial: &str,
+    changed: &crate::token::actions::Changed,
+    now: u64,
+) -> Result<Json<ActionView>, ApiError> {
+    state.store.sync()?;
+    let (token, life) = state.tokens.details(serial)?;
+    Ok(Json(ActionView {
+        token: TokenView::new(&token, &life, now),
+        from: changed.transition.from.as_str().to_string(),
+        to: changed.transition.to.as_str().to_string(),
+    }))
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ImportView {
     pub imported: usize,
@@ -225,13 +241,7 @@ async fn act(
         require_token(&state, &principal, &serial)?;
         let now = state.clock.now();
         let changed = action(&state, &serial, now)?;
-        state.store.sync()?;
-        let (token, life) = state.tokens.details(&serial)?;
-        Ok(Json(ActionView {
-            token: TokenView::new(&token, &life, now),
-            from: changed.transition.from.as_str().to_string(),
-            to: changed.transition.to.as_str().to_string(),
-        }))
+        action_view(&state, &serial, &changed, now)
     })
     .await
 }
@@ -456,13 +466,7 @@ pub async fn register(
             &principal.who,
             now,
         )?;
-        state.store.sync()?;
-        let (token, life) = state.tokens.details(&serial)?;
-        Ok(Json(ActionView {
-            token: TokenView::new(&token, &life, now),
-            from: changed.transition.from.as_str().to_string(),
-            to: changed.transition.to.as_str().to_string(),
-        }))
+        action_view(&state, &serial, &changed, now)
     })
     .await
 }

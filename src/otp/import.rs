@@ -402,7 +402,7 @@ fn name_ok(s: &str, max: usize, extra: &[u8]) -> bool {
 }
 
 /// RFC 4648 base32 with optional padding, any case, whitespace ignored.
-fn base32(text: &str) -> Result<Zeroizing<Vec<u8>>, Problem> {
+pub fn base32(text: &str) -> Result<Zeroizing<Vec<u8>>, Problem> {
     let clean: Zeroizing<String> = Zeroizing::new(
         text.chars()
             .filter(|c| !c.is_whitespace())
@@ -432,7 +432,7 @@ fn base64(text: &str) -> Result<Zeroizing<Vec<u8>>, Problem> {
 }
 
 /// Refuses secrets under 80 bits (RFC 4226 R6 requires 128, recommends 160).
-fn long_enough(secret: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>, Problem> {
+pub fn long_enough(secret: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>, Problem> {
     match secret.len() {
         n if n < 10 => Err(Problem::ShortSecret { bits: n * 8 }),
         _ => Ok(secret),
