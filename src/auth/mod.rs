@@ -358,17 +358,14 @@ impl Authenticator {
                 next: Next::Otp,
             });
         }
-        let token = match token {
-            Some(token) => token,
-            None => match self.connected_token(&user) {
-                Ok(Some(token)) => token,
-                // Without a token the OTP cannot be split off; answered as for an unknown user.
-                Ok(None) => return Ok(dummy(Outcome::NoToken)),
-                Err(e) => {
-                    tracing::error!(user = username, error = %e, "store read failed");
-                    return Err(Outcome::InternalError);
-                }
-            },
+        let token = match self.token_of(&user, token) {
+            Ok(Some(token)) => token,
+            // Without a token the OTP cannot be split off; answered as for an unknown user.
+            Ok(None) => return Ok(dummy(Outcome::NoToken)),
+            Err(e) => {
+                tracing::error!(user = username, error = %e, "store read failed");
+                return Err(Outcome::InternalError);
+            }
         };
         // 2. First factor: per the application's `otp_mode`, everything before the last
         // `digits` characters, or the whole User-Password when the code is to be asked for.
@@ -441,7 +438,7 @@ impl Authenticator {
         let Some(user) = user else {
             return Some((Outcome::UnknownUser, false));
         };
-        let token = match token.map_or_else(|| self.connected_token(&user), |t| Ok(Some(t))) {
+        let token = match self.token_of(&user, token) {
             Ok(Some(token)) => token,
             Ok(None) => return Some((Outcome::NoToken, false)),
             Err(e) => {
@@ -453,10 +450,17 @@ impl Authenticator {
         Some(self.second_factor(request, &user, token, &code))
     }
 
-    /// The token a connected account logs in with (guide "Connected Accounts"): its parent's,
-    /// while the two still have the same names and e-mail address. Read only for an account
-    /// without a token of its own.
-    fn connected_token(&self, user: &User) -> Result<Option<Token>, crate::store::StoreError> {
+    /// The token `user` logs in with: `own`, its own, or for a connected account (guide
+    /// "Connected Accounts") its parent's, while the two still have the same names and e-mail
+    /// address (read only for an account without a token of its own).
+    fn token_of(
+        &self,
+        user: &User,
+        own: Option<Token>,
+    ) -> Result<Option<Token>, crate::store::StoreError> {
+        if own.is_some() {
+            return Ok(own);
+        }
         let store = self.tokens.store().as_ref();
         let Some(parent) = crate::users::connected_parent(store, &user.username)? else {
             return Ok(None);
